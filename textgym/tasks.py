@@ -1,0 +1,301 @@
+"""Tasks: where prompts come from and how completions are scored.
+
+A :class:`Task` pairs a :class:`PromptSet` (examples with ``train``/``test`` splits) with a
+batched scorer ``score(prompts, completions, references) -> np.ndarray[float32]``. The
+environments sample prompts from a task and call its scorer once per step for every episode
+that ended in that step, which is what makes learned or LM-based rewards affordable.
+
+Prompts can come from
+
+* a built-in set that ships with the package (``PromptSet.builtin("reviews")``),
+* a Python list of strings, dicts or :class:`Example` (``PromptSet.from_list``),
+* a JSONL file (``PromptSet.from_jsonl``),
+* a Hugging Face ``datasets`` dataset or ``DatasetDict`` (``PromptSet.from_dataset``),
+
+and :func:`PromptSet.coerce` turns any of these into a ``PromptSet``, so an environment's
+``prompts=`` argument accepts them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textgym.errors import EmptyPromptSetError
+
+SPLITS = ("train", "test")
+
+Reference = str | tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt, with an optional reference answer (or several) and free-form metadata."""
+
+    prompt: str
+    reference: Reference = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _to_example(item: Any, where: str, prompt_field: str, reference_field: str | None) -> Example:
+    if isinstance(item, Example):
+        return item
+    if isinstance(item, str):
+        return Example(item)
+    if isinstance(item, Mapping):
+        if prompt_field not in item:
+            raise KeyError(
+                f"{where}: no {prompt_field!r} field (fields: {sorted(item)}); "
+                f"pass prompt_field= to name the field that holds the prompt"
+            )
+        reference = item.get(reference_field) if reference_field else None
+        if isinstance(reference, list):
+            reference = tuple(str(r) for r in reference)
+        meta = {k: v for k, v in item.items() if k not in (prompt_field, reference_field, "split")}
+        return Example(str(item[prompt_field]), reference, meta)
+    raise TypeError(f"{where}: expected a str, a dict or an Example, got {type(item).__name__}")
+
+
+class PromptSet:
+    """Examples split into ``train`` and ``test``.
+
+    Args:
+        train: examples used for training (``split="train"``).
+        test: held-out examples (``split="test"``).
+        name: shown in error messages and ``repr``.
+    """
+
+    def __init__(self, train: Sequence[Example], test: Sequence[Example], name: str = "custom"):
+        self.name = name
+        self.splits: dict[str, list[Example]] = {"train": list(train), "test": list(test)}
+        if not self.splits["train"] and not self.splits["test"]:
+            raise EmptyPromptSetError(
+                f"prompt set {name!r} is empty: give at least one prompt "
+                f"(a list of strings, a JSONL file with a 'prompt' field, or a dataset)"
+            )
+
+    def __repr__(self) -> str:
+        return f"PromptSet({self.name!r}, train={len(self['train'])}, test={len(self['test'])})"
+
+    def __getitem__(self, split: str) -> list[Example]:
+        """The examples of ``split``; raises a clear error for an unknown or empty split."""
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+        examples = self.splits[split]
+        if not examples:
+            raise EmptyPromptSetError(
+                f"split {split!r} of prompt set {self.name!r} has no prompts; "
+                f"add {split} examples or use the other split"
+            )
+        return examples
+
+    # -- constructors ------------------------------------------------------------------------
+
+    @classmethod
+    def from_list(
+        cls,
+        items: Iterable[Any],
+        test: Iterable[Any] | None = None,
+        test_fraction: float | None = None,
+        seed: int = 0,
+        prompt_field: str = "prompt",
+        reference_field: str | None = "reference",
+        name: str = "list",
+    ) -> PromptSet:
+        """Build from strings, dicts (``{"prompt": ..., "reference": ..., "split": ...}``) or Examples.
+
+        The test split is, in order of precedence: ``test`` if given; the items whose ``split``
+        field is ``"test"`` if any item has a ``split`` field; a seeded random ``test_fraction``
+        of the items; otherwise the same examples as train (no held-out split).
+        """
+        items = list(items)
+        has_split_field = any(isinstance(i, Mapping) and "split" in i for i in items)
+
+        def convert(rows: list[Any], label: str) -> list[Example]:
+            return [
+                _to_example(r, f"{name} {label} item {k}", prompt_field, reference_field)
+                for k, r in enumerate(rows)
+            ]
+
+        if test is not None:
+            return cls(convert(items, "train"), convert(list(test), "test"), name)
+        if has_split_field:
+            splits: dict[str, list[Any]] = {"train": [], "test": []}
+            for k, item in enumerate(items):
+                split = item.get("split", "train") if isinstance(item, Mapping) else "train"
+                if split not in splits:
+                    raise ValueError(f"{name} item {k}: split {split!r} is not one of {SPLITS}")
+                splits[split].append(item)
+            return cls(convert(splits["train"], "train"), convert(splits["test"], "test"), name)
+        examples = convert(items, "train")
+        if test_fraction is None:
+            return cls(examples, examples, name)
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        order = np.random.default_rng(seed).permutation(len(examples))
+        n_test = max(1, round(test_fraction * len(examples)))
+        test_idx = set(order[:n_test].tolist())
+        return cls(
+            [e for k, e in enumerate(examples) if k not in test_idx],
+            [e for k, e in enumerate(examples) if k in test_idx],
+            name,
+        )
+
+    @classmethod
+    def from_jsonl(
+        cls,
+        path: str | os.PathLike,
+        prompt_field: str = "prompt",
+        reference_field: str | None = "reference",
+        test_fraction: float | None = None,
+        seed: int = 0,
+    ) -> PromptSet:
+        """Build from a JSONL file, one JSON object per line (see :meth:`from_list` for splits)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+        return cls.from_list(
+            rows,
+            test_fraction=test_fraction,
+            seed=seed,
+            prompt_field=prompt_field,
+            reference_field=reference_field,
+            name=path.name,
+        )
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        prompt_field: str = "prompt",
+        reference_field: str | None = None,
+        train_split: str = "train",
+        test_split: str = "test",
+        test_fraction: float | None = None,
+        seed: int = 0,
+    ) -> PromptSet:
+        """Build from a ``datasets.Dataset`` or ``DatasetDict`` (any mapping of split -> rows).
+
+        For a ``DatasetDict`` the ``train_split``/``test_split`` entries are used; a single
+        dataset is split as in :meth:`from_list`.
+        """
+        name = str(getattr(dataset, "info", None) and dataset.info.dataset_name or "dataset")
+        if isinstance(dataset, Mapping):
+            missing = [s for s in (train_split, test_split) if s not in dataset]
+            if missing:
+                raise KeyError(
+                    f"dataset has splits {sorted(dataset)}, not {missing}; "
+                    f"pass train_split=/test_split= to choose"
+                )
+            rows = {s: list(dataset[s]) for s in (train_split, test_split)}
+            return cls.from_list(
+                rows[train_split],
+                test=rows[test_split],
+                prompt_field=prompt_field,
+                reference_field=reference_field,
+                name=name,
+            )
+        return cls.from_list(
+            list(dataset),
+            test_fraction=test_fraction,
+            seed=seed,
+            prompt_field=prompt_field,
+            reference_field=reference_field,
+            name=name,
+        )
+
+    @classmethod
+    def builtin(cls, name: str) -> PromptSet:
+        """A prompt set that ships with the package (``textgym/data/<name>.jsonl``)."""
+        data = resources.files("textgym") / "data" / f"{name}.jsonl"
+        if not data.is_file():
+            available = sorted(
+                p.name.removesuffix(".jsonl")
+                for p in (resources.files("textgym") / "data").iterdir()
+                if p.name.endswith(".jsonl")
+            )
+            raise ValueError(f"no built-in prompt set {name!r}; available: {available}")
+        with resources.as_file(data) as path:
+            prompts = cls.from_jsonl(path)
+        prompts.name = name
+        return prompts
+
+    @classmethod
+    def coerce(cls, source: Any) -> PromptSet:
+        """Turn a PromptSet, a list, a JSONL path or a dataset into a PromptSet."""
+        if isinstance(source, PromptSet):
+            return source
+        if isinstance(source, (str, os.PathLike)):
+            return cls.from_jsonl(source)
+        if isinstance(source, Mapping) or type(source).__module__.startswith("datasets"):
+            return cls.from_dataset(source, reference_field="reference")
+        if isinstance(source, Iterable):
+            return cls.from_list(source)
+        raise TypeError(
+            f"cannot use {type(source).__name__} as prompts; pass a list of strings/dicts, "
+            f"a JSONL path, a datasets.Dataset or a PromptSet"
+        )
+
+
+Scorer = Callable[[Sequence[str], Sequence[str], Sequence[Reference]], np.ndarray]
+"""``score(prompts, completions, references) -> float32 array of shape (len(prompts),)``."""
+
+
+@dataclass
+class Task:
+    """A prompt set plus a batched scorer.
+
+    Attributes:
+        name: short identifier, used in error messages.
+        prompts: the examples, with train/test splits.
+        scorer: ``scorer(prompts, completions, references)`` returns one score per completion.
+        reward_range: the range the scorer's values lie in (documentation and sanity checks).
+        description: one line for ``textgym info``-style listings.
+    """
+
+    name: str
+    prompts: PromptSet
+    scorer: Scorer
+    reward_range: tuple[float, float] = (-float("inf"), float("inf"))
+    description: str = ""
+
+
+def _reviews_task() -> Task:
+    from textgym.rewards import VaderSentiment
+
+    return Task(
+        name="reviews",
+        prompts=PromptSet.builtin("reviews"),
+        scorer=VaderSentiment(),
+        reward_range=(-1.0, 1.0),
+        description="continue a review opening so the continuation is positive (VADER compound)",
+    )
+
+
+TASKS: dict[str, Callable[[], Task]] = {"reviews": _reviews_task}
+"""Named tasks that environments accept as ``task="<name>"``."""
+
+
+def make_task(task: str | Task) -> Task:
+    """Return ``task`` itself, or build the named built-in task."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
+    return TASKS[task]()
