@@ -59,11 +59,11 @@ def lm_seconds_per_token_step(model, num_envs: int, prompt_len: int = 64, steps:
     """One decoding forward pass (KV cache, ``num_envs`` rows) of the model, in seconds."""
     ids = torch.randint(100, 40_000, (num_envs, prompt_len))
     out = model(input_ids=ids, use_cache=True)
-    cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    cache, token = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
     start = time.perf_counter()
     for _ in range(steps):
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        out = model(input_ids=token, cache=cache, use_cache=True)
+        cache, token = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
     return (time.perf_counter() - start) / steps
 
 
@@ -92,7 +92,9 @@ def main() -> None:
             }
         )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| N | env token-steps/s | env us/step | LM forward ms/step | env / LM | VADER us/episode |")
+    print(
+        "| N | env token-steps/s | env us/step | LM forward ms/step | env / LM | VADER us/episode |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(

@@ -69,7 +69,9 @@ def test_from_dataset_single_and_dict():
 
 
 def test_vader_scores_sentiment():
-    scores = VaderSentiment()(["", "", ""], ["I love it, wonderful!", "terrible and awful", ""], [None] * 3)
+    scores = VaderSentiment()(
+        ["", "", ""], ["I love it, wonderful!", "terrible and awful", ""], [None] * 3
+    )
     assert scores.dtype == np.float32
     assert scores[0] > 0.5 and scores[1] < -0.5 and scores[2] == 0.0
 

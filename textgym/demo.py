@@ -25,8 +25,10 @@ def main() -> None:
 
     start = time.perf_counter()
     envs = gym.make_vec("TextGen-v0", num_envs=args.episodes)
-    print(f"TextGen-v0 ready in {time.perf_counter() - start:.1f}s: {type(envs).__name__}, "
-          f"{envs.num_envs} envs, action space {envs.single_action_space}")
+    print(
+        f"TextGen-v0 ready in {time.perf_counter() - start:.1f}s: {type(envs).__name__}, "
+        f"{envs.num_envs} envs, action space {envs.single_action_space}"
+    )
     allowed = np.flatnonzero(envs.action_masks()[0])
     rng = np.random.default_rng(args.seed)
     envs.reset(seed=args.seed)

@@ -205,11 +205,15 @@ class _TextGenCore:
 
     # -- episodes ------------------------------------------------------------------------------
 
-    def completions(self, ep: _Episodes, slots: np.ndarray) -> list[str]:
-        """Decoded completions of ``slots``, cut before the first stop string."""
+    def decode(self, ep: _Episodes, slots: np.ndarray) -> list[str]:
+        """The generated text of ``slots`` so far, special tokens skipped."""
         start = self.max_prompt_tokens
         seqs = [ep.input_ids[s, start : start + ep.num_generated[s]].tolist() for s in slots]
-        texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+        return self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+
+    def completions(self, ep: _Episodes, slots: np.ndarray) -> list[str]:
+        """Decoded completions of ``slots``, cut before the first stop string."""
+        texts = self.decode(ep, slots)
         if self.stop_strings:
             texts = [_cut_at_stop(t, self.stop_strings) for t in texts]
         return texts
@@ -219,17 +223,8 @@ class _TextGenCore:
         hit = np.zeros(len(slots), dtype=bool)
         maybe = np.flatnonzero(self.stop_token[tokens])
         if maybe.size:
-            texts = self.completions(ep, slots[maybe])
-            raw = self.tokenizer.batch_decode(
-                [
-                    ep.input_ids[s, self.max_prompt_tokens : self.max_prompt_tokens
-                                 + ep.num_generated[s]].tolist()
-                    for s in slots[maybe]
-                ],
-                skip_special_tokens=True,
-            )
-            hit[maybe] = [len(t) < len(r) or _has_stop(r, self.stop_strings)
-                          for t, r in zip(texts, raw)]
+            texts = self.decode(ep, slots[maybe])
+            hit[maybe] = [any(s in t for s in self.stop_strings) for t in texts]
         return hit
 
     def score(self, ep: _Episodes, slots: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -243,10 +238,6 @@ class _TextGenCore:
             [e.reference for e in examples],
         )
         return texts, scores
-
-
-def _has_stop(text: str, stop_strings: tuple[str, ...]) -> bool:
-    return any(s in text for s in stop_strings)
 
 
 def _cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> str:
