@@ -177,6 +177,16 @@ class _TextGenCore:
         rows, _ = self.encode_prompts([example.prompt], "options['prompt']")
         return example, rows[0]
 
+    def check_options(self, options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict:
+        """Reject unknown reset options and unknown splits before any state changes."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; known options: {list(allowed)}")
+        if "split" in options:
+            self.prompts[options["split"]]  # raises for an unknown or empty split
+        return options
+
     # -- actions -------------------------------------------------------------------------------
 
     def check_actions(self, actions: Any, num_envs: int | None) -> np.ndarray:
@@ -485,19 +495,22 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Validate before seeding, so a rejected reset leaves the environment as it was.
+        options = self.core.check_options(options, ("prompt", "split"))
+        split = options.get("split", self.split)
+        prompt = options.get("prompt")
+        custom = self.core.resolve_prompt(prompt) if prompt is not None else None
         super().reset(seed=seed)
-        options = options or {}
-        self.split = options.get("split", self.split)
-        ep = self._episode
-        if options.get("prompt") is not None:
-            example, row = self.core.resolve_prompt(options["prompt"])
-            ep.prompt_index[0] = -1
+        if custom is not None:
+            (example, row), index = custom, -1
         else:
-            bank = self.core.bank(self.split)
+            bank = self.core.bank(split)
             index = int(self.np_random.integers(len(bank.examples)))
             example, row = bank.examples[index], bank.rows[index]
-            ep.prompt_index[0] = index
-        ep.split[0] = self.split
+        self.split = split
+        ep = self._episode
+        ep.prompt_index[0] = index
+        ep.split[0] = split
         ep.start(self.core, self._slot, row[None], [example])
         self._needs_reset = False
         if self.render_mode == "human":
@@ -597,7 +610,7 @@ class TextGenVectorEnv(VectorEnv):
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        options = dict(options or {})
+        options = self.core.check_options(options, ("prompt", "split", "reset_mask"))
         reset_mask = options.pop("reset_mask", None)
         if reset_mask is None:
             slots = self._all
@@ -607,6 +620,8 @@ class TextGenVectorEnv(VectorEnv):
                 raise ValueError(
                     f"options['reset_mask'] must be a bool array of shape ({self.num_envs},)"
                 )
+            if not reset_mask.any():
+                raise ValueError("options['reset_mask'] must select at least one env")
             slots = np.flatnonzero(reset_mask)
         if seed is None or isinstance(seed, int):
             seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
@@ -614,13 +629,21 @@ class TextGenVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+        prompt = options.get("prompt")
+        if not (
+            prompt is None or isinstance(prompt, (str, Example)) or len(prompt) == self.num_envs
+        ):
+            raise ValueError(
+                f"options['prompt'] must be one prompt or a list of {self.num_envs} prompts"
+            )
         for s in slots.tolist():
             if seeds[s] is not None or self._rngs[s] is None:
                 self._rngs[s], _ = seeding.np_random(seeds[s])
-        if "split" in options:
-            for s in slots.tolist():
-                self._splits[s] = options["split"]
-        self._start(slots, options.get("prompt"))
+        splits = list(self._splits)
+        for s in slots.tolist():
+            splits[s] = options.get("split", splits[s])
+        self._start(slots, prompt, splits)
+        self._splits = splits
         self._needs_reset[slots] = False
         self._was_reset = True
         infos = self._batch_infos({}, slots, self._episodes.reset_info(slots))
@@ -682,25 +705,27 @@ class TextGenVectorEnv(VectorEnv):
                 print(f"[env {s}]\n{ep.render(self.core, s)}", end="")
         return ep.observation(slice(None), self.copy), rewards, terminated, truncated, infos
 
-    def _start(self, slots: np.ndarray, prompt: Any) -> None:
+    def _start(self, slots: np.ndarray, prompt: Any, splits: list[str] | None = None) -> None:
         """Start new episodes in ``slots``: each slot draws from its own RNG and split."""
+        splits = self._splits if splits is None else splits
         if not slots.size:
             return
-        ep = self._episodes
         rows = np.empty((len(slots), self.core.max_prompt_tokens), dtype=np.int64)
+        indices = np.full(len(slots), -1, dtype=np.int64)
         examples = []
         for k, s in enumerate(slots.tolist()):
-            ep.split[s] = self._splits[s]
             if prompt is not None:
                 one = prompt if isinstance(prompt, (str, Example)) else prompt[s]
                 example, rows[k] = self.core.resolve_prompt(one)
-                ep.prompt_index[s] = -1
             else:
-                bank = self.core.bank(self._splits[s])
-                index = int(self._rngs[s].integers(len(bank.examples)))
-                example, rows[k] = bank.examples[index], bank.rows[index]
-                ep.prompt_index[s] = index
+                bank = self.core.bank(splits[s])
+                indices[k] = self._rngs[s].integers(len(bank.examples))
+                example, rows[k] = bank.examples[indices[k]], bank.rows[indices[k]]
             examples.append(example)
+        ep = self._episodes
+        ep.prompt_index[slots] = indices
+        for s in slots.tolist():
+            ep.split[s] = splits[s]
         ep.start(self.core, slots, rows, examples)
 
     def _batch_infos(
