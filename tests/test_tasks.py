@@ -86,6 +86,6 @@ def test_run_scorer_checks_output():
 
 
 def test_make_task():
-    assert make_task("reviews").name == "reviews"
+    assert make_task("reviews").name == "sentiment"  # TextGen-v0 is the sentiment task
     with pytest.raises(ValueError, match="built-in tasks"):
         make_task("nope")

@@ -14,7 +14,8 @@ import gymnasium as gym
 
 from textgym.envs import TextGenEnv, TextGenVectorEnv
 from textgym.errors import EmptyPromptSetError, InvalidTokenError, PromptTooLongError, ScorerError
-from textgym.tasks import Example, PromptSet, Task, make_task
+from textgym.task_suite import describe, summary
+from textgym.tasks import TASKS, Example, PromptSet, Task, make_task
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,40 @@ _ENVS = "textgym.envs.text_gen"
 _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "TextGen-v0": (f"{_ENVS}:TextGenEnv", f"{_ENVS}:TextGenVectorEnv", {}),
 }
+
+# The task suite: one TextGenEnv each, with the task's defaults. Every kwarg can be overridden in
+# gym.make / gym.make_vec, and task_kwargs={...} reaches the task factory (textgym.describe(id)).
+_LINE = ("\n",)  # one-line answers end at a newline
+_SUITE: dict[str, dict] = {
+    "TextGen-Sentiment-v0": {"task": "sentiment", "max_new_tokens": 32, "max_prompt_tokens": 64},
+    "TextGen-Arithmetic-v0": {
+        "task": "arithmetic", "max_new_tokens": 8, "max_prompt_tokens": 32, "stop_strings": _LINE,
+    },
+    "TextGen-Copy-v0": {
+        "task": "copy", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+    },
+    "TextGen-Reverse-v0": {
+        "task": "reverse", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+    },
+    "TextGen-Sort-v0": {
+        "task": "sort", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+    },
+    "TextGen-Keywords-v0": {
+        "task": "keywords", "max_new_tokens": 32, "max_prompt_tokens": 48, "stop_strings": _LINE,
+    },
+    "TextGen-Translate-v0": {
+        "task": "translate", "max_new_tokens": 40, "max_prompt_tokens": 48, "stop_strings": _LINE,
+    },
+    "TextGen-Summarize-v0": {
+        "task": "summarize", "max_new_tokens": 48, "max_prompt_tokens": 96,
+        "stop_strings": _LINE,
+    },
+    "TextGen-QA-v0": {
+        "task": "qa", "max_new_tokens": 16, "max_prompt_tokens": 96, "stop_strings": _LINE,
+    },
+}  # fmt: skip
+for _id, _kwargs in _SUITE.items():
+    _REGISTRY[_id] = (f"{_ENVS}:TextGenEnv", f"{_ENVS}:TextGenVectorEnv", _kwargs)
 
 
 def _register() -> None:
@@ -53,9 +88,12 @@ __all__ = [
     "PromptSet",
     "PromptTooLongError",
     "ScorerError",
+    "TASKS",
     "Task",
     "TextGenEnv",
     "TextGenVectorEnv",
+    "describe",
+    "summary",
     "make_task",
     "registered_ids",
 ]

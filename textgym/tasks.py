@@ -18,6 +18,7 @@ and :func:`PromptSet.coerce` turns any of these into a ``PromptSet``, so an envi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -276,26 +277,36 @@ class Task:
     description: str = ""
 
 
-def _reviews_task() -> Task:
-    from textgym.rewards import VaderSentiment
-
-    return Task(
-        name="reviews",
-        prompts=PromptSet.builtin("reviews"),
-        scorer=VaderSentiment(),
-        reward_range=(-1.0, 1.0),
-        description="continue a review opening so the continuation is positive (VADER compound)",
-    )
+TASKS: dict[str, Callable[..., Task]] = {}
+"""Named tasks that environments accept as ``task="<name>"``: factories
+``factory(**task_kwargs) -> Task`` (the suite's are in :mod:`textgym.task_suite`)."""
 
 
-TASKS: dict[str, Callable[[], Task]] = {"reviews": _reviews_task}
-"""Named tasks that environments accept as ``task="<name>"``."""
+def make_task(task: str | Task, **task_kwargs: Any) -> Task:
+    """Return ``task`` itself, or build the named built-in task with ``task_kwargs``.
 
-
-def make_task(task: str | Task) -> Task:
-    """Return ``task`` itself, or build the named built-in task."""
+    ``make_task("arithmetic", digits=3, operators="+-*")``; the keyword arguments of each task
+    are documented in its factory (``help(textgym.tasks.TASKS["arithmetic"])``).
+    """
     if isinstance(task, Task):
+        if task_kwargs:
+            raise ValueError(
+                f"task_kwargs {sorted(task_kwargs)} apply to named tasks only, not to a Task object"
+            )
         return task
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
-    return TASKS[task]()
+    factory = TASKS[task]
+    try:
+        inspect.signature(factory).bind(**task_kwargs)
+    except TypeError as e:
+        params = [p for p in inspect.signature(factory).parameters if p != "kwargs"]
+        raise TypeError(f"task {task!r}: {e}; its arguments are {params}") from None
+    return factory(**task_kwargs)
+
+
+# The task suite (sentiment, arithmetic, copy/reverse/sort, keywords, translate, summarize, qa).
+from textgym.task_suite import SUITE_TASKS  # noqa: E402  (needs Task and PromptSet above)
+
+TASKS.update(SUITE_TASKS)
+TASKS["reviews"] = SUITE_TASKS["sentiment"]  # TextGen-v0's task: the same reviews, VADER reward

@@ -55,8 +55,9 @@ class _TextGenCore:
         chat_template: bool,
         mask_special_tokens: bool,
         vocab_size: int | None,
+        task_kwargs: dict[str, Any] | None = None,
     ):
-        task = make_task(task)
+        task = make_task(task, **(task_kwargs or {}))
         self.task_name = task.name
         self.prompts = PromptSet.coerce(prompts) if prompts is not None else task.prompts
         self.scorer = scorer if scorer is not None else task.scorer
@@ -425,7 +426,11 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Arguments
 
-    * ``task``: a built-in task name (``"reviews"``) or a :class:`~textgym.tasks.Task`.
+    * ``task``: a built-in task name (``"reviews"``, ``"arithmetic"``, ... see
+      ``textgym.tasks.TASKS``) or a :class:`~textgym.tasks.Task`.
+    * ``task_kwargs``: keyword arguments for the named task's factory, e.g.
+      ``{"digits": 3, "operators": "+-*"}`` for ``"arithmetic"`` (see
+      ``textgym.describe(env_id)``); not allowed with a ``Task`` object.
     * ``prompts``: replaces the task's prompts: a list of strings/dicts, a JSONL path, a
       ``datasets`` dataset or a :class:`~textgym.tasks.PromptSet`.
     * ``scorer``: replaces the task's scorer, ``scorer(prompts, completions, references)``.
@@ -471,13 +476,14 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         mask_special_tokens: bool = True,
         vocab_size: int | None = None,
         render_mode: str | None = None,
+        task_kwargs: dict[str, Any] | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.core = _TextGenCore(
             task, prompts, scorer, tokenizer, max_new_tokens, max_prompt_tokens, reward_mode,
             stop_on_eos, stop_strings, prompt_overflow, chat_template, mask_special_tokens,
-            vocab_size,
+            vocab_size, task_kwargs,
         )  # fmt: skip
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -535,6 +541,11 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             if self.render_mode == "human":
                 print(ep.render(self.core, 0), end="")
         return ep.observation(0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def current_completions(self) -> tuple[list[Example], list[str]]:
+        """``([example], [completion so far])``: the episode's example and its decoded
+        completion, cut at a stop string (what the scorer would see). For wrappers."""
+        return [self._episode.examples[0]], self.core.completions(self._episode, self._slot)
 
     def action_masks(self) -> np.ndarray:
         """``(V,)`` bool: ``True`` for tokens worth choosing (see Action Space)."""
@@ -743,6 +754,11 @@ class TextGenVectorEnv(VectorEnv):
             infos[key][slots] = column
             infos["_" + key][slots] = True
         return infos
+
+    def current_completions(self) -> tuple[list[Example | None], list[str]]:
+        """Each slot's example and decoded completion so far (cut at a stop string); an
+        example is None before the slot's first reset. For wrappers."""
+        return list(self._episodes.examples), self.core.completions(self._episodes, self._all)
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, V)`` bool, a read-only broadcast of the single environment's mask."""

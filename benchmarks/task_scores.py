@@ -1,0 +1,155 @@
+"""Reference scores of every registered task: a random policy and SmolLM2-135M zero-shot.
+
+For each id, the mean test-split reward over ``--episodes`` episodes (prompts drawn with
+``reset(seed=0)`` from the test split, with replacement) of
+
+* a random policy: tokens drawn uniformly among those ``action_masks()`` allows;
+* SmolLM2-135M-Instruct zero-shot, greedy: ``model.generate(do_sample=False)`` on exactly the
+  environment's prompt encoding (its left-padded prompt ids, no chat template) with the
+  environment's ``max_new_tokens``; the generated tokens are then stepped through the
+  environment, so EOS, stop strings and scoring are the environment's own. Character-level ids
+  get "n/a" (SmolLM2 does not use the character vocabulary).
+
+Prints a Markdown table (and writes JSON with ``--json``)::
+
+    python -m benchmarks.task_scores                     # all ids, 64 episodes each
+    python -m benchmarks.task_scores --ids TextGen-QA-v0 --episodes 16 --no-lm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textgym
+
+
+def _first_scores(envs, actions_fn, n: int) -> np.ndarray:
+    """Step until every slot has finished one episode; returns each slot's first score."""
+    scores = np.full(n, np.nan)
+    obs, _ = envs.reset(seed=0)
+    t = 0
+    while np.isnan(scores).any():
+        obs, _, terminated, truncated, infos = envs.step(actions_fn(obs, t))
+        done = terminated | truncated
+        first = done & np.isnan(scores)
+        if first.any():
+            scores[first] = np.asarray(infos["score"], dtype=np.float64)[first]
+        t += 1
+    return scores
+
+
+def random_score(env_id: str, n: int, seed: int = 0) -> float:
+    envs = gym.make_vec(env_id, num_envs=n, split="test")
+    mask = envs.unwrapped.action_masks()[0]
+    allowed = np.flatnonzero(mask)
+    rng = np.random.default_rng(seed)
+    scores = _first_scores(envs, lambda obs, t: rng.choice(allowed, size=n), n)
+    return float(scores.mean())
+
+
+def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> float:
+    envs = gym.make_vec(env_id, num_envs=n, split="test")
+    core = envs.unwrapped.core
+    obs, _ = envs.reset(seed=0)
+    tok_eos = core.tokenizer.eos_token_id
+    generated = []
+    with torch.no_grad():
+        for b in range(0, n, batch_size):
+            ids = torch.as_tensor(obs["input_ids"][b : b + batch_size, : core.max_prompt_tokens])
+            mask = torch.as_tensor(
+                obs["attention_mask"][b : b + batch_size, : core.max_prompt_tokens]
+            )
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=core.max_new_tokens,
+                do_sample=False,
+                eos_token_id=tok_eos,
+                pad_token_id=core.pad_id,
+            )[:, core.max_prompt_tokens :]
+            full = torch.full((len(ids), core.max_new_tokens), tok_eos, dtype=torch.long)
+            full[:, : out.shape[1]] = out
+            generated.append(full.numpy())
+    tokens = np.concatenate(generated)
+    # Same prompts again (same seed), then the generated tokens go through the environment.
+    scores = _first_scores(envs, lambda obs, t: tokens[:, min(t, tokens.shape[1] - 1)], n)
+    return float(scores.mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ids", nargs="*", default=None, help="default: every registered id")
+    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--no-lm", action="store_true", help="skip the SmolLM2 column")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    ids = args.ids or textgym.registered_ids()
+    model = None
+    if not args.no_lm:
+        from textgym.models import load_lm
+
+        torch.manual_seed(0)
+        model, _ = load_lm("smollm2-135m", device="cpu")
+    rows = []
+    for env_id in ids:
+        start = time.time()
+        env = gym.make(env_id).unwrapped
+        core = env.core
+        sizes = f"{len(core.prompts.splits['train'])}/{len(core.prompts.splits['test'])}"
+        rand = random_score(env_id, args.episodes)
+        char = type(core.tokenizer).__name__ == "CharTokenizer"
+        if model is None:
+            lm = "not run"
+        elif char:
+            lm = "n/a (char vocabulary)"
+        else:
+            lm = f"{lm_score(env_id, args.episodes, model):.3f}"
+        rows.append(
+            {
+                "id": env_id,
+                "data (train/test)": sizes,
+                "reward": make_reward_label(core),
+                "token budget (prompt/new)": f"{core.max_prompt_tokens}/{core.max_new_tokens}",
+                "random": f"{rand:.3f}",
+                "SmolLM2-135M zero-shot (greedy)": lm,
+                "seconds": round(time.time() - start, 1),
+            }
+        )
+        print(f"{env_id}: random {rand:.3f}, SmolLM2 {lm} ({rows[-1]['seconds']} s)", flush=True)
+    columns = [c for c in rows[0] if c != "seconds"]
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"episodes": args.episodes, "rows": rows}, f, indent=2)
+
+
+_REWARD_LABELS = {
+    "reviews": "VADER compound [-1, 1]",
+    "sentiment": "VADER compound [-1, 1]",
+    "arithmetic": "exact number 0/1",
+    "copy": "per-position accuracy [0, 1]",
+    "reverse": "per-position accuracy [0, 1]",
+    "sort": "per-position accuracy [0, 1]",
+    "keywords": "0.8 coverage + 0.2 fluency [0, 1]",
+    "translate": "chrF / 100 [0, 1]",
+    "summarize": "ROUGE-L F1 [0, 1]",
+    "qa": "SQuAD token F1 [0, 1]",
+}
+
+
+def make_reward_label(core) -> str:
+    return _REWARD_LABELS.get(core.task_name, core.task_name)
+
+
+if __name__ == "__main__":
+    main()

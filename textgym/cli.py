@@ -1,0 +1,136 @@
+"""The ``textgym`` command line.
+
+textgym list                       registered environment ids, one line each
+textgym info ID                    spaces, reward, data and arguments of an id
+textgym play ID [--seed S]         play an environment in the terminal
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+import gymnasium as gym
+
+import textgym
+
+PLAY_HELP = """Type text to append it (it is tokenised into actions), or a command:
+  :ids 12 345 ...   append these token ids
+  :eos              append the EOS token
+  :show             show the prompt and the completion so far
+  :quit             stop playing
+"""
+
+
+def _make(env_id: str, **kwargs) -> gym.Env:
+    if env_id not in gym.registry:
+        raise SystemExit(f"unknown environment id {env_id!r}; `textgym list` shows the ids")
+    return gym.make(env_id, **kwargs).unwrapped
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    ids = textgym.registered_ids()
+    width = max(len(i) for i in ids)
+    for env_id in ids:
+        out.write(f"{env_id:<{width}}  {textgym.summary(env_id)}\n")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
+    _make(args.env_id)  # a clear error for an unknown id
+    out.write(textgym.describe(args.env_id) + "\n")
+    return 0
+
+
+def _parse_ids(words: list[str], vocab_size: int) -> list[int]:
+    ids = []
+    for w in words:
+        try:
+            token = int(w)
+        except ValueError:
+            raise ValueError(f"{w!r} is not an integer token id") from None
+        if not 0 <= token < vocab_size:
+            raise ValueError(f"token id {token} is outside the vocabulary 0..{vocab_size - 1}")
+        ids.append(token)
+    if not ids:
+        raise ValueError("':ids' needs at least one token id, e.g. ':ids 12 345'")
+    return ids
+
+
+def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
+    env = _make(args.env_id, render_mode="ansi")
+    tok = env.tokenizer
+    out.write(PLAY_HELP)
+    for episode in range(args.episodes):
+        _, info = env.reset(seed=None if args.seed is None else args.seed + episode,
+                            options={"split": args.split})  # fmt: skip
+        out.write(f"\n=== episode {episode + 1}/{args.episodes} ===\nprompt: {info['prompt']}\n")
+        done = False
+        while not done:
+            out.write("> ")
+            out.flush()
+            line = inp.readline()
+            if not line or line.strip() == ":quit":
+                out.write("\nbye\n")
+                return 0
+            line = line.rstrip("\n")
+            try:
+                if line.strip() == ":show":
+                    out.write(env.render())
+                    continue
+                if line.strip() == ":eos":
+                    actions = [tok.eos_token_id]
+                elif line.strip().startswith(":ids"):
+                    actions = _parse_ids(line.split()[1:], env.action_space.n)
+                elif line.startswith(":"):
+                    raise ValueError(f"unknown command {line.split()[0]!r}")
+                elif not line:
+                    raise ValueError("empty input: type some text, or :help-style commands above")
+                else:
+                    actions = tok.encode(line, add_special_tokens=False)
+            except ValueError as e:
+                out.write(f"error: {e}\n")
+                continue
+            for k, action in enumerate(actions):
+                _, reward, terminated, truncated, info = env.step(int(action))
+                piece = tok.decode([int(action)])
+                out.write(f"  token {int(action):>6} {piece!r}\n")
+                if terminated or truncated:
+                    dropped = len(actions) - k - 1
+                    why = "terminated" if terminated else "truncated: token budget reached"
+                    out.write(
+                        f"episode {why}"
+                        + (f" ({dropped} token(s) not used)" if dropped else "")
+                        + f"\ncompletion: {info['completion']!r}\nreward: {reward:.4f}\n"
+                    )
+                    done = True
+                    break
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textgym", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered environment ids")
+    info = sub.add_parser("info", help="spaces, reward, data and arguments of an id")
+    info.add_argument("env_id")
+    play = sub.add_parser("play", help="play an environment in the terminal")
+    play.add_argument("env_id")
+    play.add_argument("--seed", type=int, default=None)
+    play.add_argument("--split", default="train", choices=["train", "test"])
+    play.add_argument("--episodes", type=int, default=1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        return cmd_list(args, sys.stdout)
+    if args.command == "info":
+        return cmd_info(args, sys.stdout)
+    return cmd_play(args, sys.stdout, sys.stdin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

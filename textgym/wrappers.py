@@ -1,0 +1,336 @@
+"""Wrappers for the TextGen environments: dense potential-based shaping, a per-token
+reference-LM reward, and text observations.
+
+* :class:`PotentialShaping` / :class:`VectorPotentialShaping`: add
+  ``gamma * phi(s') - phi(s)`` each step, where ``phi`` is a potential of the completion so far
+  (by default the task's own scorer). With ``gamma=1`` an episode's rewards sum to the sparse
+  score, and for any ``gamma`` the optimal policy is unchanged (Ng et al., 1999).
+* :class:`LMTokenReward` / :class:`VectorLMTokenReward`: add ``beta * log p_ref(token |
+  prefix)`` each step from a reference causal LM, one batched forward pass per vector step,
+  so any RL algorithm gets a fluency signal.
+* :class:`TextObservation`: the observation is the decoded text (prompt + completion so far).
+
+All wrappers work on ``gym.make``/``gym.make_vec`` environments of any textgym id (they reach
+the :class:`~textgym.envs.TextGenEnv` through ``env.unwrapped``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorWrapper
+
+from textgym.envs import TextGenEnv, TextGenVectorEnv
+from textgym.rewards import run_scorer
+
+
+def _text_env(env: Any, vector: bool) -> Any:
+    base = env.unwrapped
+    expected = TextGenVectorEnv if vector else TextGenEnv
+    if not isinstance(base, expected):
+        raise TypeError(
+            f"{'a vector' if vector else 'a single'} textgym environment ({expected.__name__}) "
+            f"is needed, got {type(base).__name__}"
+        )
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Potential-based shaping
+# ---------------------------------------------------------------------------------------------
+
+
+class _Potential:
+    """``phi(completion) = potential(prompt, completion, ref) - potential(prompt, "", ref)``,
+    so ``phi`` is 0 at the start of every episode; terminal states have ``phi = 0``."""
+
+    def __init__(self, base: Any, potential: Any):
+        if base.core.reward_mode != "sparse":
+            raise ValueError(
+                "potential shaping wraps a sparse-reward environment; create it with "
+                "reward_mode='sparse' (reward_mode='dense' already shapes with the task scorer)"
+            )
+        self.base = base
+        self.potential = potential if potential is not None else base.core.scorer
+
+    def __call__(
+        self, examples: list, completions: list[str], empty: list[bool]
+    ) -> tuple[np.ndarray, dict[int, float]]:
+        """Potentials of ``completions``, and ``{k: potential of ""}`` for rows with
+        ``empty[k]``; one scorer call."""
+        n = len(examples)
+        extra = [k for k in range(n) if empty[k]]
+        prompts = [e.prompt for e in examples] + [examples[k].prompt for k in extra]
+        texts = list(completions) + [""] * len(extra)
+        refs = [e.reference for e in examples] + [examples[k].reference for k in extra]
+        scores = run_scorer(self.potential, self.base.core.task_name, prompts, texts, refs)
+        return scores[:n].astype(np.float64), dict(zip(extra, scores[n:].astype(np.float64)))
+
+
+class PotentialShaping(gym.Wrapper):
+    """Dense rewards for a single TextGen environment by potential-based shaping.
+
+    Each step adds ``F = gamma * phi(s') - phi(s)`` to the environment's (sparse) reward, with
+    ``phi(s) = potential(prompt, completion so far) - potential(prompt, "")`` and ``phi = 0`` in
+    the terminal state. With ``gamma=1`` (default) the shaping terms of an episode telescope
+    to ``-phi(s_0) = 0``, so the rewards sum to exactly the sparse score; for any ``gamma`` the
+    optimal policy is the same as without shaping (Ng, Harada and Russell, 1999).
+
+    Args:
+        env: a textgym environment created with ``reward_mode="sparse"`` (the default).
+        potential: a scorer ``(prompts, completions, references) -> array`` applied to partial
+            completions; default the task's scorer (then the per-step reward is the change in
+            score, e.g. per-position accuracy gained by the last character). It is called once
+            per step (twice on the first step of an episode), so it should be cheap.
+        gamma: the discount of the learner (1.0).
+
+    ``info["shaping"]`` holds the shaping term of each step.
+    """
+
+    def __init__(self, env: gym.Env, potential: Any = None, gamma: float = 1.0):
+        super().__init__(env)
+        self._phi_fn = _Potential(_text_env(env, vector=False), potential)
+        self.gamma = float(gamma)
+        self._phi = 0.0
+        self._phi0: float | None = None
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._phi, self._phi0 = 0.0, None
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            phi = 0.0
+        else:
+            examples, texts = self._phi_fn.base.current_completions()
+            scores, empty = self._phi_fn(examples, texts, [self._phi0 is None])
+            if self._phi0 is None:
+                self._phi0 = empty[0]
+            phi = float(scores[0]) - self._phi0
+        shaping = self.gamma * phi - self._phi
+        self._phi = phi
+        info = {**info, "shaping": shaping}
+        return obs, float(reward) + shaping, terminated, truncated, info
+
+
+class VectorPotentialShaping(VectorWrapper):
+    """:class:`PotentialShaping` for :class:`~textgym.envs.TextGenVectorEnv`: one batched
+    potential call per step for every running slot, honouring the autoreset mode (a slot that
+    restarts gets no shaping on its reset step). ``infos["shaping"]`` is the per-slot term."""
+
+    def __init__(self, env: Any, potential: Any = None, gamma: float = 1.0):
+        super().__init__(env)
+        base = _text_env(env, vector=True)
+        self._phi_fn = _Potential(base, potential)
+        self.gamma = float(gamma)
+        n = base.num_envs
+        self._phi = np.zeros(n)
+        self._phi0 = np.full(n, np.nan)
+        self._done = np.zeros(n, dtype=bool)
+
+    def reset(self, **kwargs: Any):
+        obs, infos = self.env.reset(**kwargs)
+        mask = (kwargs.get("options") or {}).get("reset_mask")
+        slots = slice(None) if mask is None else np.asarray(mask)
+        self._phi[slots], self._phi0[slots], self._done[slots] = 0.0, np.nan, False
+        return obs, infos
+
+    def step(self, actions: Any):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        base = self._phi_fn.base
+        done = terminated | truncated
+        restarted = (
+            self._done if base.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros_like(done)
+        )
+        running = np.flatnonzero(~done & ~restarted)
+        phi = np.zeros_like(self._phi)
+        if running.size:
+            examples, texts = base.current_completions()
+            new = np.isnan(self._phi0[running])
+            scores, empty = self._phi_fn(
+                [examples[s] for s in running], [texts[s] for s in running], new.tolist()
+            )
+            for k, value in empty.items():
+                self._phi0[running[k]] = value
+            phi[running] = scores - self._phi0[running]
+        shaping = self.gamma * phi - self._phi
+        shaping[restarted] = 0.0
+        self._phi = phi
+        self._phi0[done | restarted] = np.nan
+        self._done = done.copy()
+        infos = {**infos, "shaping": shaping.copy(), "_shaping": np.ones(len(done), dtype=bool)}
+        return obs, rewards + shaping, terminated, truncated, infos
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-token reference-LM reward
+# ---------------------------------------------------------------------------------------------
+
+
+class _RefLM:
+    """``log p_ref(token | prefix)`` for rows of TextGen observations, batched, no grad."""
+
+    def __init__(self, base: Any, model: Any, device: Any, dtype: Any):
+        import torch
+
+        from textgym.models import load_lm, resolve_device
+
+        if isinstance(model, str):
+            model, _ = load_lm(model, device=device, dtype=dtype)
+        elif device is not None:
+            model = model.to(resolve_device(device))
+        model.eval()
+        vocab = model.get_output_embeddings().weight.shape[0]
+        if vocab < base.core.vocab_size:
+            raise ValueError(
+                f"the reference LM has {vocab} output tokens but the environment's action space "
+                f"has {base.core.vocab_size}: it must use the environment's tokenizer"
+            )
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.prompt_len = base.core.max_prompt_tokens
+        self._torch = torch
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 num_generated: np.ndarray, tokens: np.ndarray) -> np.ndarray:  # fmt: skip
+        torch = self._torch
+        if not len(tokens):
+            return np.zeros(0)
+        ends = self.prompt_len + num_generated  # the new token goes to index `end`
+        width = int(ends.max())
+        ids = torch.as_tensor(input_ids[:, :width], device=self.device)
+        mask = torch.as_tensor(attention_mask[:, :width], device=self.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids
+            ).logits
+            rows = torch.arange(len(tokens), device=self.device)
+            last = logits[rows, torch.as_tensor(ends - 1, device=self.device)].float()
+            lp = torch.log_softmax(last, dim=-1)[rows, torch.as_tensor(tokens, device=self.device)]
+        return lp.cpu().numpy().astype(np.float64)
+
+
+class LMTokenReward(gym.Wrapper):
+    """Add ``beta * log p_ref(token | prompt + completion so far)`` to every step's reward.
+
+    A per-token fluency (or KL-like) signal from a frozen reference causal LM that shares the
+    environment's tokenizer, so any RL algorithm gets it, not only textgym's agents.
+
+    Args:
+        env: a textgym environment.
+        model: a name for :func:`~textgym.models.load_lm` (default ``"smollm2-135m"``) or a
+            causal LM object whose vocabulary covers the action space.
+        beta: the weight of the log-probability (0.05). ``log p <= 0``, so this is a penalty
+            that is smallest for tokens the reference LM expects.
+        device, dtype: where the reference LM runs (default CUDA when available).
+
+    Cost: the prefix is re-encoded at every step (no KV cache), ``O(P + t)`` tokens for step
+    ``t``, i.e. ``O(T * (P + T))`` per episode of ``T`` tokens with a ``P``-token prompt. On the
+    vector env this is one batched forward pass per step for all slots. ``info["ref_logprob"]``
+    holds the raw log-probability.
+    """
+
+    def __init__(self, env: gym.Env, model: Any = "smollm2-135m", beta: float = 0.05,
+                 device: Any = None, dtype: Any = None):  # fmt: skip
+        super().__init__(env)
+        self._ref = _RefLM(_text_env(env, vector=False), model, device, dtype)
+        self.beta = float(beta)
+        self._obs: dict[str, np.ndarray] | None = None
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action: Any):
+        prev = self._obs
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lp = float(
+            self._ref(prev["input_ids"][None], prev["attention_mask"][None],
+                      prev["num_generated"], np.array([int(action)]))[0]
+        )  # fmt: skip
+        self._obs = obs
+        info = {**info, "ref_logprob": lp}
+        return obs, float(reward) + self.beta * lp, terminated, truncated, info
+
+
+class VectorLMTokenReward(VectorWrapper):
+    """:class:`LMTokenReward` for :class:`~textgym.envs.TextGenVectorEnv`: one batched
+    forward pass per step over the slots whose action was used (a slot restarting under
+    ``NEXT_STEP`` autoreset ignores its action and gets no bonus)."""
+
+    def __init__(self, env: Any, model: Any = "smollm2-135m", beta: float = 0.05,
+                 device: Any = None, dtype: Any = None):  # fmt: skip
+        super().__init__(env)
+        base = _text_env(env, vector=True)
+        self._ref = _RefLM(base, model, device, dtype)
+        self.beta = float(beta)
+        self._obs: dict[str, np.ndarray] | None = None
+        self._done = np.zeros(base.num_envs, dtype=bool)
+
+    def reset(self, **kwargs: Any):
+        obs, infos = self.env.reset(**kwargs)
+        self._obs = {k: np.array(v, copy=True) for k, v in obs.items()}
+        mask = (kwargs.get("options") or {}).get("reset_mask")
+        self._done[slice(None) if mask is None else np.asarray(mask)] = False
+        return obs, infos
+
+    def step(self, actions: Any):
+        prev = self._obs
+        base = self.env.unwrapped
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        used = (
+            ~self._done
+            if base.autoreset_mode == AutoresetMode.NEXT_STEP
+            else np.ones_like(self._done)
+        )
+        rows = np.flatnonzero(used)
+        lp = np.zeros(len(used))
+        if rows.size:
+            lp[rows] = self._ref(prev["input_ids"][rows], prev["attention_mask"][rows],
+                                 prev["num_generated"][rows, 0], np.asarray(actions)[rows])  # fmt: skip
+        self._obs = {k: np.array(v, copy=True) for k, v in obs.items()}
+        self._done = terminated | truncated
+        infos = {**infos, "ref_logprob": lp, "_ref_logprob": used.copy()}
+        return obs, rewards + self.beta * lp, terminated, truncated, infos
+
+
+# ---------------------------------------------------------------------------------------------
+# Text observations
+# ---------------------------------------------------------------------------------------------
+
+
+class TextObservation(gym.ObservationWrapper):
+    """The observation is the text: ``prompt + completion so far`` (decoded, cut at a stop
+    string), for agents that work on strings (e.g. prompting an API model).
+
+    ``observation_space`` is a ``gymnasium.spaces.Text`` whose charset holds every character
+    the tokenizer can produce; the token arrays stay available in ``env.unwrapped``.
+    """
+
+    def __init__(self, env: gym.Env, separator: str = ""):
+        super().__init__(env)
+        base = _text_env(env, vector=False)
+        self._base = base
+        self.separator = separator
+        tok = base.core.tokenizer
+        pieces = tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=True)
+        charset = set("".join(pieces)) | set(separator)
+        for split in ("train", "test"):
+            charset |= set("".join(e.prompt for e in base.core.prompts.splits[split]))
+        longest = max(len(p) for p in pieces) if pieces else 1
+        self.observation_space = spaces.Text(
+            max_length=10 * base.core.max_prompt_tokens + longest * base.core.max_new_tokens,
+            min_length=0,
+            charset=frozenset(charset),
+        )
+
+    def observation(self, observation: Any) -> str:
+        examples, texts = self._base.current_completions()
+        return examples[0].prompt + self.separator + texts[0]
