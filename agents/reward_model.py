@@ -41,20 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textgym.rewards import as_text
+
 FORMAT = "textgym-reward-model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "reward_model.json"
 HEAD_NAME = "reward_head.safetensors"
 TRUNK_DIR = "trunk"
 TOKENIZER_DIR = "tokenizer"
-
-
-def _text(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, bytes):
-        return x.decode("utf-8", errors="replace")
-    return str(x)
 
 
 def _trunk_of(model: nn.Module) -> nn.Module:
@@ -152,8 +146,8 @@ class RewardModel(nn.Module):
             raise ValueError(
                 f"got {len(prompts)} prompts and {len(completions)} completions; they must pair up"
             )
-        prompts = [_text(p) for p in prompts]
-        completions = [_text(c) for c in completions]
+        prompts = [as_text(p) for p in prompts]
+        completions = [as_text(c) for c in completions]
         p_ids = tok(prompts, add_special_tokens=True)["input_ids"] if prompts else []
         c_ids = tok(completions, add_special_tokens=False)["input_ids"] if completions else []
         eos = getattr(tok, "eos_token_id", None) if self.append_eos else None
@@ -237,7 +231,7 @@ class RewardModel(nn.Module):
                 "tokenizer": tok_info,
                 "history": self.history,
             }
-            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1))
+            (tmp / CONFIG_NAME).writeas_text(json.dumps(config, indent=1))
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
                 os.rename(path, old)
@@ -264,7 +258,7 @@ class RewardModel(nn.Module):
         config_file = path / CONFIG_NAME
         if not config_file.is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a saved reward model (no {CONFIG_NAME})")
-        config = json.loads(config_file.read_text())
+        config = json.loads(config_file.readas_text())
         if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
             raise ValueError(
                 f"{config_file}: format {config.get('format')!r} v{config.get('version')}, "

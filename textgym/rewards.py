@@ -672,6 +672,13 @@ class _SacreBleuScorer(_Scorer):
         self.scale = scale
         self.options = options
         self._metric = None
+        self.reward_range = (0.0, 100.0 * scale)
+
+    def score_one(self, prompt, completion, references):
+        # BLEU and chrF: 0 for nothing to compare, else the score clipped to [0, 100], scaled.
+        if not completion.strip() or not references:
+            return 0.0
+        return self.scale * min(100.0, max(0.0, self._raw(completion, references)))
 
     def _make(self) -> Any:
         metrics = importlib.import_module("sacrebleu.metrics")
@@ -697,12 +704,6 @@ class BLEU(_SacreBleuScorer):
     def __init__(self, scale: float = 1.0, **options: Any):
         options.setdefault("effective_order", True)
         super().__init__(scale, **options)
-        self.reward_range = (0.0, 100.0 * scale)
-
-    def score_one(self, prompt, completion, references):
-        if not completion.strip() or not references:
-            return 0.0
-        return self.scale * min(100.0, max(0.0, self._raw(completion, references)))
 
 
 class ChrF(_SacreBleuScorer):
@@ -712,15 +713,6 @@ class ChrF(_SacreBleuScorer):
     """
 
     _metric_name = "CHRF"
-
-    def __init__(self, scale: float = 1.0, **options: Any):
-        super().__init__(scale, **options)
-        self.reward_range = (0.0, 100.0 * scale)
-
-    def score_one(self, prompt, completion, references):
-        if not completion.strip() or not references:
-            return 0.0
-        return self.scale * min(100.0, max(0.0, self._raw(completion, references)))
 
 
 class TER(_SacreBleuScorer):

@@ -17,6 +17,7 @@ from textgym.feedback.log import JsonlLog, now_record, read_jsonl
 from textgym.feedback.session import PAIR, RATING, Batch, Item, RatingScale, parse_choice
 from textgym.feedback.terminal import TerminalInterface
 from textgym.feedback.web import WebInterface
+from textgym.rewards import as_text
 
 INTERFACES = ("terminal", "web")
 REWARD_MAPS = ("linear", "centered", "raw")
@@ -26,14 +27,6 @@ class RatingTimeout(TimeoutError):
     """Raised by a :class:`HumanRatingScorer` with ``fallback="raise"`` when a batch is not
     fully rated before ``timeout_s`` (or the terminal input closes). The ratings that were given
     are in the log and are reused by the next call, or by a new run with ``resume=True``."""
-
-
-def _text(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, bytes):
-        return x.decode("utf-8", errors="replace")
-    return str(x)
 
 
 def _json_safe(reference: Any) -> Any:
@@ -266,7 +259,9 @@ class HumanRatingScorer(_HumanFeedback):
             if row.get("scale") != self.scale.as_list():
                 other_scale += 1
                 continue
-            self._known[(_text(row.get("prompt")), _text(row.get("completion")))] = row["rating"]
+            self._known[(as_text(row.get("prompt")), as_text(row.get("completion")))] = row[
+                "rating"
+            ]
         if other_scale:
             warnings.warn(
                 f"{self.log.path}: {other_scale} rating(s) on another scale than "
@@ -292,8 +287,8 @@ class HumanRatingScorer(_HumanFeedback):
                 f"prompts, completions and references differ in length "
                 f"({n}, {len(completions)}, {len(references)})"
             )
-        prompts = [_text(p) for p in prompts]
-        completions = [_text(c) for c in completions]
+        prompts = [as_text(p) for p in prompts]
+        completions = [as_text(c) for c in completions]
         keys = list(zip(prompts, completions))
         known = self._known if self.resume else {}
 
@@ -411,9 +406,9 @@ class PreferenceCollector(_HumanFeedback):
         if resume:
             for row in read_jsonl(self.log.path, missing_ok=True):
                 if row.get("type") == "comparison" and row.get("choice") in ("a", "b", "tie"):
-                    self._known[(_text(row["prompt"]), _text(row["a"]), _text(row["b"]))] = row[
-                        "choice"
-                    ]
+                    self._known[(as_text(row["prompt"]), as_text(row["a"]), as_text(row["b"]))] = (
+                        row["choice"]
+                    )
 
     def __call__(
         self,
@@ -427,7 +422,8 @@ class PreferenceCollector(_HumanFeedback):
                 f"({len(prompts)}, {len(completions_a)}, {len(completions_b)})"
             )
         keys = [
-            (_text(p), _text(a), _text(b)) for p, a, b in zip(prompts, completions_a, completions_b)
+            (as_text(p), as_text(a), as_text(b))
+            for p, a, b in zip(prompts, completions_a, completions_b)
         ]
         known = self._known if self.resume else {}
         todo: dict[tuple[str, str, str], int] = {}
@@ -517,9 +513,9 @@ def read_comparisons(
                 f"'prompt', 'chosen' and 'rejected'"
             )
         out.append({
-            "prompt": _text(row.get("prompt")),
-            "chosen": _text(row["chosen"]),
-            "rejected": _text(row["rejected"]),
+            "prompt": as_text(row.get("prompt")),
+            "chosen": as_text(row["chosen"]),
+            "rejected": as_text(row["rejected"]),
             "tie": bool(row.get("tie", False)),
         })  # fmt: skip
     return out
@@ -534,7 +530,7 @@ def comparisons_from_ratings(
     rows = read_ratings(source) if isinstance(source, (str, os.PathLike)) else list(source)
     by_prompt: dict[str, dict[str, float]] = {}
     for row in rows:
-        by_prompt.setdefault(_text(row.get("prompt")), {})[_text(row["completion"])] = float(
+        by_prompt.setdefault(as_text(row.get("prompt")), {})[as_text(row["completion"])] = float(
             row["rating"]
         )
     out = []
