@@ -1,0 +1,65 @@
+"""agents: learners that train a transformers causal LM on any textgym env via the Gymnasium API.
+
+    import gymnasium as gym, textgym
+    from agents import LMPolicy, PPO, PPOConfig, evaluate
+    envs = gym.make_vec("TextGen-v0", num_envs=16)
+    policy = LMPolicy.from_pretrained("smollm2-135m")
+    agent = PPO(policy, envs, PPOConfig())
+    agent.learn(total_episodes=2_000)
+    print(evaluate(agent, gym.make_vec("TextGen-v0", num_envs=16), n_episodes=200, split="test"))
+
+Files, each readable top to bottom: ``policy.py`` (LMPolicy: value head, chunked log-probs,
+sampling, KV-cached acting), ``rollout.py`` (rollouts through ``env.step``, advantages),
+``base.py`` (the shared learner skeleton), one file per learner, ``evaluation.py``.
+"""
+
+from agents.a2c import A2C, A2CConfig
+from agents.base import CheckpointError, Learner, LearnerConfig, NonFiniteError
+from agents.evaluation import EvalResult, evaluate
+from agents.grpo import GRPO, RLOO, GRPOConfig, RLOOConfig
+from agents.nlpo import NLPO, NLPOConfig
+from agents.policy import (
+    ActOutput,
+    LMPolicy,
+    TokenStats,
+    bf16_supported,
+    naive_token_logprobs,
+    sample_tokens,
+    token_logprobs,
+)
+from agents.ppo import PPO, PPOConfig
+from agents.reinforce import REINFORCE, REINFORCEConfig
+from agents.rollout import Rollout, collect_rollout, discounted_returns, gae, group_advantages
+
+__all__ = [
+    "A2C",
+    "A2CConfig",
+    "ActOutput",
+    "CheckpointError",
+    "EvalResult",
+    "GRPO",
+    "GRPOConfig",
+    "LMPolicy",
+    "Learner",
+    "LearnerConfig",
+    "NLPO",
+    "NLPOConfig",
+    "NonFiniteError",
+    "PPO",
+    "PPOConfig",
+    "REINFORCE",
+    "REINFORCEConfig",
+    "RLOO",
+    "RLOOConfig",
+    "Rollout",
+    "TokenStats",
+    "bf16_supported",
+    "collect_rollout",
+    "discounted_returns",
+    "evaluate",
+    "gae",
+    "group_advantages",
+    "naive_token_logprobs",
+    "sample_tokens",
+    "token_logprobs",
+]

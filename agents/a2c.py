@@ -1,0 +1,63 @@
+"""A2C: synchronous advantage actor-critic with the value head on the LM's trunk.
+
+    A_t = GAE(gamma, lambda) of the shaped rewards against V(s_t)      (lambda=1: G_t - V(s_t))
+    loss = -mean_t[A_t * log pi(a_t | s_t)] + vf_coef * mean_t[(V(s_t) - R_t)^2] / 2
+           - ent_coef * entropy
+
+One gradient step per rollout, as in A2C (no ratio, no clipping: that is PPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.base import Learner, LearnerConfig
+from agents.policy import TokenStats
+from agents.reinforce import policy_gradient_loss
+from agents.rollout import Rollout, gae, masked_mean, whiten
+
+
+@dataclass
+class A2CConfig(LearnerConfig):
+    """A2C settings (and the shared ones of :class:`~agents.base.LearnerConfig`).
+
+    Attributes:
+        gamma: discount.
+        gae_lambda: GAE lambda (1.0: Monte-Carlo advantages ``G_t - V(s_t)``).
+        vf_coef: weight of the value loss.
+        normalize_advantages: whiten the advantages over the batch.
+    """
+
+    lr: float = 5e-5
+    gamma: float = 1.0
+    gae_lambda: float = 1.0
+    vf_coef: float = 0.1
+    normalize_advantages: bool = True
+
+
+class A2C(Learner):
+    """Advantage actor-critic; see the module docstring."""
+
+    Config = A2CConfig
+    config: A2CConfig
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        c = self.config
+        batch, metrics = self.prepare(rollout)
+        mask = batch["mask"]
+        rewards = batch["rewards"] - self.kl_coef * batch["kl"]
+        advantages, returns = gae(rewards, batch["old_values"], mask, c.gamma, c.gae_lambda)
+        if c.normalize_advantages:
+            advantages = whiten(advantages, mask)
+        batch["advantages"], batch["returns"] = advantages, returns
+
+        def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
+            loss, m = policy_gradient_loss(mb["advantages"], stats, c.ent_coef)
+            vf_loss = 0.5 * masked_mean((stats.values - mb["returns"]) ** 2, stats.mask)
+            m["vf_loss"] = vf_loss.item()
+            return loss + c.vf_coef * vf_loss, m
+
+        metrics.update(self.gradient_epochs(batch, rollout.prompt_len, loss_fn, with_values=True))
+        return metrics

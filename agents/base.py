@@ -1,0 +1,632 @@
+"""The skeleton every learner shares: rollout -> advantages -> update -> logging.
+
+A learner subclasses :class:`Learner` and writes one method, :meth:`Learner.update`, which turns
+a :class:`~agents.rollout.Rollout` into advantages and a loss (see ``reinforce.py``, ``a2c.py``,
+``ppo.py``, ``grpo.py``). Everything else lives here, once:
+
+* ``learn``: the loop, with a tqdm bar (reward, tokens/s), CSV and TensorBoard scalars, periodic
+  evaluation, early stopping (patience or a reward threshold) and periodic checkpoints;
+* ``prepare``: reference log-probs and the per-token KL to the reference;
+* ``gradient_epochs``: epochs x shuffled minibatches, trimmed to the columns they use, with
+  gradient clipping and PPO-style target-KL early stopping of the epochs;
+* the non-finite policy: a NaN/inf reward, loss or gradient never reaches the weights; the update
+  is skipped (counted, logged and warned) or training stops with :class:`NonFiniteError`;
+* checkpoints: the policy in safetensors, the optimizer with ``torch.save`` (loaded back with
+  ``weights_only=True``: no arbitrary unpickling), RNG states and counters in safetensors/JSON,
+  written into a temporary folder that is renamed into place, then a ``latest`` pointer replaced
+  atomically. :meth:`Learner.resume` continues the same run bit for bit (all randomness flows
+  from the learner's own numpy and torch generators, which are saved).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents import distributed
+from agents.policy import LMPolicy, TokenStats
+from agents.rollout import KL_ESTIMATORS, Rollout, collect_rollout, kl_estimate, select
+
+NONFINITE_POLICIES = ("skip", "raise")
+
+
+class NonFiniteError(FloatingPointError):
+    """A reward, loss or gradient was NaN/inf and ``on_nonfinite="raise"``."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing a file, is corrupted, or does not fit this learner/model."""
+
+
+@dataclass
+class LearnerConfig:
+    """Settings every learner shares.
+
+    Attributes:
+        seed: seeds the learner's RNGs (prompt draws, sampling, minibatch order).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        max_grad_norm: clip the global gradient norm to this (None: no clipping).
+        update_epochs: passes over each rollout.
+        minibatch_size: sequences per gradient step (None: the whole rollout in one step).
+        kl_coef: weight of the KL penalty to the reference model (0 disables it).
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`agents.rollout.kl_estimate`).
+        ent_coef: weight of the entropy bonus.
+        train_split: the prompt split rollouts draw from.
+        on_nonfinite: ``"skip"`` a NaN/inf update (warn, count) or ``"raise"`` NonFiniteError.
+        log_dir: write ``progress.csv`` (one row per iteration) and TensorBoard scalars here.
+        tensorboard: also write TensorBoard scalars into ``log_dir`` (needs ``tensorboard``).
+        progress: show a tqdm progress bar.
+        checkpoint_dir: where checkpoints go (None: no checkpoints).
+        checkpoint_every: save every this many iterations (0: only at the end of ``learn``).
+        keep_checkpoints: how many recent checkpoints to keep.
+        eval_every: evaluate on ``eval_envs`` every this many iterations (0: never).
+        eval_episodes: episodes per evaluation.
+        patience: stop when the eval reward has not improved for this many evaluations (0: off).
+        reward_threshold: stop once the eval reward (or, without evaluation, the training
+            reward) reaches this.
+    """
+
+    seed: int = 0
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    update_epochs: int = 1
+    minibatch_size: int | None = None
+    kl_coef: float = 0.05
+    kl_estimator: str = "k1"
+    ent_coef: float = 0.0
+    train_split: str = "train"
+    on_nonfinite: str = "skip"
+    log_dir: str | None = None
+    tensorboard: bool = True
+    progress: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    eval_episodes: int = 64
+    patience: int = 0
+    reward_threshold: float | None = None
+
+
+class _Logger:
+    """CSV rows, TensorBoard scalars; both optional, both append on resume."""
+
+    def __init__(self, log_dir: str | None, tensorboard: bool):
+        self.csv_path = None
+        self.writer = None
+        self._fields: list[str] | None = None
+        if log_dir is None:
+            return
+        path = Path(log_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self.csv_path = path / "progress.csv"
+        if self.csv_path.exists():
+            with self.csv_path.open() as f:
+                self._fields = next(csv.reader(f), None)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
+
+            self.writer = SummaryWriter(str(path))
+
+    def log(self, row: dict[str, float]) -> None:
+        if self.csv_path is not None:
+            new = self._fields is None
+            if new:
+                self._fields = list(row)
+            with self.csv_path.open("a", newline="") as f:
+                writer = csv.DictWriter(f, self._fields, extrasaction="ignore", restval="")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        if self.writer is not None:
+            step = int(row["iteration"])
+            for key, value in row.items():
+                if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# Columns every CSV row has, so the header of the first row fits all later ones.
+_EVAL_KEYS = ("eval_reward", "eval_reward_ci", "eval_kl", "eval_perplexity")
+
+
+class Learner:
+    """Base class: owns the policy, the envs, the optimizer, the RNGs and the counters.
+
+    Args:
+        policy: the :class:`~agents.policy.LMPolicy` to train.
+        envs: a textgym vector env (``gym.make_vec("TextGen-v0", num_envs=N)``).
+        config: the learner's config dataclass (defaults if None).
+        eval_envs: a vector env for periodic evaluation / early stopping (optional).
+    """
+
+    Config: type[LearnerConfig] = LearnerConfig
+    group_size: int = 1  # slots per prompt in a rollout (GRPO/RLOO: > 1)
+
+    def __init__(
+        self,
+        policy: LMPolicy,
+        envs: Any,
+        config: LearnerConfig | None = None,
+        *,
+        eval_envs: Any = None,
+    ):
+        self.config = config if config is not None else self.Config()
+        c = self.config
+        if c.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {c.on_nonfinite!r}"
+            )
+        if c.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {c.kl_estimator!r}")
+        self.policy, self.envs, self.eval_envs = policy, envs, eval_envs
+        self.num_envs = int(envs.num_envs)
+        self.group_size = int(getattr(c, "group_size", 1))
+        if self.num_envs % self.group_size:
+            raise ValueError(
+                f"num_envs={self.num_envs} must be a multiple of group_size={self.group_size}"
+            )
+        # Under torchrun / accelerate launch: join the process group, start from rank 0's weights
+        # (before the reference copy is taken). See agents/distributed.py.
+        self.dist = distributed.setup()
+        if self.dist.enabled:
+            distributed.broadcast_parameters(policy)
+        policy.ensure_reference()
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=c.lr, weight_decay=c.weight_decay)
+        # All randomness of a run flows from these two generators (saved in checkpoints).
+        self.rng = np.random.default_rng(c.seed)
+        # The numpy RNG (prompt seeds, minibatch order) is the same on every rank; sampling is not.
+        self.generator = torch.Generator(device=policy.device).manual_seed(c.seed + self.dist.rank)
+        self.iteration = self.episodes = self.tokens = self.skipped_updates = 0
+        self.kl_coef = c.kl_coef
+        self.best_eval = -math.inf
+        self.evals_without_improvement = 0
+        self.stop_reason: str | None = None
+        self.history: list[dict[str, float]] = []
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def learn(
+        self,
+        total_episodes: int | None = None,
+        *,
+        iterations: int | None = None,
+        time_limit: float | None = None,
+    ) -> Learner:
+        """Train until ``total_episodes`` episodes in all (counting resumed ones), or for
+        ``iterations`` more iterations; one iteration = one episode per env slot. Stops earlier
+        on early stopping (``stop_reason`` says why) or after ``time_limit`` seconds."""
+        if (total_episodes is None) == (iterations is None):
+            raise ValueError("pass exactly one of total_episodes or iterations")
+        if iterations is not None:
+            target = self.iteration + iterations
+        else:
+            target = math.ceil(total_episodes / (self.num_envs * self.dist.world_size))
+        c = self.config
+        main = self.dist.is_main  # logs and the progress bar on rank 0 only
+        logger = _Logger(c.log_dir if main else None, c.tensorboard)
+        bar = None
+        if c.progress and main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=target, initial=self.iteration, desc=type(self).__name__, unit="it")
+        self.stop_reason = None
+        start = time.perf_counter()
+        try:
+            while self.iteration < target and self.stop_reason is None:
+                if time_limit is not None and distributed.broadcast_flag(
+                    time.perf_counter() - start >= time_limit
+                ):  # rank 0's clock decides, so that every rank stops at the same iteration
+                    self.stop_reason = f"time limit of {time_limit:.0f} s reached"
+                    break
+                row = self.train_iteration()
+                row.update(self._maybe_evaluate())
+                logger.log(row)
+                self.history.append(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}",
+                                    tok_s=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+                if (
+                    c.checkpoint_dir
+                    and c.checkpoint_every
+                    and self.iteration % c.checkpoint_every == 0
+                ):
+                    self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        if c.checkpoint_dir:
+            self.save_checkpoint()
+        return self
+
+    def train_iteration(self) -> dict[str, float]:
+        """One iteration: a rollout, then :meth:`update`; returns the logged row."""
+        t0 = time.perf_counter()
+        rollout = collect_rollout(
+            self.acting_policy(), self.envs, seeds=self._rollout_seeds(),
+            split=self.config.train_split,
+            generator=self.generator,
+        )  # fmt: skip
+        self.iteration += 1
+        world = self.dist.world_size
+        self.episodes += rollout.num_envs * world
+        self.tokens += round(
+            distributed.mean_over_ranks({"tokens": rollout.num_tokens})["tokens"] * world
+        )
+        row: dict[str, float] = {
+            "iteration": self.iteration,
+            "episodes": self.episodes,
+            "reward": float(rollout.scores.mean()),
+            "reward_std": float(rollout.scores.std()) if rollout.num_envs > 1 else 0.0,
+            "length": float(rollout.lengths.float().mean()),
+            "tokens_per_s": rollout.num_tokens / max(rollout.seconds, 1e-9),
+        }
+        if distributed.any_rank(not torch.isfinite(rollout.rewards).all()):
+            self._nonfinite("reward")
+        else:
+            row.update(self.update(rollout))
+        row["kl_coef"] = self.kl_coef
+        row["skipped_updates"] = self.skipped_updates
+        seconds = time.perf_counter() - t0
+        row["samples_per_s"] = rollout.num_envs / seconds
+        row["seconds"] = seconds
+        row.setdefault("kl", math.nan)
+        row.update(dict.fromkeys(_EVAL_KEYS, math.nan))
+        if self.dist.enabled:  # log (and decide on) the figures of the whole batch
+            row = distributed.mean_over_ranks(
+                {k: v for k, v in row.items() if k not in ("iteration", "episodes")}
+            )
+        threshold = self.config.reward_threshold
+        if threshold is not None and not self.config.eval_every and row["reward"] >= threshold:
+            self.stop_reason = f"training reward {row['reward']:.4f} reached the threshold"
+        return row
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """Advantages + gradient steps for one rollout; returns metrics to log. Subclasses."""
+        raise NotImplementedError
+
+    def acting_policy(self) -> Any:
+        """What acts in training rollouts: the policy (NLPO: the policy under its action mask)."""
+        return self.policy
+
+    def _rollout_seeds(self) -> list[int]:
+        # One seed per group: a group's slots draw the same prompt. Rank r of W takes the seeds a
+        # single process with W * num_envs slots would give slots [r * N, (r + 1) * N).
+        per_rank = self.num_envs // self.group_size
+        seeds = self.rng.integers(0, 2**31 - 1, size=per_rank * self.dist.world_size)
+        seeds = seeds[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
+        return np.repeat(seeds, self.group_size).tolist()
+
+    # -- evaluation and early stopping -----------------------------------------------------------
+
+    def _maybe_evaluate(self) -> dict[str, float]:
+        c = self.config
+        if self.eval_envs is None or not c.eval_every or self.iteration % c.eval_every:
+            return {}
+        from agents.evaluation import evaluate
+
+        # Each rank evaluates its share with its own seed; the figures are averaged over ranks.
+        episodes = math.ceil(c.eval_episodes / self.dist.world_size)
+        result = evaluate(self, self.eval_envs, episodes, split="test", seed=self.dist.rank)
+        row = distributed.mean_over_ranks({
+            "eval_reward": result.reward_mean,
+            "eval_reward_ci": (result.reward_ci[1] - result.reward_ci[0]) / 2,
+            "eval_kl": result.kl,
+            "eval_perplexity": result.perplexity,
+        })  # fmt: skip
+        result.reward_mean = row["eval_reward"]
+        if result.reward_mean > self.best_eval:
+            self.best_eval, self.evals_without_improvement = result.reward_mean, 0
+        else:
+            self.evals_without_improvement += 1
+        if c.patience and self.evals_without_improvement >= c.patience:
+            self.stop_reason = f"eval reward did not improve for {c.patience} evaluations"
+        if c.reward_threshold is not None and result.reward_mean >= c.reward_threshold:
+            self.stop_reason = f"eval reward {result.reward_mean:.4f} reached the threshold"
+        return row
+
+    # -- shared pieces of update() ---------------------------------------------------------------
+
+    def prepare(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """The rollout as a batch dict on the policy's device, with reference log-probs and the
+        per-token KL estimate ``kl`` (the configured estimator); plus the KL metrics."""
+        rollout = rollout.to(self.policy.device)
+        batch = {
+            "input_ids": rollout.input_ids,
+            "attention_mask": rollout.attention_mask,
+            "mask": rollout.mask,
+            "old_logprobs": rollout.logprobs,
+            "old_values": rollout.values,
+            "rewards": rollout.rewards,
+            "scores": rollout.scores,
+        }
+        with torch.no_grad():
+            ref = self.policy.evaluate(
+                rollout.input_ids, rollout.attention_mask, rollout.prompt_len, with_entropy=False,
+                reference=True,
+            ).logprobs  # fmt: skip
+        batch["ref_logprobs"] = ref
+        mask = rollout.mask
+        batch["kl"] = kl_estimate(rollout.logprobs, ref, self.config.kl_estimator) * mask
+        # Logged KL: the per-sequence sum of k1 (the sampled estimate of KL(pi || ref)).
+        kl_seq = ((rollout.logprobs - ref) * mask).sum(-1)
+        return batch, distributed.mean_over_ranks({"kl": float(kl_seq.mean())})
+
+    def gradient_epochs(
+        self,
+        batch: dict[str, torch.Tensor],
+        prompt_len: int,
+        loss_fn: Callable[[dict[str, torch.Tensor], TokenStats], tuple[torch.Tensor, dict]],
+        *,
+        with_values: bool = False,
+        target_kl: float | None = None,
+    ) -> dict[str, float]:
+        """``update_epochs`` passes of shuffled minibatches; one optimizer step per minibatch.
+
+        ``loss_fn(minibatch, stats)`` returns (loss, metrics) for a minibatch whose current
+        log-probs/entropies/values are ``stats``. If a metric ``approx_kl`` (KL between the
+        rollout policy and the current one) averages above ``1.5 * target_kl`` over an epoch,
+        the remaining epochs are skipped (PPO's early stop).
+        """
+        c = self.config
+        n = batch["input_ids"].shape[0]
+        size = min(c.minibatch_size or n, n)
+        sums: dict[str, float] = defaultdict(float)
+        steps = 0
+        epochs_done = 0
+        for _ in range(c.update_epochs):
+            order = self.rng.permutation(n) if size < n or c.update_epochs > 1 else np.arange(n)
+            epoch_kl = []
+            for start in range(0, n, size):
+                index = torch.from_numpy(order[start : start + size]).to(batch["input_ids"].device)
+                mb, mb_prompt_len = select(batch, index, prompt_len)
+                stats = self.policy.evaluate(
+                    mb["input_ids"], mb["attention_mask"], mb_prompt_len, with_values=with_values
+                )
+                loss, metrics = loss_fn(mb, stats)
+                self.optimizer_step(loss)
+                for key, value in metrics.items():
+                    sums[key] += float(value)
+                sums["loss"] += loss.item()
+                steps += 1
+                if "approx_kl" in metrics:
+                    epoch_kl.append(float(metrics["approx_kl"]))
+            epochs_done += 1
+            if target_kl is not None and epoch_kl:
+                kl = distributed.mean_over_ranks({"kl": float(np.mean(epoch_kl))})["kl"]
+                if kl > 1.5 * target_kl:  # the same decision on every rank
+                    break
+        out = {key: value / max(steps, 1) for key, value in sums.items()}
+        out["epochs"] = epochs_done
+        return out
+
+    def optimizer_step(self, loss: torch.Tensor) -> bool:
+        """Backward, clip, step; a non-finite loss or gradient skips the step (or raises)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if not finite and not self.dist.enabled:
+            return self._nonfinite("loss")
+        if finite:
+            loss.backward()
+        # Distributed: average the gradients over ranks (what DDP does; done by hand because the
+        # policy trains through custom forward paths; see agents/distributed.py). A non-finite
+        # loss on any rank makes every rank skip this step together.
+        if self.dist.enabled and not distributed.all_reduce_gradients(self.params, finite):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite("loss" if not finite else "loss (on another rank)")
+        max_norm = self.config.max_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm if max_norm else math.inf)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._nonfinite("gradient")
+        self.optimizer.step()
+        return True
+
+    def _nonfinite(self, what: str) -> bool:
+        message = f"non-finite {what} at iteration {self.iteration}"
+        if self.config.on_nonfinite == "raise":
+            raise NonFiniteError(f"{message}; training stopped (on_nonfinite='raise')")
+        self.skipped_updates += 1
+        warnings.warn(
+            f"{message}: update skipped ({self.skipped_updates} skipped so far; "
+            f"on_nonfinite='raise' stops instead)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able state a subclass adds to checkpoints (e.g. a moving-average baseline)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def save_checkpoint(self, directory: str | os.PathLike | None = None) -> Path:
+        """Write ``<dir>/iter-NNNNNN/`` (model.safetensors, optimizer.pt, rng.safetensors,
+        state.json) atomically, then point ``<dir>/latest`` at it; returns the folder.
+        Distributed: every rank must call it; rank 0 writes (with every rank's sampling RNG)."""
+        from safetensors.torch import save_file, save_model
+
+        root = Path(directory or self.config.checkpoint_dir or "checkpoints")
+        name = f"iter-{self.iteration:06d}"
+        generators = distributed.gather_tensors(self.generator.get_state())
+        if not self.dist.is_main:
+            distributed.barrier()  # wait for rank 0's write, so "latest" is ready on return
+            return root / name
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".*.tmp-*"):  # left behind by a process killed while saving
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            save_model(self.policy, str(tmp / "model.safetensors"))  # handles tied weights
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+            if self.dist.enabled:
+                rng.update({f"generator_rank{r}": g for r, g in enumerate(generators)})
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state()
+            save_file(rng, str(tmp / "rng.safetensors"))
+            state = {
+                "learner": type(self).__name__,
+                "iteration": self.iteration,
+                "episodes": self.episodes,
+                "tokens": self.tokens,
+                "skipped_updates": self.skipped_updates,
+                "kl_coef": self.kl_coef,
+                "best_eval": self.best_eval if math.isfinite(self.best_eval) else None,
+                "evals_without_improvement": self.evals_without_improvement,
+                "numpy_rng": self.rng.bit_generator.state,
+                "world_size": self.dist.world_size,
+                "extra": self.extra_state(),
+                "config": dataclasses.asdict(self.config),
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            final = root / name
+            if final.exists():  # saving the same iteration again: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        pointer = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
+        pointer.write_text(name)
+        os.replace(pointer, root / "latest")  # last: a reader never sees a half-written checkpoint
+        keep = max(self.config.keep_checkpoints, 1)
+        for old in sorted(root.glob("iter-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
+        return final
+
+    def resume(self, path: str | os.PathLike | None = None) -> Learner:
+        """Continue a run from a checkpoint folder, or from a checkpoint dir's ``latest``.
+
+        Everything is read and checked before anything is changed: a missing, truncated or
+        corrupted file, or a checkpoint of another learner or another model shape, raises
+        :class:`CheckpointError` naming the file and the problem, and leaves the learner as it
+        was. Nothing is unpickled: tensors come from safetensors, the optimizer state from
+        ``torch.load(weights_only=True)``, the rest from JSON."""
+        path = Path(path or self.config.checkpoint_dir or "checkpoints")
+        if (path / "latest").exists():
+            name = (path / "latest").read_text().strip()
+            if not name.startswith("iter-") or "/" in name or not (path / name).is_dir():
+                raise CheckpointError(f"{path / 'latest'}: points to {name!r}, not a checkpoint")
+            path = path / name
+        if not (path / "state.json").exists():
+            raise FileNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
+        state, rng, optim = self._read_checkpoint(path)
+        device = self.policy.device
+        from safetensors.torch import load_model
+
+        load_model(self.policy, str(path / "model.safetensors"), device=str(device))
+        self.optimizer.load_state_dict(optim)
+        torch.set_rng_state(rng["torch"])
+        mine = f"generator_rank{self.dist.rank}"
+        self.generator.set_state(rng[mine] if mine in rng else rng["generator"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+        self.iteration, self.episodes = state["iteration"], state["episodes"]
+        self.tokens, self.skipped_updates = state["tokens"], state["skipped_updates"]
+        self.kl_coef = state["kl_coef"]
+        self.best_eval = state["best_eval"] if state["best_eval"] is not None else -math.inf
+        self.evals_without_improvement = state["evals_without_improvement"]
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.load_extra_state(state["extra"])
+        return self
+
+    def _read_checkpoint(self, path: Path) -> tuple[dict, dict, dict]:
+        """Load and validate state.json, rng.safetensors, optimizer.pt and the model header."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        files = ("state.json", "model.safetensors", "optimizer.pt", "rng.safetensors")
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+        file = path / "state.json"
+        try:
+            state = json.loads(file.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+        required = ("learner", "iteration", "episodes", "tokens", "skipped_updates", "kl_coef",
+                    "best_eval", "evals_without_improvement", "numpy_rng", "extra")  # fmt: skip
+        if not isinstance(state, dict) or any(k not in state for k in required):
+            raise CheckpointError(f"{file}: missing fields (needs {', '.join(required)})")
+        if state["learner"] != type(self).__name__:
+            raise CheckpointError(
+                f"{file}: checkpoint is from {state['learner']}, not {type(self).__name__}"
+            )
+        # The model: compare names and shapes in the header with this policy before loading.
+        file = path / "model.safetensors"
+        try:
+            with safe_open(str(file), "pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        except Exception as e:  # safetensors raises its own SafetensorError on bad headers
+            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+        own = self.policy.state_dict()
+        present = {own[k].data_ptr() for k in shapes if k in own}
+        unexpected = sorted(set(shapes) - set(own))
+        missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
+        wrong = [f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
+                 for k in shapes if k in own and shapes[k] != tuple(own[k].shape)]  # fmt: skip
+        if unexpected or missing or wrong:
+            detail = "; ".join(
+                [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)
+                + [f"unexpected tensors {unexpected[:3]}"] * bool(unexpected)
+                + [f"missing tensors {missing[:3]}"] * bool(missing)
+            )
+            raise CheckpointError(f"{file}: does not fit this policy's model: {detail}")
+        file = path / "rng.safetensors"
+        try:
+            rng = load_file(str(file))
+        except Exception as e:
+            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+        if "torch" not in rng or "generator" not in rng:
+            raise CheckpointError(f"{file}: missing the 'torch'/'generator' RNG states")
+        file = path / "optimizer.pt"
+        try:  # weights_only: tensors and plain containers, never arbitrary objects
+            optim = torch.load(file, map_location=self.policy.device, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"{file}: cannot be loaded safely (weights_only=True refuses anything but "
+                f"tensors and plain containers, and the file may be truncated): {e}"
+            ) from e
+        groups = optim.get("param_groups") if isinstance(optim, dict) else None
+        if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
+            len(g["params"]) for g in self.optimizer.param_groups
+        ]:
+            raise CheckpointError(f"{file}: optimizer state does not fit this learner's params")
+        for index, st in optim.get("state", {}).items():
+            shape = tuple(self.params[int(index)].shape)
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st and tuple(st[key].shape) != shape:
+                    raise CheckpointError(
+                        f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
+                        f"the parameter {shape}"
+                    )
+        return state, rng, optim

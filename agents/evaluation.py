@@ -1,0 +1,153 @@
+"""``evaluate``: reward (mean and 95% CI), KL to the reference, fluency, diversity, samples."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.policy import LMPolicy
+from agents.rollout import collect_rollout
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured over ``n_episodes`` episodes.
+
+    Attributes:
+        reward_mean, reward_std: of the episode returns (the task scores for sparse rewards).
+        reward_ci: a 95% confidence interval of the mean (normal approximation).
+        kl: mean over episodes of the summed per-token ``log pi - log ref`` of the sampled
+            completion (a sampled estimate of KL(pi || ref) per completion, nats).
+        perplexity: of the completions under the reference model (fluency; lower is better).
+        distinct_1, distinct_2: distinct word uni-/bigrams over all n-grams (diversity).
+        mean_length: completion tokens per episode.
+        samples: the first few (prompt, completion, score) rows.
+    """
+
+    n_episodes: int
+    reward_mean: float
+    reward_std: float
+    reward_ci: tuple[float, float]
+    kl: float
+    perplexity: float
+    distinct_1: float
+    distinct_2: float
+    mean_length: float
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scalar figures as a dict (no samples)."""
+        return {
+            "n_episodes": self.n_episodes,
+            "reward_mean": self.reward_mean,
+            "reward_std": self.reward_std,
+            "reward_ci_low": self.reward_ci[0],
+            "reward_ci_high": self.reward_ci[1],
+            "kl": self.kl,
+            "perplexity": self.perplexity,
+            "distinct_1": self.distinct_1,
+            "distinct_2": self.distinct_2,
+            "mean_length": self.mean_length,
+        }
+
+    def table(self) -> str:
+        """The samples as a Markdown table."""
+
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|").replace("\n", " ")
+
+        rows = ["| prompt | completion | score |", "|---|---|---|"]
+        rows += [
+            f"| {cell(s['prompt'])} | {cell(s['completion'])} | {s['score']:.3f} |"
+            for s in self.samples
+        ]
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        lo, hi = self.reward_ci
+        return (
+            f"reward {self.reward_mean:.4f} (95% CI {lo:.4f}..{hi:.4f}, n={self.n_episodes}), "
+            f"KL {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
+            f"distinct-1/2 {self.distinct_1:.3f}/{self.distinct_2:.3f}, "
+            f"length {self.mean_length:.1f}"
+        )
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct word n-grams / all word n-grams over ``texts`` (Li et al., 2016)."""
+    grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Any,
+    envs: Any,
+    n_episodes: int = 100,
+    split: str = "test",
+    *,
+    deterministic: bool = False,
+    seed: int = 0,
+    num_samples: int = 8,
+) -> EvalResult:
+    """Run ``n_episodes`` episodes of ``agent`` (a learner or an :class:`LMPolicy`) on ``envs``.
+
+    Episodes are collected ``envs.num_envs`` at a time from ``split``, with their own seeded
+    RNGs (the learner's RNGs are not touched, so evaluating does not change a run).
+    ``deterministic`` decodes greedily. The reference model is the policy's (a frozen copy, or
+    the LoRA adapter switched off); before any training KL is 0.
+    """
+    policy: LMPolicy = agent.policy if hasattr(agent, "policy") else agent
+    policy.ensure_reference()
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    scores: list[float] = []
+    kls: list[float] = []
+    nll, tokens = 0.0, 0
+    prompts: list[str] = []
+    completions: list[str] = []
+    lengths: list[int] = []
+    while len(scores) < n_episodes:
+        seeds = rng.integers(0, 2**31 - 1, size=envs.num_envs).tolist()
+        ro = collect_rollout(policy, envs, seeds=seeds, split=split,
+                             deterministic=deterministic, generator=generator)  # fmt: skip
+        take = min(ro.num_envs, n_episodes - len(scores))
+        ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
+        # Both sides recomputed the same way (not the acting-time log-probs, which differ from a
+        # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
+        ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True).logprobs
+        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, with_values=False)
+        kls += (logp.logprobs - ref).sum(-1).tolist()
+        if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
+            ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
+                                  temperature=1.0).logprobs  # fmt: skip
+        nll -= float(ref.sum())
+        tokens += int(mask.sum())
+        scores += ro.scores[:take].tolist()
+        prompts += ro.prompts[:take]
+        completions += ro.completions[:take]
+        lengths += ro.lengths[:take].tolist()
+    values = np.asarray(scores, dtype=np.float64)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    half = 1.96 * std / math.sqrt(len(values))
+    samples = [
+        {"prompt": p, "completion": c, "score": s}
+        for p, c, s in list(zip(prompts, completions, scores))[:num_samples]
+    ]
+    return EvalResult(
+        n_episodes=len(values),
+        reward_mean=mean,
+        reward_std=std,
+        reward_ci=(mean - half, mean + half),
+        kl=float(np.mean(kls)),
+        perplexity=math.exp(nll / max(tokens, 1)),
+        distinct_1=distinct_n(completions, 1),
+        distinct_2=distinct_n(completions, 2),
+        mean_length=float(np.mean(lengths)),
+        samples=samples,
+    )

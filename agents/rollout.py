@@ -1,0 +1,285 @@
+"""Rollouts through the vector env, and the advantage estimators the learners share.
+
+A rollout is the env-API equivalent of one batched ``generate`` call: reset all slots together
+(per-slot seeds; a GRPO/RLOO group gives its slots one seed, hence one prompt), then step until
+every slot has finished one episode. Finished slots keep being stepped with their outputs ignored,
+exactly as ``generate`` keeps computing finished rows, so the policy's KV cache stays one plain
+batch. Everything the update needs is recorded on the way: prompt ids (from the reset
+observation), the chosen tokens, their log-probs and values at acting time, and the env rewards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.policy import LMPolicy
+
+
+@dataclass
+class Rollout:
+    """One episode per env slot. Token-level tensors are ``(N, T)``; ``T = max_new_tokens``."""
+
+    input_ids: torch.Tensor  # (N, P + T) prompt (left-padded) + completion (right-padded), long
+    attention_mask: torch.Tensor  # (N, P + T)
+    prompt_len: int  # P
+    mask: torch.Tensor  # (N, T) bool: completion token t exists
+    logprobs: torch.Tensor  # (N, T) log-probs at acting time (the "old" policy)
+    values: torch.Tensor  # (N, T) values at acting time
+    rewards: torch.Tensor  # (N, T) env rewards (sparse: the score on the last token)
+    scores: torch.Tensor  # (N,) episode return from the env (sum of its rewards)
+    prompts: list[str]
+    completions: list[str]
+    seconds: float  # wall time of the collection
+
+    @property
+    def num_envs(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(-1)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.mask.sum())
+
+    def to(self, device: torch.device | str) -> Rollout:
+        moved = {
+            f.name: (v.to(device) if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
+            for f in fields(self)
+        }
+        return Rollout(**moved)
+
+
+def _max_new_tokens(envs: Any, length: int) -> int:
+    space = envs.single_observation_space["num_generated"]
+    return int(np.asarray(space.high).reshape(-1)[0]) if space is not None else length
+
+
+@torch.no_grad()
+def collect_rollout(
+    policy: LMPolicy,
+    envs: Any,
+    *,
+    seeds: Sequence[int | None] | None = None,
+    split: str | None = None,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Run one episode in every slot of a textgym vector env with ``policy``; see module doc.
+
+    ``seeds``: one per slot for ``envs.reset`` (equal seeds give equal prompts); ``split``: passed
+    as ``reset(options={"split": ...})``; ``generator``: the torch RNG for sampling.
+    """
+    t0 = time.perf_counter()
+    options = {"split": split} if split is not None else None
+    obs, infos = envs.reset(seed=None if seeds is None else list(seeds), options=options)
+    n, length = obs["input_ids"].shape
+    horizon = _max_new_tokens(envs, length)
+    prompt_len = length - horizon
+    prompts = [str(p) for p in infos["prompt"]] if "prompt" in infos else [""] * n
+    prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
+    prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
+    action_mask = envs.action_masks() if hasattr(envs, "action_masks") else None
+
+    tokens = np.zeros((n, horizon), dtype=np.int64)
+    rewards = np.zeros((n, horizon), dtype=np.float32)
+    logprobs = torch.zeros(n, horizon)
+    values = torch.zeros(n, horizon)
+    lengths = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    completions = [""] * n
+    policy.reset_state()
+    # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
+    # until its outermost region exits, so they are cast once per rollout, not once per step.
+    with policy.autocast():
+        _steps(policy, envs, obs, action_mask, deterministic, generator, tokens, rewards,
+               logprobs, values, lengths, done, completions)  # fmt: skip
+    if not done.all():
+        raise RuntimeError(
+            f"{int((~done).sum())} episode(s) did not end within max_new_tokens={horizon} steps"
+        )
+
+    mask = torch.arange(horizon)[None, :] < torch.from_numpy(lengths)[:, None]
+    completion_ids = torch.from_numpy(tokens).masked_fill_(~mask, 0)
+    return Rollout(
+        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),
+        attention_mask=torch.cat([prompt_mask, mask.long()], dim=1),
+        prompt_len=prompt_len,
+        mask=mask,
+        logprobs=logprobs * mask,
+        values=values * mask,
+        rewards=torch.from_numpy(rewards),
+        scores=torch.from_numpy(rewards.sum(1)),
+        prompts=prompts,
+        completions=completions,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _steps(
+    policy: LMPolicy,
+    envs: Any,
+    obs: dict[str, np.ndarray],
+    action_mask: Any,
+    deterministic: bool,
+    generator: torch.Generator | None,
+    tokens: np.ndarray,
+    rewards: np.ndarray,
+    logprobs: torch.Tensor,
+    values: torch.Tensor,
+    lengths: np.ndarray,
+    done: np.ndarray,
+    completions: list[str],
+) -> None:
+    """The stepping loop of :func:`collect_rollout`; fills the buffers in place."""
+    for t in range(tokens.shape[1]):
+        out = policy.act(
+            obs, action_mask, deterministic=deterministic, generator=generator, ignore=done
+        )
+        obs, reward, terminated, truncated, infos = envs.step(out.actions)
+        live = ~done
+        tokens[live, t] = out.actions[live]
+        rewards[live, t] = reward[live]
+        live_t = torch.from_numpy(live)
+        logprobs[live_t, t] = out.logprobs.float().cpu()[live_t]
+        values[live_t, t] = out.values.float().cpu()[live_t]
+        lengths[live] += 1
+        finished = live & (terminated | truncated)
+        if finished.any():
+            final = infos.get("final_info", infos)  # SAME_STEP autoreset nests it
+            if "completion" in final:
+                for i in np.flatnonzero(finished & final["_completion"]).tolist():
+                    completions[i] = str(final["completion"][i])
+        done |= finished
+        if done.all():
+            return
+
+
+# --- minibatches ----------------------------------------------------------------------------------
+
+SEQUENCE_KEYS = ("input_ids", "attention_mask")
+
+
+def select(
+    batch: dict[str, torch.Tensor], index: torch.Tensor, prompt_len: int
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Rows ``index`` of a batch dict, trimmed to the columns they use.
+
+    ``batch`` holds ``input_ids``/``attention_mask`` ``(N, P + T)``, a bool ``mask`` ``(N, T)`` and
+    any other ``(N, T)`` token-level or ``(N,)`` sequence-level tensors. Leading prompt columns
+    that are padding in every selected row and completion columns past the longest selected
+    completion are cut: shorter minibatches, same result. Returns (minibatch, new prompt length).
+    """
+    attention = batch["attention_mask"][index]
+    lead = int(attention[:, :prompt_len].any(0).to(torch.int8).argmax())
+    mask = batch["mask"][index]
+    width = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1
+    out: dict[str, torch.Tensor] = {}
+    for key, value in batch.items():
+        rows = value[index]
+        if key in SEQUENCE_KEYS:
+            out[key] = rows[:, lead : prompt_len + width]
+        elif rows.ndim == 2:
+            out[key] = rows[:, :width]
+        else:
+            out[key] = rows
+    return out, prompt_len - lead
+
+
+# --- advantages -----------------------------------------------------------------------------------
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Normalise ``x`` to unit variance (and zero mean) over the ``mask``ed entries."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Monte-Carlo returns ``G_t = sum_k gamma^k r_{t+k}`` within each episode, ``(N, T)``."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    return returns * mask
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation; returns (advantages, returns = advantages + values).
+
+    An episode ends at its last token whether terminated or truncated: truncation at
+    ``max_new_tokens`` is part of the task (the score comes then), so nothing is bootstrapped.
+    """
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    horizon = rewards.shape[1]
+    for t in reversed(range(horizon)):
+        following = mask[:, t + 1].to(values.dtype) if t + 1 < horizon else 0.0
+        next_value = values[:, t + 1] * following if t + 1 < horizon else 0.0
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * following * running
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def group_advantages(
+    scores: torch.Tensor, group_size: int, baseline: str = "mean", scale: bool = False
+) -> torch.Tensor:
+    """Advantages of ``(N,)`` episode scores against their group (``group_size`` consecutive
+    slots completing the same prompt): ``"mean"`` subtracts the group mean (GRPO), ``"loo"`` the
+    mean of the *other* members (RLOO, an unbiased baseline); ``scale`` divides by the group's
+    std (GRPO's normalisation)."""
+    if scores.shape[0] % group_size:
+        raise ValueError(f"{scores.shape[0]} episodes do not split into groups of {group_size}")
+    groups = scores.view(-1, group_size)
+    total = groups.sum(-1, keepdim=True)
+    if baseline == "mean":
+        advantages = groups - total / group_size
+    elif baseline == "loo":
+        if group_size < 2:
+            raise ValueError("a leave-one-out baseline needs group_size >= 2")
+        advantages = groups - (total - groups) / (group_size - 1)
+    else:
+        raise ValueError(f"baseline must be 'mean' or 'loo', got {baseline!r}")
+    if scale:
+        advantages = advantages / (groups.std(-1, keepdim=True) + 1e-4)
+    return advantages.reshape(-1)
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs.
+
+    ``k1 = logp - ref`` (unbiased, can be negative), ``k2 = (logp - ref)^2 / 2``, ``k3 =
+    exp(ref - logp) - 1 - (ref - logp)`` (unbiased and >= 0; Schulman's estimator, GRPO's loss).
+    """
+    log_ratio = logp - ref_logp
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"kl estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")

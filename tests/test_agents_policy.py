@@ -1,0 +1,247 @@
+"""LMPolicy: the chunked log-prob path, sampling, KV-cached acting, precision, LoRA reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
+
+from agents import (
+    LMPolicy,
+    collect_rollout,
+    naive_token_logprobs,
+    sample_tokens,
+    token_logprobs,
+)
+from agents.policy import bf16_supported, resolve_precision
+
+# -- chunked log-probs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_equal_naive_log_softmax_at_vocab_49152(temperature):
+    gen = torch.Generator().manual_seed(0)
+    vocab, hidden_size, rows = 49_152, 64, 300
+    weight = torch.randn(vocab, hidden_size, generator=gen) * 0.3
+    hidden = torch.randn(rows, hidden_size, generator=gen)
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    want_logp, want_ent = naive_token_logprobs(hidden, weight, targets, temperature)
+    # Chunks of 64 rows: several chunks and a ragged last one.
+    logp, ent = token_logprobs(hidden, weight, targets, temperature=temperature, chunk_size=64)
+    torch.testing.assert_close(logp, want_logp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent, want_ent, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprob_gradients_equal_naive(temperature):
+    gen = torch.Generator().manual_seed(1)
+    vocab, hidden_size, rows = 49_152, 32, 100
+    weight = (torch.randn(vocab, hidden_size, generator=gen) * 0.3).requires_grad_()
+    hidden = torch.randn(rows, hidden_size, generator=gen).requires_grad_()
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    coef = torch.randn(rows, generator=gen)
+
+    def grads(fn):
+        logp, ent = fn()
+        ((logp * coef).sum() + 0.1 * ent.sum()).backward()
+        out = hidden.grad.clone(), weight.grad.clone()
+        hidden.grad = weight.grad = None
+        return out
+
+    naive = grads(lambda: naive_token_logprobs(hidden, weight, targets, temperature))
+    chunked = grads(
+        lambda: token_logprobs(hidden, weight, targets, temperature=temperature, chunk_size=32)
+    )
+    for got, want in zip(chunked, naive):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_evaluate_matches_full_logits_of_the_model():
+    """evaluate() (trunk + chunked head, completion positions only) == model(...).logits."""
+    policy = make_policy()
+    envs = make_envs(4)
+    ro = collect_rollout(
+        policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
+    stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len)
+    positions = (ro.attention_mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = policy.model(
+            input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=positions
+        ).logits
+    logp_all = torch.log_softmax(logits[:, ro.prompt_len - 1 : -1].float(), -1)
+    want = logp_all.gather(-1, ro.input_ids[:, ro.prompt_len :, None]).squeeze(-1) * ro.mask
+    torch.testing.assert_close(stats.logprobs.detach(), want, atol=1e-5, rtol=0)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * ro.mask
+    torch.testing.assert_close(stats.entropies.detach(), entropy, atol=1e-5, rtol=0)
+    assert stats.values.shape == ro.mask.shape
+
+
+# -- acting with the KV cache -------------------------------------------------------------------
+
+
+def test_rollout_logprobs_and_values_equal_recompute_without_cache():
+    policy = make_policy()
+    envs = make_envs(8)
+    ro = collect_rollout(
+        policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(3)
+    )
+    with torch.no_grad():
+        stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len)
+    assert ro.lengths.min() < 6 and ro.lengths.max() == 6  # some episodes ended at EOS
+    torch.testing.assert_close(ro.logprobs, stats.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ro.values, stats.values, atol=1e-5, rtol=0)
+
+
+def _recompute(policy: LMPolicy, obs: dict, actions: np.ndarray, prompt_len: int):
+    """Log-prob and value of ``actions`` from scratch: the observation plus the action, no cache.
+    Only for slots with room for another token (a full slot's action is ignored by the env)."""
+    room = torch.from_numpy(obs["num_generated"][:, 0] < obs["input_ids"].shape[1] - prompt_len)
+    ids = torch.from_numpy(obs["input_ids"].copy())[room]
+    mask = torch.from_numpy(obs["attention_mask"].copy())[room]
+    col = prompt_len + torch.from_numpy(obs["num_generated"][:, 0])[room]
+    rows = torch.arange(len(ids))
+    ids[rows, col] = torch.from_numpy(actions)[room]
+    mask[rows, col] = 1
+    with torch.no_grad():
+        stats = policy.evaluate(ids, mask, prompt_len)
+    return room, stats.logprobs[rows, col - prompt_len], stats.values[rows, col - prompt_len]
+
+
+def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets():
+    """Slots restart at different times (stop strings end episodes at random lengths, and some
+    slots are reset by hand mid-episode): every step's log-probs/values still equal a full
+    recompute, and the cache never grows past P + T columns."""
+    n, prompt_len, horizon = 6, 10, 6
+    envs = make_envs(n, stop_strings=tuple("abcdefghijklmnopqrst"))
+    policy = make_policy()
+    gen = torch.Generator().manual_seed(0)
+    obs, _ = envs.reset(seed=list(range(n)))
+    mask = envs.action_masks()
+    restarts, max_columns = 0, 0
+    for step in range(40):
+        if step == 17:  # reset two slots mid-episode through the reset_mask option
+            reset_mask = np.zeros(n, dtype=bool)
+            reset_mask[[1, 4]] = True
+            obs, _ = envs.reset(options={"reset_mask": reset_mask})
+        restarts += int((obs["num_generated"][:, 0] == 0).sum())
+        out = policy.act(obs, mask, generator=gen)
+        room, logp, value = _recompute(policy, obs, out.actions, prompt_len)
+        torch.testing.assert_close(out.logprobs[room], logp, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.values[room], value, atol=1e-5, rtol=0)
+        max_columns = max(max_columns, policy._state.mask.shape[1])
+        obs, *_ = envs.step(out.actions)
+    assert restarts > 2 * n  # the stream really did restart slots at different times
+    assert max_columns <= prompt_len + horizon
+
+
+def test_action_mask_top_k_top_p_and_greedy():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 1000, generator=gen)
+    greedy, _ = sample_tokens(logits, deterministic=True)
+    assert torch.equal(greedy, logits.argmax(-1))
+    top1, _ = sample_tokens(logits, top_k=1, generator=gen)
+    assert torch.equal(top1, greedy)
+    tiny_p, _ = sample_tokens(logits, top_p=1e-6, generator=gen)
+    assert torch.equal(tiny_p, greedy)
+    top5, _ = sample_tokens(logits, top_k=5, generator=gen)
+    assert (logits.gather(-1, top5[:, None]) >= torch.topk(logits, 5).values[:, -1:]).all()
+    bias = torch.zeros(1000)
+    bias[500:] = float("-inf")
+    masked, logp = sample_tokens(logits, mask_bias=bias, generator=gen)
+    assert (masked < 500).all()
+    # log-probs are of the unfiltered distribution
+    want = torch.log_softmax(logits, -1).gather(-1, masked[:, None]).squeeze(-1)
+    torch.testing.assert_close(logp, want)
+
+
+def test_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    logits = probs.log().expand(20_000, 4).contiguous()
+    tokens, _ = sample_tokens(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
+
+
+def test_policy_acts_on_the_env_action_mask():
+    envs = make_envs(8)
+    policy = make_policy()
+    obs, _ = envs.reset(seed=0)
+    for _ in range(6):
+        out = policy.act(obs, envs.action_masks(), generator=torch.Generator().manual_seed(0))
+        assert envs.action_masks()[0][out.actions].all()  # never a masked special token
+        obs, *_ = envs.step(out.actions)
+
+
+# -- precision, reference -----------------------------------------------------------------------
+
+
+def test_precision_resolution():
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if bf16_supported("cpu") else None)
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_autocast_runs_and_is_close_to_fp32():
+    policy = make_policy()
+    envs = make_envs(4)
+    ro = collect_rollout(
+        policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
+    fp32 = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    policy.amp_dtype = torch.bfloat16
+    bf16 = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    assert bf16.dtype == torch.float32  # statistics always come back in fp32
+    torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0)
+
+
+def test_frozen_copy_reference_stays_put():
+    policy = make_policy()
+    policy.ensure_reference()
+    assert "ref_model" not in dict(policy.named_children())  # neither trained nor saved
+    assert all(not p.requires_grad for p in policy.ref_model.parameters())
+    ro = collect_rollout(make_policy(), make_envs(4), seeds=[0, 1, 2, 3])
+    before = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(0.1)
+    after = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    assert torch.equal(before.logprobs, after.logprobs)
+
+
+def test_lora_reference_is_the_adapter_switched_off():
+    peft = pytest.importorskip("peft")
+    from textgym.models import tiny_lm
+
+    base = tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64)
+    plain = LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64), precision="fp32")
+    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    policy = LMPolicy(peft.get_peft_model(base, config), precision="fp32")
+    policy.ensure_reference()
+    assert policy.ref_model is None  # one set of base weights
+    ro = collect_rollout(plain, make_envs(4), seeds=[0, 1, 2, 3])
+    args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
+    ref = policy.evaluate(*args, reference=True).logprobs
+    torch.testing.assert_close(ref, plain.evaluate(*args).logprobs.detach(), atol=1e-6, rtol=0)
+    assert not torch.allclose(policy.evaluate(*args).logprobs, ref, atol=1e-4)
+
+
+def test_ignored_slots_are_rebuilt_when_used_again():
+    """A slot ignored for a few steps (its cache row goes stale) acts correctly once it is used
+    again mid-episode: the policy prefills it from its observation."""
+    n, prompt_len = 4, 10
+    envs = make_envs(n)
+    policy = make_policy()
+    gen = torch.Generator().manual_seed(0)
+    obs, _ = envs.reset(seed=list(range(n)))
+    ignore = np.array([False, True, False, False])
+    for step in range(5):
+        out = policy.act(obs, ignore=ignore if 1 <= step <= 2 else None, generator=gen)
+        if step >= 3:  # slot 1 is used again, mid-episode
+            room, logp, value = _recompute(policy, obs, out.actions, prompt_len)
+            torch.testing.assert_close(out.logprobs[room], logp, atol=1e-5, rtol=0)
+            torch.testing.assert_close(out.values[room], value, atol=1e-5, rtol=0)
+        obs, *_ = envs.step(out.actions)
