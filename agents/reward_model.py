@@ -231,7 +231,7 @@ class RewardModel(nn.Module):
                 "tokenizer": tok_info,
                 "history": self.history,
             }
-            (tmp / CONFIG_NAME).writeas_text(json.dumps(config, indent=1))
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1))
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
                 os.rename(path, old)
@@ -258,7 +258,7 @@ class RewardModel(nn.Module):
         config_file = path / CONFIG_NAME
         if not config_file.is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a saved reward model (no {CONFIG_NAME})")
-        config = json.loads(config_file.readas_text())
+        config = json.loads(config_file.read_text())
         if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
             raise ValueError(
                 f"{config_file}: format {config.get('format')!r} v{config.get('version')}, "
