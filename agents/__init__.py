@@ -30,6 +30,7 @@ from agents.policy import (
 from agents.ppo import PPO, PPOConfig
 from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rollout import Rollout, collect_rollout, discounted_returns, gae, group_advantages
+from agents.warm_start import SupervisedWarmStart, WarmStartConfig, warm_start
 
 __all__ = [
     "A2C",
@@ -52,7 +53,9 @@ __all__ = [
     "RLOO",
     "RLOOConfig",
     "Rollout",
+    "SupervisedWarmStart",
     "TokenStats",
+    "WarmStartConfig",
     "bf16_supported",
     "collect_rollout",
     "discounted_returns",
@@ -62,4 +65,5 @@ __all__ = [
     "naive_token_logprobs",
     "sample_tokens",
     "token_logprobs",
+    "warm_start",
 ]

@@ -366,7 +366,7 @@ class Learner:
         with torch.no_grad():
             ref = self.policy.evaluate(
                 rollout.input_ids, rollout.attention_mask, rollout.prompt_len, with_entropy=False,
-                reference=True,
+                reference=True, mask=rollout.mask,
             ).logprobs  # fmt: skip
         batch["ref_logprobs"] = ref
         mask = rollout.mask
@@ -404,8 +404,9 @@ class Learner:
                 index = torch.from_numpy(order[start : start + size]).to(batch["input_ids"].device)
                 mb, mb_prompt_len = select(batch, index, prompt_len)
                 stats = self.policy.evaluate(
-                    mb["input_ids"], mb["attention_mask"], mb_prompt_len, with_values=with_values
-                )
+                    mb["input_ids"], mb["attention_mask"], mb_prompt_len, with_values=with_values,
+                    mask=mb["mask"],
+                )  # fmt: skip
                 loss, metrics = loss_fn(mb, stats)
                 self.optimizer_step(loss)
                 for key, value in metrics.items():

@@ -119,12 +119,14 @@ def evaluate(
         ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
         # Both sides recomputed the same way (not the acting-time log-probs, which differ from a
         # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
-        ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True).logprobs
-        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, with_values=False)
+        ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
+                              mask=mask).logprobs  # fmt: skip
+        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, with_values=False,
+                               mask=mask)  # fmt: skip
         kls += (logp.logprobs - ref).sum(-1).tolist()
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
             ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
-                                  temperature=1.0).logprobs  # fmt: skip
+                                  temperature=1.0, mask=mask).logprobs  # fmt: skip
         nll -= float(ref.sum())
         tokens += int(mask.sum())
         scores += ro.scores[:take].tolist()

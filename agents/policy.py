@@ -312,6 +312,9 @@ class _CacheState:
     mask: torch.Tensor  # (N, C) attention mask of the cached columns
     next_pos: torch.Tensor  # (N,) position id of the next token each row will be fed
     stale: np.ndarray  # (N,) bool: rows fed while ignored, to rebuild before their next use
+    # (N,) num_generated at the last act: a row that gained more than one token since (a dialogue
+    # partner's reply) is rebuilt from its observation.
+    seen: np.ndarray | None = None
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -495,6 +498,7 @@ class LMPolicy(nn.Module):
         with_values: bool = True,
         temperature: float | None = None,
         reference: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> TokenStats:
         """Log-probs, entropies and values of the completion tokens of full sequences.
 
@@ -502,12 +506,17 @@ class LMPolicy(nn.Module):
         in ``[0, P)``, completion from ``P`` on, ``P = prompt_len``), e.g. the final observation
         of an episode. Runs with gradients if they are enabled (the training path) and under the
         policy's autocast. ``reference=True`` scores with the reference model instead (no values,
-        no gradients). ``temperature`` defaults to the policy's.
+        no gradients). ``temperature`` defaults to the policy's. ``mask``: bool ``(B, T)``, the
+        positions to score (default: every real token after ``P``); a dialogue scores the agent's
+        tokens only (its ``agent_mask``), the partner's are context.
         """
         temperature = self.temperature if temperature is None else temperature
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
-        mask = attention_mask[:, prompt_len:].bool()
+        if mask is None:
+            mask = attention_mask[:, prompt_len:].bool()
+        else:
+            mask = mask.to(self.device).bool()
         targets = input_ids[:, prompt_len:]
         if reference:
             with torch.no_grad(), self._reference() as ref:
@@ -585,8 +594,9 @@ class LMPolicy(nn.Module):
         """Choose the next token of every slot of a textgym vector-env observation.
 
         Slots with ``num_generated == 0`` (new prompts, e.g. after an autoreset) are prefilled;
-        the others feed the one token the env appended since the last call. ``ignore``: bool
-        ``(N,)``, slots whose outputs the caller discards (finished episodes the caller keeps
+        the others feed the one token the env appended since the last call, or, when the env
+        appended several (a dialogue partner's reply), are prefilled again up to the last one.
+        ``ignore``: bool ``(N,)``, slots whose outputs the caller discards (finished episodes the caller keeps
         stepping, as ``generate`` keeps padding finished rows): they are neither prefilled nor
         attended to, and are rebuilt from their observation if used again. ``action_mask``: the env's ``action_masks()``. With bf16 precision, wrap a
         stream of calls in ``with policy.autocast():`` so that the weights are cast once, not at
@@ -604,7 +614,10 @@ class LMPolicy(nn.Module):
             rebuild = np.ones(n, dtype=bool)
         else:
             # A slot that was ignored has a stale cache row: rebuild it when it is used again.
-            rebuild = ((num_generated == 0) | state.stale) & ~ignore
+            # So is one whose observation gained several tokens since (a dialogue partner's reply
+            # after the agent's end of turn): its row is re-prefilled up to the last token.
+            jumped = num_generated > state.seen + 1 if state.seen is not None else np.zeros(n, bool)
+            rebuild = ((num_generated == 0) | state.stale | jumped) & ~ignore
 
         device = self.device
         with self.autocast():
@@ -619,6 +632,7 @@ class LMPolicy(nn.Module):
                     )
             logits = self._logits(self.model, hidden)
         self._state.stale = (self._state.stale | ignore) & ~rebuild
+        self._state.seen = num_generated.copy()
         tokens, logp = sample_tokens(
             logits,
             temperature=self.temperature if temperature is None else temperature,

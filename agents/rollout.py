@@ -87,6 +87,13 @@ def collect_rollout(
     prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
     prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
     action_mask = envs.action_masks() if hasattr(envs, "action_masks") else None
+    # Dialogue envs append the partner's replies too: their observations carry agent_mask, and
+    # the sequences come from each episode's final observation instead of the actions alone.
+    finals = (
+        {k: obs[k].copy() for k in ("input_ids", "attention_mask", "agent_mask")}
+        if "agent_mask" in obs
+        else None
+    )
 
     tokens = np.zeros((n, horizon), dtype=np.int64)
     rewards = np.zeros((n, horizon), dtype=np.float32)
@@ -100,17 +107,24 @@ def collect_rollout(
     # until its outermost region exits, so they are cast once per rollout, not once per step.
     with policy.autocast():
         _steps(policy, envs, obs, action_mask, deterministic, generator, tokens, rewards,
-               logprobs, values, lengths, done, completions)  # fmt: skip
+               logprobs, values, lengths, done, completions, finals)  # fmt: skip
     if not done.all():
         raise RuntimeError(
             f"{int((~done).sum())} episode(s) did not end within max_new_tokens={horizon} steps"
         )
 
-    mask = torch.arange(horizon)[None, :] < torch.from_numpy(lengths)[:, None]
-    completion_ids = torch.from_numpy(tokens).masked_fill_(~mask, 0)
+    if finals is not None:  # only the agent's positions are actions
+        mask = torch.from_numpy(finals["agent_mask"][:, prompt_len:].astype(bool))
+        input_ids = torch.from_numpy(finals["input_ids"])
+        attention_mask = torch.from_numpy(finals["attention_mask"])
+    else:
+        mask = torch.arange(horizon)[None, :] < torch.from_numpy(lengths)[:, None]
+        completion_ids = torch.from_numpy(tokens).masked_fill_(~mask, 0)
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
     return Rollout(
-        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),
-        attention_mask=torch.cat([prompt_mask, mask.long()], dim=1),
+        input_ids=input_ids,
+        attention_mask=attention_mask,
         prompt_len=prompt_len,
         mask=mask,
         logprobs=logprobs * mask,
@@ -137,19 +151,27 @@ def _steps(
     lengths: np.ndarray,
     done: np.ndarray,
     completions: list[str],
+    finals: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """The stepping loop of :func:`collect_rollout`; fills the buffers in place."""
-    for t in range(tokens.shape[1]):
+    """The stepping loop of :func:`collect_rollout`; fills the buffers in place.
+
+    Token-level buffers are indexed by where each action lands after ``P`` (the observation's
+    ``num_generated``): step ``t`` in TextGen, later in a dialogue, where the partner's replies
+    sit in between. ``finals`` (dialogues) receives each episode's final observation.
+    """
+    for _ in range(tokens.shape[1]):
         out = policy.act(
             obs, action_mask, deterministic=deterministic, generator=generator, ignore=done
         )
+        at = obs["num_generated"].reshape(-1)  # where the actions land after P (TextGen: t)
         obs, reward, terminated, truncated, infos = envs.step(out.actions)
         live = ~done
-        tokens[live, t] = out.actions[live]
-        rewards[live, t] = reward[live]
-        live_t = torch.from_numpy(live)
-        logprobs[live_t, t] = out.logprobs.float().cpu()[live_t]
-        values[live_t, t] = out.values.float().cpu()[live_t]
+        rows = np.flatnonzero(live)
+        tokens[rows, at[rows]] = out.actions[rows]
+        rewards[rows, at[rows]] = reward[rows]
+        rows_t, at_t = torch.from_numpy(rows), torch.from_numpy(at[rows])
+        logprobs[rows_t, at_t] = out.logprobs.float().cpu()[rows_t]
+        values[rows_t, at_t] = out.values.float().cpu()[rows_t]
         lengths[live] += 1
         finished = live & (terminated | truncated)
         if finished.any():
@@ -157,6 +179,12 @@ def _steps(
             if "completion" in final:
                 for i in np.flatnonzero(finished & final["_completion"]).tolist():
                     completions[i] = str(final["completion"][i])
+            if finals is not None:  # NEXT_STEP: obs is the final one; SAME_STEP: final_obs
+                final_obs = infos.get("final_obs")
+                for i in np.flatnonzero(finished).tolist():
+                    last = None if final_obs is None else final_obs[i]
+                    for key, array in finals.items():
+                        array[i] = obs[key][i] if last is None else last[key]
         done |= finished
         if done.all():
             return
@@ -210,8 +238,27 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
     return out * mask
 
 
+def _action_order(mask: torch.Tensor) -> torch.Tensor | None:
+    """A column order that moves each row's masked entries to its front (stable), or None when
+    they are there already (every TextGen rollout). A dialogue's agent tokens have gaps (the
+    partner's replies); its returns and advantages run over the agent's tokens only."""
+    m = mask.to(torch.int8)
+    if bool((m[:, 1:] <= m[:, :-1]).all()):
+        return None
+    return torch.sort(1 - m, dim=1, stable=True).indices
+
+
+def _unorder(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x).scatter_(1, order, x)
+
+
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Monte-Carlo returns ``G_t = sum_k gamma^k r_{t+k}`` within each episode, ``(N, T)``."""
+    """Monte-Carlo returns ``G_t = sum_k gamma^k r_{t+k}`` within each episode, ``(N, T)``
+    (over the masked tokens: in a dialogue the partner's tokens are skipped)."""
+    order = _action_order(mask)
+    if order is not None:
+        compact = discounted_returns(rewards.gather(1, order), mask.gather(1, order), gamma)
+        return _unorder(compact, order)
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
@@ -227,7 +274,13 @@ def gae(
 
     An episode ends at its last token whether terminated or truncated: truncation at
     ``max_new_tokens`` is part of the task (the score comes then), so nothing is bootstrapped.
+    In a dialogue the masked (agent) tokens are a chain of their own, the partner's skipped.
     """
+    order = _action_order(mask)
+    if order is not None:
+        compact = [x.gather(1, order) for x in (rewards, values, mask)]
+        advantages, returns = gae(*compact, gamma, lam)
+        return _unorder(advantages, order), _unorder(returns, order)
     values = values * mask
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])

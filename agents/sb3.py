@@ -166,6 +166,11 @@ def token_policy_kwargs(
     :class:`TokenEmbeddingExtractor`) or ``"dqn"`` (a Q-head ``hidden``).
 
         PPO("MultiInputPolicy", env, policy_kwargs=token_policy_kwargs())
+
+    For actor-critic algorithms it sets ``ortho_init=False``: SB3's orthogonal init (gain
+    sqrt(2)) would also hit the transformer's linear layers (attention output, feed-forward) and
+    made PPO on ``TextGen-Copy-v0`` learn slower and unlearn (greedy test score 0.98 at 50k steps,
+    0.77 at 100k; with PyTorch's default init: 0.96 at 50k, 1.0 at 100k).
     """
     algo = algo.lower()
     kwargs: dict[str, Any] = {
@@ -177,6 +182,7 @@ def token_policy_kwargs(
     if algo in ("ppo", "a2c", "maskableppo", "maskable_ppo", "recurrentppo"):
         kwargs["net_arch"] = dict(pi=list(hidden), vf=list(hidden))
         kwargs["share_features_extractor"] = True
+        kwargs["ortho_init"] = False
     elif algo in ("dqn", "qrdqn"):
         kwargs["net_arch"] = list(hidden)
     else:

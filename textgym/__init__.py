@@ -60,6 +60,18 @@ _SUITE: dict[str, dict] = {
 for _id, _kwargs in _SUITE.items():
     _REGISTRY[_id] = (f"{_ENVS}:TextGenEnv", f"{_ENVS}:TextGenVectorEnv", _kwargs)
 
+# Multi-turn dialogue games with a simulated partner (textgym.envs.dialogue).
+_DIALOGUE = "textgym.envs.dialogue"
+_REGISTRY["TextDialogue-GuessNumber-v0"] = (
+    f"{_DIALOGUE}:DialogueEnv", f"{_DIALOGUE}:DialogueVectorEnv",
+    {"game": "guess_number", "tokenizer": "char", "max_turns": 8},
+)  # fmt: skip
+_REGISTRY["TextDialogue-TwentyQuestions-v0"] = (
+    f"{_DIALOGUE}:DialogueEnv", f"{_DIALOGUE}:DialogueVectorEnv",
+    {"game": "twenty_questions", "tokenizer": "smollm2-135m", "max_turns": 20,
+     "max_turn_tokens": 12},
+)  # fmt: skip
+
 
 def _register() -> None:
     for env_id, (entry_point, vector_entry_point, kwargs) in _REGISTRY.items():

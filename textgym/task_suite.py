@@ -18,6 +18,7 @@ information, every row is in both splits).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -623,6 +624,14 @@ def describe(env_id: str) -> str:
 
     if env_id not in _REGISTRY:
         raise ValueError(f"unknown id {env_id!r}; registered: {sorted(_REGISTRY)}")
+    env_class = _env_class(env_id)
+    if env_class is not TextGenEnv:  # e.g. the dialogue games: their class documents them
+        summary_line, doc = _split_sections(env_class.__doc__)
+        lines = [f"# {env_id}", "", summary_line, "", "## Defaults", ""]
+        lines += [f"* ``{k}={v!r}``" for k, v in _REGISTRY[env_id][2].items()]
+        for name, text in doc.items():
+            lines += ["", f"## {name}", "", text]
+        return "\n".join(lines).rstrip() + "\n"
     kwargs = _REGISTRY[env_id][2]
     task = kwargs.get("task", "reviews")
     factory = TASKS[task] if isinstance(task, str) else None
@@ -653,13 +662,27 @@ def describe(env_id: str) -> str:
 
 
 def summary(env_id: str) -> str:
-    """One line about a registered id (its task's summary), for ``textgym list``."""
+    """One line about a registered id (its task's or game's summary), for ``textgym list``."""
     from textgym import _REGISTRY
     from textgym.envs import TextGenEnv
     from textgym.tasks import TASKS
 
     if env_id not in _REGISTRY:
         raise ValueError(f"unknown id {env_id!r}; registered: {sorted(_REGISTRY)}")
-    task = _REGISTRY[env_id][2].get("task", "reviews")
-    doc = TASKS[task].__doc__ if isinstance(task, str) else TextGenEnv.__doc__
+    kwargs = _REGISTRY[env_id][2]
+    if _env_class(env_id) is not TextGenEnv:
+        from textgym.partners import make_game
+
+        doc = type(make_game(kwargs["game"])).__doc__
+    else:
+        task = kwargs.get("task", "reviews")
+        doc = TASKS[task].__doc__ if isinstance(task, str) else TextGenEnv.__doc__
     return _split_sections(doc)[0].split("\n")[0]
+
+
+def _env_class(env_id: str) -> type:
+    """The single-environment class a registered id builds."""
+    from textgym import _REGISTRY
+
+    module, name = _REGISTRY[env_id][0].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,5 +1,6 @@
 """The environments. One environment per file, its native vector twin beside it."""
 
+from textgym.envs.dialogue import DialogueEnv, DialogueVectorEnv
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 
-__all__ = ["TextGenEnv", "TextGenVectorEnv"]
+__all__ = ["DialogueEnv", "DialogueVectorEnv", "TextGenEnv", "TextGenVectorEnv"]

@@ -298,14 +298,19 @@ class _Episodes:
         }
         return {k: v.copy() for k, v in obs.items()} if copy else obs
 
-    def step(
-        self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Append ``tokens`` to ``slots``; returns (rewards, terminated, truncated) for them."""
+    def append(self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """Write one token per slot after its last one; returns the indices written."""
         position = core.max_prompt_tokens + self.num_generated[slots]
         self.input_ids[slots, position] = tokens
         self.attention_mask[slots, position] = 1
         self.num_generated[slots] += 1
+        return position
+
+    def step(
+        self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Append ``tokens`` to ``slots``; returns (rewards, terminated, truncated) for them."""
+        self.append(core, slots, tokens)
 
         terminated = np.zeros(len(slots), dtype=bool)
         if core.eos_id is not None:
@@ -579,6 +584,10 @@ class TextGenVectorEnv(VectorEnv):
         "render_modes": ["ansi", "human"],
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
+    # Subclasses (the dialogue envs) swap the single env whose core and episode state this
+    # vectorises, and the per-episode reset option ("prompt" here).
+    _env_class: type[TextGenEnv] = TextGenEnv
+    _episode_option = "prompt"
 
     def __init__(
         self,
@@ -596,7 +605,8 @@ class TextGenVectorEnv(VectorEnv):
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         # The single environment validates and documents the arguments; reuse its core.
-        self.core = TextGenEnv(split=split, **kwargs).core
+        single = self._env_class(split=split, **kwargs)
+        self.core = single.core
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.copy = copy
@@ -604,7 +614,7 @@ class TextGenVectorEnv(VectorEnv):
         self.single_action_space = self.core.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._episodes = _Episodes(self.core, num_envs)
+        self._episodes = type(single._episode)(self.core, num_envs)
         self._splits = [split] * num_envs
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self._needs_reset = np.ones(num_envs, dtype=bool)  # done last step (or never reset)
@@ -621,7 +631,7 @@ class TextGenVectorEnv(VectorEnv):
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        options = self.core.check_options(options, ("prompt", "split", "reset_mask"))
+        options = self.core.check_options(options, (self._episode_option, "split", "reset_mask"))
         reset_mask = options.pop("reset_mask", None)
         if reset_mask is None:
             slots = self._all
@@ -640,13 +650,7 @@ class TextGenVectorEnv(VectorEnv):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
-        prompt = options.get("prompt")
-        if not (
-            prompt is None or isinstance(prompt, (str, Example)) or len(prompt) == self.num_envs
-        ):
-            raise ValueError(
-                f"options['prompt'] must be one prompt or a list of {self.num_envs} prompts"
-            )
+        prompt = self._check_episode_option(options.get(self._episode_option))
         for s in slots.tolist():
             if seeds[s] is not None or self._rngs[s] is None:
                 self._rngs[s], _ = seeding.np_random(seeds[s])
@@ -715,6 +719,16 @@ class TextGenVectorEnv(VectorEnv):
             for s in done.tolist():
                 print(f"[env {s}]\n{ep.render(self.core, s)}", end="")
         return ep.observation(slice(None), self.copy), rewards, terminated, truncated, infos
+
+    def _check_episode_option(self, prompt: Any) -> Any:
+        """Validate ``options["prompt"]`` (before any state changes); returns it."""
+        if not (
+            prompt is None or isinstance(prompt, (str, Example)) or len(prompt) == self.num_envs
+        ):
+            raise ValueError(
+                f"options['prompt'] must be one prompt or a list of {self.num_envs} prompts"
+            )
+        return prompt
 
     def _start(self, slots: np.ndarray, prompt: Any, splits: list[str] | None = None) -> None:
         """Start new episodes in ``slots``: each slot draws from its own RNG and split."""
