@@ -115,9 +115,20 @@ def test_extractor_casts_float_ids_back_and_ignores_padding(char_env_kwargs):
 
 def test_policy_kwargs_build_ppo_a2c_dqn(char_env_kwargs):
     env = make_sb3_env("TextGen-v0", n_envs=2, **char_env_kwargs)
+    # Small rollouts: with SB3's defaults PPO alone collects 2 x 2048 steps and runs 640
+    # minibatches for learn(64). Building the model and one update is all this test needs.
+    small = {
+        PPO: dict(n_steps=16, batch_size=32, n_epochs=1),
+        A2C: dict(n_steps=5),
+        DQN: dict(learning_starts=0, buffer_size=500),
+    }
     for algo, cls in (("ppo", PPO), ("a2c", A2C), ("dqn", DQN)):
-        kw = dict(learning_starts=0, buffer_size=500) if cls is DQN else {}
-        model = cls("MultiInputPolicy", env, policy_kwargs=token_policy_kwargs(algo), **kw)
+        kwargs = token_policy_kwargs(algo, embed_dim=16)
+        model = cls("MultiInputPolicy", env, policy_kwargs=kwargs, **small[cls])
+        net = getattr(model.policy, "q_net", model.policy)
+        assert isinstance(net.features_extractor, TokenEmbeddingExtractor)
+        if algo == "ppo":  # SB3's orthogonal init slowed PPO down and made it unlearn
+            assert model.policy.ortho_init is False
         model.learn(64)
         action, _ = model.predict(env.reset())
         assert action.shape == (2,)
