@@ -1,0 +1,240 @@
+"""Benchmark presets: which agents, tasks, seeds and budgets a quality benchmark runs.
+
+* ``tiny``: seconds; for the tests (tiny model, 1 seed, 2 agents, TextGen-Copy-v0).
+* ``quick``: about 15 minutes on a 2-core CPU: the character tasks (Copy, Reverse) with a tiny LM,
+  all five agents x 2 seeds, plus a short SmolLM2-135M run (PPO, GRPO) on TextGen-v0 and the TRL
+  speed comparison when ``trl`` is installed.
+* ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
+
+Every agent of a task gets the same budget: ``episodes`` training episodes (``iterations x
+num_envs``), optionally capped at ``max_tokens`` generated tokens, and is then evaluated on the
+same ``eval_episodes`` test prompts (same seed).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ALL_AGENTS = ("ppo", "grpo", "rloo", "reinforce", "a2c")
+
+
+@dataclass
+class TaskSpec:
+    """One task of a benchmark and the budget every agent gets on it.
+
+    Attributes:
+        env_id: a registered textgym id.
+        model: ``"tiny"`` (a seeded random tiny LM sized to the vocabulary) or a ``load_lm`` name.
+        agents: the agents run on this task (None: the preset's).
+        seeds: the seeds run on this task (None: the preset's).
+        num_envs: episodes per iteration (the batch).
+        episodes: training episodes per cell.
+        max_tokens: also stop once this many completion tokens were generated (None: no cap).
+        eval_episodes: test-split episodes of the final evaluation.
+        env_kwargs: extra ``gym.make_vec`` arguments.
+        tiny: ``tiny_lm`` size for ``model="tiny"``.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
+        config: learner config overrides for every agent (``"*"``) and per agent name.
+        time_limit: a safety cap on one cell's training time, seconds (None: none).
+    """
+
+    env_id: str
+    model: str = "tiny"
+    agents: list[str] | None = None
+    seeds: list[int] | None = None
+    num_envs: int = 16
+    episodes: int = 1600
+    max_tokens: int | None = None
+    eval_episodes: int = 64
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    tiny: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    time_limit: float | None = None
+
+    def agent_config(self, agent: str) -> dict[str, Any]:
+        return {**self.config.get("*", {}), **self.config.get(agent, {})}
+
+
+@dataclass
+class TRLSpec:
+    """The TRL GRPOTrainer comparison (run when ``trl`` is installed).
+
+    Both sides: the same model, reward (VADER on TextGen-v0's train prompts), ``prompts x
+    group_size`` completions of ``max_new_tokens`` tokens per iteration, ``iterations`` measured
+    iterations after ``warmup`` unmeasured ones, fp32, one update epoch, one optimizer step per
+    iteration, the same learning rate and KL weight."""
+
+    model: str = "smollm2-135m"
+    prompts: int = 4
+    group_size: int = 4
+    max_new_tokens: int = 32
+    iterations: int = 4
+    warmup: int = 1
+    lr: float = 1e-5
+    beta: float = 0.04
+    seed: int = 0
+    learners: list[str] = field(default_factory=lambda: ["grpo", "ppo"])
+    # TRL's own default is True (activation checkpointing: less memory, ~1/3 more compute);
+    # ours recomputes only the LM head's logits, so False is the like-for-like setting.
+    trl_gradient_checkpointing: bool = False
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    tasks: list[TaskSpec]
+    agents: list[str] = field(default_factory=lambda: list(ALL_AGENTS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    threads: int | None = None
+    trl: TRLSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def cells(self) -> list[tuple[TaskSpec, str, int]]:
+        """(task, agent or reference row, seed) in run order: references first, then agents."""
+        out = []
+        for task in self.tasks:
+            agents = task.agents if task.agents is not None else self.agents
+            seeds = task.seeds if task.seeds is not None else self.seeds
+            for seed in seeds:
+                # An untrained pretrained model is the same whatever the seed: evaluate it once.
+                if task.model == "tiny" or seed == seeds[0]:
+                    out.append((task, "untrained", seed))
+                out.append((task, "random", seed))
+            out += [(task, agent, seed) for agent in agents for seed in seeds]
+        return out
+
+
+# Tiny LMs learn the character tasks at a high learning rate; no KL penalty is needed there.
+# "sft+ppo": PPO's settings after a supervised warm start on the task's references.
+_CHAR_CONFIG = {
+    "*": {"lr": 1e-3, "kl_coef": 0.0},
+    "ppo": {"target_kl": None},
+    "sft+ppo": {"target_kl": None, "warm_start": {"epochs": 3, "lr": 3e-3, "max_examples": 512}},
+}
+_WITH_SFT = [*ALL_AGENTS, "sft+ppo"]  # tasks with references also get the warm-started row
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        description="seconds: tests of the harness (tiny LM, TextGen-Copy-v0, 2 agents, 1 seed)",
+        tasks=[
+            TaskSpec(
+                "TextGen-Copy-v0",
+                num_envs=8,
+                episodes=24,
+                eval_episodes=16,
+                tiny={"n_layer": 1, "n_embd": 32},
+                precision="fp32",
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+        ],  # fmt: skip
+        agents=["reinforce", "grpo"],
+        seeds=[0],
+        threads=1,
+    ),
+    "quick": Preset(
+        name="quick",
+        description="about 15 minutes on a 2-core CPU: character tasks with a tiny LM (all agents "
+        "x 2 seeds) and a short SmolLM2-135M run on TextGen-v0",
+        tasks=[
+            TaskSpec(
+                "TextGen-Copy-v0",
+                agents=_WITH_SFT,
+                num_envs=16,
+                episodes=2400,
+                eval_episodes=128,
+                precision="fp32",
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+            TaskSpec(
+                "TextGen-Reverse-v0",
+                agents=_WITH_SFT,
+                num_envs=16,
+                episodes=2400,
+                eval_episodes=128,
+                precision="fp32",
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+            TaskSpec(
+                "TextGen-v0",
+                model="smollm2-135m",
+                agents=["ppo", "grpo"],
+                seeds=[0],
+                num_envs=16,
+                episodes=160,
+                eval_episodes=32,
+                precision="fp32",
+                config={"*": {"lr": 5e-5}},
+            ),
+        ],  # fmt: skip
+        agents=list(ALL_AGENTS),
+        seeds=[0, 1],
+        trl=TRLSpec(iterations=3),
+    ),
+    "full": Preset(
+        name="full",
+        description="one GPU: six tasks, all agents x 3 seeds, SmolLM2-135M on the language tasks",
+        tasks=[
+            TaskSpec(
+                "TextGen-Copy-v0",
+                agents=_WITH_SFT,
+                episodes=20_000,
+                eval_episodes=200,
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+            TaskSpec(
+                "TextGen-Reverse-v0",
+                agents=_WITH_SFT,
+                episodes=20_000,
+                eval_episodes=200,
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+            TaskSpec(
+                "TextGen-Sort-v0",
+                agents=_WITH_SFT,
+                episodes=20_000,
+                eval_episodes=200,
+                config=copy.deepcopy(_CHAR_CONFIG),
+            ),
+            TaskSpec(
+                "TextGen-v0",
+                model="smollm2-135m",
+                num_envs=64,
+                episodes=12_800,
+                eval_episodes=256,
+                config={"*": {"lr": 2e-5}},
+            ),
+            TaskSpec(
+                "TextGen-Arithmetic-v0",
+                model="smollm2-135m",
+                num_envs=64,
+                episodes=12_800,
+                eval_episodes=256,
+                config={"*": {"lr": 2e-5}},
+            ),
+            TaskSpec(
+                "TextGen-Keywords-v0",
+                model="smollm2-135m",
+                num_envs=64,
+                episodes=6_400,
+                eval_episodes=128,
+                config={"*": {"lr": 2e-5}},
+            ),
+        ],  # fmt: skip
+        agents=list(ALL_AGENTS),
+        seeds=[0, 1, 2],
+        trl=TRLSpec(prompts=16, group_size=4, iterations=10, warmup=2),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SystemExit(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
