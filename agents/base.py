@@ -40,7 +40,15 @@ import torch
 
 from agents import distributed
 from agents.policy import LMPolicy, TokenStats
-from agents.rollout import KL_ESTIMATORS, Rollout, collect_rollout, kl_estimate, select
+from agents.rollout import (
+    KL_ESTIMATORS,
+    Rollout,
+    collect_rollout,
+    gae,
+    kl_estimate,
+    select,
+    whiten,
+)
 
 NONFINITE_POLICIES = ("skip", "raise")
 
@@ -349,6 +357,18 @@ class Learner:
         return row
 
     # -- shared pieces of update() ---------------------------------------------------------------
+
+    def kl_penalised_gae(
+        self, batch: dict[str, torch.Tensor], gamma: float, gae_lambda: float, normalize: bool
+    ) -> None:
+        """Actor-critic advantages (A2C, PPO): the per-token KL penalty is subtracted from the
+        rewards, then GAE against the value head; sets ``advantages`` and ``returns``."""
+        mask = batch["mask"]
+        rewards = batch["rewards"] - self.kl_coef * batch["kl"]
+        advantages, returns = gae(rewards, batch["old_values"], mask, gamma, gae_lambda)
+        if normalize:
+            advantages = whiten(advantages, mask)
+        batch["advantages"], batch["returns"] = advantages, returns
 
     def prepare(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """The rollout as a batch dict on the policy's device, with reference log-probs and the

@@ -22,7 +22,7 @@ import torch
 
 from agents.base import Learner, LearnerConfig
 from agents.policy import TokenStats
-from agents.rollout import Rollout, gae, masked_mean, whiten
+from agents.rollout import Rollout, masked_mean
 
 
 @dataclass
@@ -86,12 +86,7 @@ class PPO(Learner):
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
         batch, metrics = self.prepare(rollout)
-        mask = batch["mask"]
-        rewards = batch["rewards"] - self.kl_coef * batch["kl"]
-        advantages, returns = gae(rewards, batch["old_values"], mask, c.gamma, c.gae_lambda)
-        if c.normalize_advantages:
-            advantages = whiten(advantages, mask)
-        batch["advantages"], batch["returns"] = advantages, returns
+        self.kl_penalised_gae(batch, c.gamma, c.gae_lambda, c.normalize_advantages)
 
         def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
             m = stats.mask
