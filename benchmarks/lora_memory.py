@@ -60,7 +60,9 @@ def measure(model: str, lora_r: int | None) -> dict:
         "total_mib": round((_tensor_bytes(modules) + opt_bytes) / 2**20, 1),
         "peak_rss_mib": round(peak, 1) if peak else None,
         "cuda_max_allocated_mib": (
-            round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
+            round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available()
+            else None
         ),
     }
 

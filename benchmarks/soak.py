@@ -78,7 +78,9 @@ def run(episodes: int = 5120, num_envs: int = 64, warmup: int = 10, threads: int
         "growth_after_warmup_mib": round(growth, 2),
         "slope_mib_per_1k_episodes": round(slope, 3),
         "flat": abs(growth) < tolerance_mib,
-        "samples": [(int(e), round(float(m), 1)) for e, m in samples[:: max(1, len(samples) // 20)]],
+        "samples": [
+            (int(e), round(float(m), 1)) for e, m in samples[:: max(1, len(samples) // 20)]
+        ],
     }
     return result
 

@@ -148,8 +148,16 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
         (lambda c: (c / "optimizer.pt").unlink(), "incomplete: missing optimizer.pt"),
         (lambda c: (c / "model.safetensors").unlink(), "incomplete: missing model.safetensors"),
     ],
-    ids=["truncated-model", "garbage-model", "truncated-rng", "truncated-optimizer",
-         "garbage-json", "empty-json", "no-optimizer", "no-model"],  # fmt: skip
+    ids=[
+        "truncated-model",
+        "garbage-model",
+        "truncated-rng",
+        "truncated-optimizer",
+        "garbage-json",
+        "empty-json",
+        "no-optimizer",
+        "no-model",
+    ],  # fmt: skip
 )
 def test_corrupted_checkpoint_gives_a_clear_error(checkpoint, damage, message):
     damage(checkpoint)
@@ -194,7 +202,9 @@ def test_pickle_payload_is_refused(checkpoint, tmp_path, monkeypatch):
     state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     state["evil"] = _Payload()
     with open(checkpoint / "optimizer.pt", "wb") as f:
-        pickle.dump(state, f, protocol=2)  # a plain pickle: torch.load(weights_only=False) would run it
+        pickle.dump(
+            state, f, protocol=2
+        )  # a plain pickle: torch.load(weights_only=False) would run it
     with pytest.raises(CheckpointError, match="weights_only"):
         _fresh().resume(checkpoint)
     assert not pwned.exists()
