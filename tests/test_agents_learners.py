@@ -29,6 +29,7 @@ from agents import (
     group_advantages,
 )
 from agents.evaluation import distinct_n
+from textgym.char_tokenizer import EOS_ID
 
 # The task: make the completion (6 chars) consist of 'a' (reward = fraction of 'a', in [0, 1]).
 # An untrained tiny LM scores ~0.02. Each learner gets 30 iterations x 8 episodes at a high
@@ -207,10 +208,15 @@ def test_groups_share_a_prompt():
 
 
 def test_rollout_works_with_same_step_autoreset():
-    ro = collect_rollout(make_policy(), make_envs(4, autoreset_mode="SameStep"), seeds=[0, 1, 2, 3])
-    assert ro.mask.any(1).all() and all(
-        len(c) == int(n) for c, n in zip(ro.completions, ro.lengths)
-    )
+    ro = collect_rollout(
+        make_policy(), make_envs(4, autoreset_mode="SameStep"), seeds=[0, 1, 2, 3],
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert ro.mask.any(1).all()
+    # One character per token (char tokenizer); a final EOS adds a token but no text.
+    for i, (text, n) in enumerate(zip(ro.completions, ro.lengths.tolist())):
+        ended_with_eos = int(ro.input_ids[i, ro.prompt_len + n - 1]) == EOS_ID
+        assert len(text) == n - ended_with_eos
 
 
 def test_advantage_estimators():
