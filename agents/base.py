@@ -336,16 +336,14 @@ class Learner:
             return {}
         from agents.evaluation import evaluate
 
-        # Each rank evaluates its share with its own seed; the figures are averaged over ranks.
-        episodes = math.ceil(c.eval_episodes / self.dist.world_size)
-        result = evaluate(self, self.eval_envs, episodes, split="test", seed=self.dist.rank)
-        row = distributed.mean_over_ranks({
+        # Each rank evaluates its share with its own seed; the episodes are gathered.
+        result = evaluate(self, self.eval_envs, c.eval_episodes, split="test", gather=True)
+        row = {
             "eval_reward": result.reward_mean,
             "eval_reward_ci": (result.reward_ci[1] - result.reward_ci[0]) / 2,
             "eval_kl": result.kl,
             "eval_perplexity": result.perplexity,
-        })  # fmt: skip
-        result.reward_mean = row["eval_reward"]
+        }
         if result.reward_mean > self.best_eval:
             self.best_eval, self.evals_without_improvement = result.reward_mean, 0
         else:
@@ -383,6 +381,8 @@ class Learner:
             "rewards": rollout.rewards,
             "scores": rollout.scores,
         }
+        if rollout.support is not None:  # NLPO: the masked distributions the actions came from
+            batch["support"] = rollout.support
         with torch.no_grad():
             ref = self.policy.evaluate(
                 rollout.input_ids, rollout.attention_mask, rollout.prompt_len, with_entropy=False,
@@ -425,7 +425,7 @@ class Learner:
                 mb, mb_prompt_len = select(batch, index, prompt_len)
                 stats = self.policy.evaluate(
                     mb["input_ids"], mb["attention_mask"], mb_prompt_len, with_values=with_values,
-                    mask=mb["mask"],
+                    mask=mb["mask"], support=mb.get("support"),
                 )  # fmt: skip
                 loss, metrics = loss_fn(mb, stats)
                 self.optimizer_step(loss)

@@ -192,6 +192,17 @@ def gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [t.cpu() for t in out]
 
 
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` when not distributed). Only for
+    what the ranks of one job send each other, e.g. evaluation samples; files are never
+    unpickled."""
+    if not current().enabled:
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if current().enabled:
         dist.barrier()

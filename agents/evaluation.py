@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents import distributed
 from agents.policy import LMPolicy
 from agents.rollout import collect_rollout
 
@@ -93,15 +94,25 @@ def evaluate(
     deterministic: bool = False,
     seed: int = 0,
     num_samples: int = 8,
+    gather: bool = False,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes of ``agent`` (a learner or an :class:`LMPolicy`) on ``envs``.
 
     Episodes are collected ``envs.num_envs`` at a time from ``split``, with their own seeded
     RNGs (the learner's RNGs are not touched, so evaluating does not change a run).
     ``deterministic`` decodes greedily. The reference model is the policy's (a frozen copy, or
-    the LoRA adapter switched off); before any training KL is 0.
+    the LoRA adapter switched off); before any training KL is 0. A learner acts as in training
+    (NLPO: under its mask policy's top-p sets, which KL is then measured under too).
+
+    ``gather=True`` under torchrun / accelerate launch (every rank must call it): each rank runs
+    ``ceil(n_episodes / world_size)`` episodes seeded ``seed + rank``, and every rank returns the
+    figures over all ranks' episodes. Without a process group it is the plain call.
     """
+    info = distributed.current() if gather else distributed.DistInfo()
+    if info.enabled:
+        n_episodes, seed = math.ceil(n_episodes / info.world_size), seed + info.rank
     policy: LMPolicy = agent.policy if hasattr(agent, "policy") else agent
+    actor = agent.acting_policy() if hasattr(agent, "acting_policy") else policy
     policy.ensure_reference()
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -113,7 +124,7 @@ def evaluate(
     lengths: list[int] = []
     while len(scores) < n_episodes:
         seeds = rng.integers(0, 2**31 - 1, size=envs.num_envs).tolist()
-        ro = collect_rollout(policy, envs, seeds=seeds, split=split,
+        ro = collect_rollout(actor, envs, seeds=seeds, split=split,
                              deterministic=deterministic, generator=generator)  # fmt: skip
         take = min(ro.num_envs, n_episodes - len(scores))
         ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
@@ -121,8 +132,9 @@ def evaluate(
         # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
         ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
                               mask=mask).logprobs  # fmt: skip
+        support = None if ro.support is None else ro.support[:take]
         logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, with_values=False,
-                               mask=mask)  # fmt: skip
+                               mask=mask, support=support)  # fmt: skip
         kls += (logp.logprobs - ref).sum(-1).tolist()
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
             ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
@@ -133,6 +145,13 @@ def evaluate(
         prompts += ro.prompts[:take]
         completions += ro.completions[:take]
         lengths += ro.lengths[:take].tolist()
+    if info.enabled:  # rank order, so the samples are rank 0's first
+        parts = distributed.gather_objects(
+            (scores, kls, nll, tokens, prompts, completions, lengths)
+        )
+        scores, kls, prompts, completions, lengths = ([x for part in parts for x in part[i]]
+                                                      for i in (0, 1, 4, 5, 6))  # fmt: skip
+        nll, tokens = sum(part[2] for part in parts), sum(part[3] for part in parts)
     values = np.asarray(scores, dtype=np.float64)
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0

@@ -6,13 +6,16 @@ set (the smallest set of most likely tokens holding ``nlpo_top_p`` of its probab
 drawn; the rest get logit -inf. This prunes the 49k-token action space to the few hundred
 tokens a (recent) LM finds plausible, which keeps exploration fluent.
 
-Here the mask acts on *sampling* during training rollouts, like every other sampling filter of
-:class:`~agents.policy.LMPolicy` (top-k, top-p, the env's action mask): the log-probs PPO
-optimises are those of the unmasked ``softmax`` (see ``policy.py``), so the importance ratios
-start at exactly 1. (RL4LMs' NLPO also renormalises the log-probs over the masked set in the
-update; that needs the mask policy's top-p set at every position of the batch and is not done
-here.) The mask policy runs along with the policy in the rollout, with its own KV cache: one
-extra forward per step. On resume the mask policy is rebuilt from the resumed weights.
+The masked policy is the policy: ``pi_M(a | s) = softmax(logits / T)`` renormalised over the
+mask policy's set ``M(s)``, as in RL4LMs. Training rollouts sample from it and record its
+log-probs and each step's set (packed, 6 KiB per token at V = 49,152; ``Rollout.support``); the
+update scores the same sets (:func:`~agents.policy.token_logprobs` with ``support``), so PPO's
+importance ratios start at exactly 1 and the entropy bonus and KL penalty are those of ``pi_M``.
+Evaluating an NLPO learner (``evaluate(agent, ...)``) also acts under the mask. The env's own
+action mask filters sampling as usual; a slot whose whole top-p set it forbids samples from the
+env's mask instead, with its support widened to match. The mask policy runs along with the
+policy in the rollout, with its own KV cache: one extra forward per step. On resume the mask
+policy is rebuilt from the resumed weights.
 """
 
 from __future__ import annotations
@@ -75,24 +78,28 @@ class MaskedActing:
         with self.policy.autocast(), self.mask_policy.autocast():
             yield
 
-    def allowed(self, obs: dict[str, np.ndarray], ignore: np.ndarray | None = None) -> np.ndarray:
-        """The mask policy's top-p set for every slot, bool ``(N, V)``."""
+    def allowed(self, obs: dict[str, np.ndarray], ignore: np.ndarray | None = None) -> torch.Tensor:
+        """The mask policy's top-p set for every slot, bool ``(N, V)`` on the policy's device."""
         self.mask_policy.act(obs, deterministic=True, ignore=ignore)
-        return top_p_mask(self.mask_policy.last_logits, self.top_p).cpu().numpy()
+        return top_p_mask(self.mask_policy.last_logits, self.top_p).to(self.policy.device)
 
     def act(self, obs, action_mask=None, **kwargs) -> ActOutput:
-        allowed = self.allowed(obs, kwargs.get("ignore"))
+        support = self.allowed(obs, kwargs.get("ignore"))
         if action_mask is not None:
-            env_mask = np.broadcast_to(np.asarray(action_mask, dtype=bool), allowed.shape)
-            both = allowed & env_mask
-            # Never leave a slot with nothing to draw: fall back to the env's mask there.
-            allowed = np.where(both.any(-1, keepdims=True), both, env_mask)
-        return self.policy.act(obs, allowed, **kwargs)
+            env = np.asarray(action_mask, dtype=bool)
+            if env.ndim == 2 and env.strides[0] == 0:  # one row broadcast to all slots
+                env = env[0]
+            env_t = torch.tensor(env, device=support.device)
+            # A slot whose whole top-p set the env forbids samples from the env's mask: widen its
+            # support to match, so that every action lies in the support it is scored under.
+            empty = ~(support & env_t).any(-1, keepdim=True)
+            support = torch.where(empty, support | env_t, support)
+        return self.policy.act(obs, action_mask, support=support, **kwargs)
 
 
 class NLPO(PPO):
-    """PPO whose training rollouts sample within a periodically refreshed mask policy's top-p
-    set; see the module docstring."""
+    """PPO on the policy renormalised over a periodically refreshed mask policy's top-p sets;
+    see the module docstring."""
 
     Config = NLPOConfig
     config: NLPOConfig

@@ -44,6 +44,23 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # Elements of one chunk of fp32 logits: 2**23 floats = 32 MiB, i.e. 170 rows at vocabulary 49,152.
 CHUNK_ELEMENTS = 2**23
 
+_BITS = 2 ** torch.arange(8, dtype=torch.uint8)
+
+
+def pack_support(support: torch.Tensor) -> torch.Tensor:
+    """Bool ``(..., V)`` -> uint8 ``(..., ceil(V / 8))``, 8 tokens per byte (a 49k-token support set
+    is 6 KiB per position, so a rollout can keep one per action)."""
+    vocab = support.shape[-1]
+    padded = F.pad(support.to(torch.uint8), (0, -vocab % 8))
+    bits = padded.unflatten(-1, (-1, 8)) * _BITS.to(support.device)
+    return bits.sum(-1, dtype=torch.uint8)
+
+
+def unpack_support(packed: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The inverse of :func:`pack_support`: uint8 ``(..., ceil(V / 8))`` -> bool ``(..., V)``."""
+    bits = packed[..., None].bitwise_and(_BITS.to(packed.device)).ne(0)
+    return bits.flatten(-2)[..., :vocab]
+
 
 # --- precision ----------------------------------------------------------------------------------
 
@@ -93,6 +110,7 @@ def _chunk_stats(
     temperature: float,
     softcap: float | None,
     with_entropy: bool,
+    support: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-prob of ``targets``, entropy) for one chunk of rows; logits live only in here."""
     logits = F.linear(hidden, weight, bias).float()
@@ -100,12 +118,15 @@ def _chunk_stats(
         logits = softcap * torch.tanh(logits / softcap)
     if temperature != 1.0:
         logits = logits / temperature
+    if support is not None:
+        logits = logits.masked_fill(~unpack_support(support, logits.shape[-1]), float("-inf"))
     # log_softmax of one chunk: the naive math (and its fp32 accuracy), on chunk x V only.
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
     if not with_entropy:
         return logp, logp.new_zeros(0)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    probs = logp_all.exp()
+    entropy = -(probs * torch.where(probs > 0, logp_all, 0.0)).sum(-1)  # 0 log 0 = 0
     return logp, entropy
 
 
@@ -122,24 +143,21 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, chunk, compute_dtype):  # noqa: D102
-        ctx.save_for_backward(hidden, weight, targets)
+    def forward(ctx, hidden, weight, targets, support, temperature, chunk, compute_dtype):  # noqa: D102
+        ctx.save_for_backward(hidden, weight, targets, support)
         ctx.temperature, ctx.chunk, ctx.compute_dtype = temperature, chunk, compute_dtype
         w = weight.to(compute_dtype)
         logps, ents = [], []
         for start in range(0, hidden.shape[0], chunk):
-            logits = F.linear(hidden[start : start + chunk].to(compute_dtype), w).float()
-            if temperature != 1.0:
-                logits.div_(temperature)
-            logp_all = torch.log_softmax(logits, dim=-1)
-            del logits
-            logps.append(logp_all.gather(-1, targets[start : start + chunk, None]).squeeze(-1))
-            ents.append(-logp_all.exp().mul_(logp_all).sum(-1))
+            stop = start + chunk
+            logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support, start)
+            logps.append(logp_all.gather(-1, targets[start:stop, None]).squeeze(-1))
+            ents.append(-probs.mul_(logp_all).sum(-1))
         return torch.cat(logps), torch.cat(ents)
 
     @staticmethod
     def backward(ctx, grad_logp, grad_ent):  # noqa: D102
-        hidden, weight, targets = ctx.saved_tensors
+        hidden, weight, targets, support = ctx.saved_tensors
         t, chunk, dtype = ctx.temperature, ctx.chunk, ctx.compute_dtype
         w = weight.to(dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
@@ -149,12 +167,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk):
             stop = start + chunk
             h = hidden[start:stop]
-            logits = F.linear(h.to(dtype), w).float()
-            if t != 1.0:
-                logits.div_(t)
-            logp_all = torch.log_softmax(logits, dim=-1)
-            del logits
-            probs = logp_all.exp()
+            logp_all, probs = _log_softmax_chunk(h, w, t, support, start)
             entropy = -(probs * logp_all).sum(-1, keepdim=True)
             grad = logp_all.add_(entropy).mul_(probs).mul_(-grad_ent[start:stop, None])
             grad.sub_(probs.mul_(grad_logp[start:stop, None]))
@@ -166,7 +179,33 @@ class _ChunkedLogprobs(torch.autograd.Function):
                 grad_weight.addmm_(grad.T, h.float())
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def _log_softmax_chunk(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    temperature: float,
+    support: torch.Tensor | None,
+    start: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log_softmax, softmax) of one chunk's logits (rows ``[start, start + len(hidden))`` of
+    the batch), restricted to the packed ``support`` if given. Outside the support the
+    probability is 0 and the returned log-prob is 0, not -inf, so that ``p * log p`` and the
+    backward's ``p * (log p + H)`` are 0 there rather than NaN."""
+    logits = F.linear(hidden.to(weight.dtype), weight).float()
+    if temperature != 1.0:
+        logits.div_(temperature)
+    outside = None
+    if support is not None:
+        outside = ~unpack_support(support[start : start + len(hidden)], logits.shape[-1])
+        logits.masked_fill_(outside, float("-inf"))
+    logp_all = torch.log_softmax(logits, dim=-1)
+    del logits
+    probs = logp_all.exp()
+    if outside is not None:
+        logp_all.masked_fill_(outside, 0.0)
+    return logp_all, probs
 
 
 def token_logprobs(
@@ -179,10 +218,14 @@ def token_logprobs(
     with_entropy: bool = True,
     chunk_size: int | None = None,
     softcap: float | None = None,
+    support: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of ``targets`` and entropies under ``softmax(hidden @ weight.T / temperature)``.
 
     ``hidden``: ``(M, H)`` hidden states, one row per token to score; ``targets``: ``(M,)`` ids.
+    ``support``: packed (:func:`pack_support`) ``(M, ceil(V / 8))`` sets of allowed tokens: the
+    softmax is then over each row's set only (NLPO's masked policy); every target must be in its
+    row's set.
     Rows are processed ``chunk_size`` at a time (default: ``CHUNK_ELEMENTS // V`` rows), so the
     peak extra memory is a few ``chunk x V`` fp32 buffers whatever ``M`` is, with or without
     gradients (:class:`_ChunkedLogprobs` recomputes each chunk in backward). Under autocast the
@@ -201,13 +244,16 @@ def token_logprobs(
             empty = hidden.new_zeros(0, dtype=torch.float32)
             return empty, (empty if with_entropy else None)
         with torch.autocast(device, enabled=False):
-            logp, ent = _ChunkedLogprobs.apply(hidden, weight, targets, temperature, chunk, dtype)
+            logp, ent = _ChunkedLogprobs.apply(
+                hidden, weight, targets, support, temperature, chunk, dtype
+            )
         return logp, (ent if with_entropy else None)
     logps, ents = [], []
     for start in range(0, hidden.shape[0], chunk):
         args = (
             hidden[start : start + chunk], weight, bias, targets[start : start + chunk],
             temperature, softcap, with_entropy,
+            None if support is None else support[start : start + chunk],
         )  # fmt: skip
         if grad:
             logp, ent = checkpoint(_chunk_stats, *args, use_reentrant=False)
@@ -242,6 +288,7 @@ def sample_tokens(
     top_k: int = 0,
     top_p: float = 1.0,
     mask_bias: torch.Tensor | None = None,
+    support: torch.Tensor | None = None,
     deterministic: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,11 +296,15 @@ def sample_tokens(
 
     ``mask_bias`` (``(V,)`` or ``(N, V)``, 0 or -inf), ``top_k`` (0 = off) and ``top_p`` (1 = off)
     filter what can be drawn; the returned log-probs are of the unfiltered
-    ``softmax(logits / temperature)`` (see the module docstring). ``deterministic`` takes the
+    ``softmax(logits / temperature)`` (see the module docstring). ``support`` (bool ``(N, V)``)
+    is different: it restricts the distribution itself, so the log-probs are renormalised over
+    it (NLPO's masked policy, which the update scores the same way). ``deterministic`` takes the
     argmax. Sampling inverts the CDF with one uniform draw per row (``cumsum`` + ``searchsorted``):
     exact, and about 10x cheaper than ``torch.multinomial`` at V = 49,152 on CPU.
     """
     scaled = logits / temperature if temperature != 1.0 else logits
+    if support is not None:
+        scaled = scaled.masked_fill(~support, float("-inf"))
     filtered = scaled if mask_bias is None else scaled + mask_bias
     if deterministic:
         tokens = filtered.argmax(-1)
@@ -304,6 +355,8 @@ class ActOutput:
     actions: np.ndarray  # (N,) int64 token ids, ready for envs.step
     logprobs: torch.Tensor  # (N,) log-prob of each action under softmax(logits / temperature)
     values: torch.Tensor  # (N,) value of each slot's current state
+    # (N, ceil(V / 8)) uint8: the packed support the log-probs are normalised over (act's support)
+    support: torch.Tensor | None = None
 
 
 @dataclass
@@ -499,6 +552,7 @@ class LMPolicy(nn.Module):
         temperature: float | None = None,
         reference: bool = False,
         mask: torch.Tensor | None = None,
+        support: torch.Tensor | None = None,
     ) -> TokenStats:
         """Log-probs, entropies and values of the completion tokens of full sequences.
 
@@ -522,8 +576,10 @@ class LMPolicy(nn.Module):
             with torch.no_grad(), self._reference() as ref:
                 return self._evaluate(ref, input_ids, attention_mask, prompt_len, mask, targets,
                                       temperature, with_entropy, with_values=False)  # fmt: skip
+        if support is not None:
+            support = support.to(self.device)[mask]
         return self._evaluate(self.model, input_ids, attention_mask, prompt_len, mask, targets,
-                              temperature, with_entropy, with_values)  # fmt: skip
+                              temperature, with_entropy, with_values, support)  # fmt: skip
 
     def _evaluate(
         self,
@@ -536,6 +592,7 @@ class LMPolicy(nn.Module):
         temperature: float,
         with_entropy: bool,
         with_values: bool,
+        support: torch.Tensor | None = None,
     ) -> TokenStats:
         # The hidden state at position P-1+t predicts completion token t; the last position
         # predicts nothing we score, so it is not fed.
@@ -547,6 +604,7 @@ class LMPolicy(nn.Module):
             logp, ent = token_logprobs(
                 hidden[mask], head.weight, targets[mask], bias=head.bias, temperature=temperature,
                 with_entropy=with_entropy, chunk_size=self.chunk_size, softcap=self.softcap,
+                support=support,
             )  # fmt: skip
         shape = mask.shape
         logprobs = logp.new_zeros(shape).index_put((mask,), logp)
@@ -590,6 +648,7 @@ class LMPolicy(nn.Module):
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        support: torch.Tensor | None = None,
     ) -> ActOutput:
         """Choose the next token of every slot of a textgym vector-env observation.
 
@@ -598,7 +657,10 @@ class LMPolicy(nn.Module):
         appended several (a dialogue partner's reply), are prefilled again up to the last one.
         ``ignore``: bool ``(N,)``, slots whose outputs the caller discards (finished episodes the caller keeps
         stepping, as ``generate`` keeps padding finished rows): they are neither prefilled nor
-        attended to, and are rebuilt from their observation if used again. ``action_mask``: the env's ``action_masks()``. With bf16 precision, wrap a
+        attended to, and are rebuilt from their observation if used again. ``action_mask``: the
+        env's ``action_masks()`` (filters sampling). ``support``: bool ``(N, V)``, restricts the
+        distribution itself (see :func:`sample_tokens`); it comes back packed in the output, for
+        the update to score the same distribution. With bf16 precision, wrap a
         stream of calls in ``with policy.autocast():`` so that the weights are cast once, not at
         every call (:func:`~agents.rollout.collect_rollout` does).
         """
@@ -639,10 +701,12 @@ class LMPolicy(nn.Module):
             top_k=self.top_k if top_k is None else top_k,
             top_p=self.top_p if top_p is None else top_p,
             mask_bias=self._bias_for(action_mask),
+            support=support,
             deterministic=deterministic,
             generator=generator,
         )
-        return ActOutput(tokens.cpu().numpy(), logp, self._value(hidden))
+        packed = None if support is None else pack_support(support)
+        return ActOutput(tokens.cpu().numpy(), logp, self._value(hidden), packed)
 
     def _prefill_all(self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray) -> torch.Tensor:
         """A fresh cache holding every row's context up to its last real token."""

@@ -36,6 +36,9 @@ class Rollout:
     prompts: list[str]
     completions: list[str]
     seconds: float  # wall time of the collection
+    # (N, T, ceil(V / 8)) uint8: packed sets each action's distribution was restricted to, when the
+    # acting policy restricts it (NLPO); the update scores the same distributions.
+    support: torch.Tensor | None = None
 
     @property
     def num_envs(self) -> int:
@@ -102,12 +105,13 @@ def collect_rollout(
     lengths = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     completions = [""] * n
+    supports: list[torch.Tensor] = []  # filled by _steps if the policy returns supports
     policy.reset_state()
     # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
     # until its outermost region exits, so they are cast once per rollout, not once per step.
     with policy.autocast():
         _steps(policy, envs, obs, action_mask, deterministic, generator, tokens, rewards,
-               logprobs, values, lengths, done, completions, finals)  # fmt: skip
+               logprobs, values, lengths, done, completions, finals, supports)  # fmt: skip
     if not done.all():
         raise RuntimeError(
             f"{int((~done).sum())} episode(s) did not end within max_new_tokens={horizon} steps"
@@ -134,6 +138,7 @@ def collect_rollout(
         prompts=prompts,
         completions=completions,
         seconds=time.perf_counter() - t0,
+        support=supports[0] if supports else None,
     )
 
 
@@ -152,12 +157,14 @@ def _steps(
     done: np.ndarray,
     completions: list[str],
     finals: dict[str, np.ndarray] | None = None,
+    supports: list[torch.Tensor] | None = None,
 ) -> None:
     """The stepping loop of :func:`collect_rollout`; fills the buffers in place.
 
     Token-level buffers are indexed by where each action lands after ``P`` (the observation's
     ``num_generated``): step ``t`` in TextGen, later in a dialogue, where the partner's replies
     sit in between. ``finals`` (dialogues) receives each episode's final observation.
+    ``supports`` receives one ``(N, T, ceil(V / 8))`` buffer if the policy returns supports.
     """
     for _ in range(tokens.shape[1]):
         out = policy.act(
@@ -172,6 +179,12 @@ def _steps(
         rows_t, at_t = torch.from_numpy(rows), torch.from_numpy(at[rows])
         logprobs[rows_t, at_t] = out.logprobs.float().cpu()[rows_t]
         values[rows_t, at_t] = out.values.float().cpu()[rows_t]
+        if out.support is not None and supports is not None:
+            if not supports:
+                supports.append(
+                    torch.zeros(*tokens.shape, out.support.shape[-1], dtype=torch.uint8)
+                )
+            supports[0][rows_t, at_t] = out.support.cpu()[rows_t]
         lengths[live] += 1
         finished = live & (terminated | truncated)
         if finished.any():
@@ -201,7 +214,7 @@ def select(
     """Rows ``index`` of a batch dict, trimmed to the columns they use.
 
     ``batch`` holds ``input_ids``/``attention_mask`` ``(N, P + T)``, a bool ``mask`` ``(N, T)`` and
-    any other ``(N, T)`` token-level or ``(N,)`` sequence-level tensors. Leading prompt columns
+    any other ``(N, T, ...)`` token-level or ``(N,)`` sequence-level tensors. Leading prompt columns
     that are padding in every selected row and completion columns past the longest selected
     completion are cut: shorter minibatches, same result. Returns (minibatch, new prompt length).
     """
@@ -214,7 +227,7 @@ def select(
         rows = value[index]
         if key in SEQUENCE_KEYS:
             out[key] = rows[:, lead : prompt_len + width]
-        elif rows.ndim == 2:
+        elif rows.ndim >= 2:  # token-level (N, T, ...)
             out[key] = rows[:, :width]
         else:
             out[key] = rows

@@ -4,7 +4,8 @@
 
 Prints the before/after evaluation (reward with 95% CI, KL, perplexity, distinct-1/2, samples)
 and writes them to ``--json``. Logs go to ``--log-dir`` (CSV + TensorBoard), checkpoints to
-``--checkpoint-dir`` (``--resume`` continues from there).
+``--checkpoint-dir`` (``--resume`` continues from there). Under ``torchrun`` /
+``accelerate launch`` every rank trains and evaluates its share; rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import gymnasium as gym
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
-from agents import A2C, GRPO, PPO, REINFORCE, RLOO, LMPolicy, evaluate
+from agents import A2C, GRPO, NLPO, PPO, REINFORCE, RLOO, LMPolicy, distributed, evaluate
 
-LEARNERS = {"ppo": PPO, "a2c": A2C, "reinforce": REINFORCE, "grpo": GRPO, "rloo": RLOO}
+LEARNERS = {
+    "ppo": PPO, "a2c": A2C, "reinforce": REINFORCE, "grpo": GRPO, "rloo": RLOO, "nlpo": NLPO,
+}  # fmt: skip
 
 
 def _parse(items: list[str]) -> dict:
@@ -68,20 +71,26 @@ def main(argv: list[str] | None = None) -> dict:
                         **overrides)  # fmt: skip
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     eval_envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
-    policy = LMPolicy.from_pretrained(args.model, precision=args.precision)
+    policy = LMPolicy.from_pretrained(
+        args.model, precision=args.precision, device=distributed.default_device()
+    )
     agent = cls(policy, envs, config)
     if args.resume:
         agent.resume()
+    main_rank = agent.dist.is_main
 
     t0 = time.perf_counter()
-    before = evaluate(agent, eval_envs, args.eval_episodes, split="test", seed=1234)
-    print(f"before: {before}", flush=True)
+    before = evaluate(agent, eval_envs, args.eval_episodes, split="test", seed=1234, gather=True)
+    if main_rank:
+        print(f"before: {before}", flush=True)
     t1 = time.perf_counter()
     time_limit = args.minutes * 60 if args.minutes else None
     agent.learn(total_episodes=args.episodes, time_limit=time_limit)
     t2 = time.perf_counter()
-    after = evaluate(agent, eval_envs, args.eval_episodes, split="test", seed=1234)
-    print(f"after:  {after}\n\n{after.table()}", flush=True)
+    after = evaluate(agent, eval_envs, args.eval_episodes, split="test", seed=1234, gather=True)
+    distributed.cleanup()
+    if main_rank:
+        print(f"after:  {after}\n\n{after.table()}", flush=True)
     result = {
         "learner": cls.__name__,
         "config": {k: v for k, v in vars(config).items()},
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         "after": {**after.as_dict(), "samples": after.samples},
         "last_iterations": agent.history[-3:],
     }
-    if args.json:
+    if args.json and main_rank:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=str)
     return result

@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from test_agents_helpers import make_envs, make_policy, one_thread  # noqa: F401
 
-from agents import PPO, PPOConfig, Rollout
+from agents import PPO, PPOConfig, Rollout, evaluate
 from agents import distributed as D
 
 N = 4  # env slots per rank
@@ -49,10 +49,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                 eval_envs=make_envs(N, stop_on_eos=False))  # fmt: skip
     assert agent.dist == D.DistInfo(rank, world, rank)
     agent.learn(iterations=ITERATIONS)
+    final_eval = evaluate(agent, make_envs(N, stop_on_eos=False), 2 * N, split="test", seed=7,
+                          gather=True)  # fmt: skip
     torch.save(
         {"params": {k: v.detach().clone() for k, v in agent.policy.state_dict().items()},
          "rollouts": [vars(r) for r in rollouts], "history": agent.history,
-         "episodes": agent.episodes},
+         "episodes": agent.episodes, "eval": final_eval.as_dict()},
         os.path.join(out, f"rank{rank}.pt"),
     )  # fmt: skip
     D.cleanup()
@@ -79,6 +81,18 @@ def test_parameters_identical_across_ranks(two_ranks):
     assert r0["history"][-1]["eval_reward"] == r1["history"][-1]["eval_reward"]
 
 
+def test_evaluation_gathers_every_ranks_episodes(two_ranks):
+    _, (r0, r1) = two_ranks
+    assert r0["eval"] == r1["eval"] and r0["eval"]["n_episodes"] == 2 * N
+    # = rank 0's N episodes (seed 7) and rank 1's (seed 8), evaluated in one process.
+    policy = make_policy()
+    policy.load_state_dict(r0["params"])
+    parts = [evaluate(policy, make_envs(N, stop_on_eos=False), N, split="test", seed=7 + rank)
+             for rank in (0, 1)]  # fmt: skip
+    expected = sum(p.reward_mean for p in parts) / 2
+    assert r0["eval"]["reward_mean"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_checkpoint_written_once_with_every_ranks_rng(two_ranks):
     from safetensors.torch import load_file
 
@@ -96,6 +110,7 @@ def test_two_ranks_equal_one_process_with_the_same_total_batch(two_ranks):
         union = {
             k: (torch.cat([a[k], b[k]]) if isinstance(a[k], torch.Tensor) else a[k] + b[k])
             for k in a
+            if a[k] is not None
         }
         union["prompt_len"], union["seconds"] = a["prompt_len"], a["seconds"]
         agent.update(Rollout(**union))

@@ -1,14 +1,17 @@
-"""NLPO-style masking: masked tokens are never sampled; it learns the tiny task; LoRA learner."""
+"""NLPO-style masking: the masked log-prob path matches the naive math, masked tokens are never
+sampled, the update scores the distributions the rollout sampled from, it learns the tiny task;
+and the LoRA learner."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from test_agents_helpers import make_envs, make_policy, one_thread  # noqa: F401
+from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
 
 from agents import NLPO, PPO, NLPOConfig, PPOConfig, evaluate
 from agents.nlpo import MaskedActing, top_p_mask
+from agents.policy import pack_support, token_logprobs, unpack_support
 
 COMMON = dict(lr=3e-3, seed=0, progress=False, kl_coef=0.001, minibatch_size=4)
 
@@ -17,6 +20,68 @@ def test_top_p_mask():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.97, 0.01, 0.01, 0.01]]))
     assert top_p_mask(logits, 0.7).tolist() == [[True, True, False, False], [True] + [False] * 3]
     assert top_p_mask(logits, 1.0).all()
+
+
+def test_pack_support_round_trips():
+    support = torch.rand(3, 5, 1003, generator=torch.Generator().manual_seed(0)) < 0.3
+    packed = pack_support(support)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 5, 126)
+    assert torch.equal(unpack_support(packed, 1003), support)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])  # the custom backward / the checkpointed path
+def test_token_logprobs_over_a_support_match_the_naive_masked_softmax(with_bias):
+    gen = torch.Generator().manual_seed(0)
+    vocab, rows = 301, 13
+    hidden = torch.randn(rows, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(vocab, 16, generator=gen, requires_grad=True)
+    bias = torch.randn(vocab, generator=gen) if with_bias else None
+    support = torch.rand(rows, vocab, generator=gen) < 0.2
+    targets = torch.multinomial(support.float(), 1, generator=gen).squeeze(-1)  # inside support
+    logp, ent = token_logprobs(hidden, weight, targets, bias=bias, temperature=0.7, chunk_size=4,
+                               support=pack_support(support))  # fmt: skip
+    logits = (hidden @ weight.T + (0 if bias is None else bias)) / 0.7
+    ref_all = torch.log_softmax(logits.masked_fill(~support, float("-inf")), -1)
+    ref_logp = ref_all.gather(-1, targets[:, None]).squeeze(-1)
+    ref_ent = -(ref_all.exp() * ref_all.masked_fill(~support, 0.0)).sum(-1)
+    torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn(rows, generator=gen), torch.randn(rows, generator=gen)
+    grads = torch.autograd.grad((logp * upstream[0] + ent * upstream[1]).sum(), (hidden, weight))
+    ref_grads = torch.autograd.grad(
+        (ref_logp * upstream[0] + ref_ent * upstream[1]).sum(), (hidden, weight)
+    )
+    for got, want in zip(grads, ref_grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # The restriction matters: the full softmax gives other (lower) log-probs.
+    full, _ = token_logprobs(hidden, weight, targets, bias=bias, temperature=0.7)
+    assert (full < logp - 1e-3).all()
+
+
+def test_update_scores_the_distributions_the_rollout_sampled_from():
+    from agents.rollout import collect_rollout
+
+    agent = NLPO(make_policy(), make_envs(8), NLPOConfig(**COMMON, nlpo_top_p=0.5))
+    rollout = collect_rollout(agent.acting_policy(), agent.envs, seeds=list(range(8)),
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert rollout.support is not None and rollout.support.shape[:2] == rollout.mask.shape
+    support = unpack_support(rollout.support, VOCAB)
+    prompt_len = rollout.prompt_len
+    actions = rollout.input_ids[:, prompt_len:]
+    assert support.gather(-1, actions[..., None]).squeeze(-1)[rollout.mask].all()
+    assert support[rollout.mask].sum(-1).max() < 0.6 * VOCAB  # a real restriction
+    with torch.no_grad():
+        masked = agent.policy.evaluate(rollout.input_ids, rollout.attention_mask, prompt_len,
+                                       mask=rollout.mask, support=rollout.support)  # fmt: skip
+        full = agent.policy.evaluate(rollout.input_ids, rollout.attention_mask, prompt_len,
+                                     mask=rollout.mask)  # fmt: skip
+    # PPO's ratios start at 1: acting and the update score the same renormalised distribution.
+    torch.testing.assert_close(masked.logprobs, rollout.logprobs, atol=1e-4, rtol=1e-4)
+    assert (full.logprobs[rollout.mask] < masked.logprobs[rollout.mask]).all()
+    assert (masked.entropies < full.entropies)[rollout.mask].all()
+    metrics = agent.update(rollout)  # the masked entropies and log-probs train without NaNs
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
 
 
 def test_masked_actions_are_never_sampled():
@@ -28,10 +93,11 @@ def test_masked_actions_are_never_sampled():
     gen = torch.Generator().manual_seed(0)
     acting.reset_state()
     for _ in range(6):
-        allowed = acting.allowed(obs)  # what the mask policy allows in this state
+        allowed = acting.allowed(obs).numpy()  # what the mask policy allows in this state
         acting.mask_policy.reset_state()  # (act recomputes it from the observation)
         out = acting.act(obs, generator=gen)
         assert allowed[np.arange(8), out.actions].all()
+        assert torch.equal(unpack_support(out.support, VOCAB), torch.from_numpy(allowed))
         assert allowed.sum(-1).max() < allowed.shape[1] // 2  # a real restriction
         obs, *_ = envs.step(out.actions)
 
@@ -54,7 +120,6 @@ def test_nlpo_learns_the_tiny_task():
 
 def test_lora_learner_trains_only_adapters_and_value_head(tmp_path):
     peft = pytest.importorskip("peft")
-    from test_agents_helpers import VOCAB
 
     from agents import LMPolicy
     from textgym.models import tiny_lm
