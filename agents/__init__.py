@@ -32,6 +32,11 @@ from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rollout import Rollout, collect_rollout, discounted_returns, gae, group_advantages
 from agents.warm_start import SupervisedWarmStart, WarmStartConfig, warm_start
 
+# The learners by the names the command lines and benchmarks use.
+LEARNERS: dict[str, type[Learner]] = {
+    "ppo": PPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "a2c": A2C, "nlpo": NLPO,
+}  # fmt: skip
+
 __all__ = [
     "A2C",
     "A2CConfig",
@@ -40,6 +45,7 @@ __all__ = [
     "EvalResult",
     "GRPO",
     "GRPOConfig",
+    "LEARNERS",
     "LMPolicy",
     "Learner",
     "LearnerConfig",

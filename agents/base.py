@@ -488,9 +488,23 @@ class Learner:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors a subclass adds to checkpoints, as ``extra.safetensors`` (NLPO: its mask
+        policy's weights)."""
+        return {}
+
+    def extra_tensors_problem(self, tensors: dict[str, torch.Tensor]) -> str | None:
+        """What is wrong with a checkpoint's extra tensors for this learner (None: they fit);
+        checked before :meth:`resume` changes anything."""
+        return None
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`extra_tensors` returned (after the weights and
+        :meth:`load_extra_state`)."""
+
     def save_checkpoint(self, directory: str | os.PathLike | None = None) -> Path:
         """Write ``<dir>/iter-NNNNNN/`` (model.safetensors, optimizer.pt, rng.safetensors,
-        state.json) atomically, then point ``<dir>/latest`` at it; returns the folder.
+        state.json, and extra.safetensors if the learner has extra tensors) atomically, then point ``<dir>/latest`` at it; returns the folder.
         Distributed: every rank must call it; rank 0 writes (with every rank's sampling RNG)."""
         from safetensors.torch import save_file, save_model
 
@@ -514,6 +528,10 @@ class Learner:
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state()
             save_file(rng, str(tmp / "rng.safetensors"))
+            extra = self.extra_tensors()
+            if extra:
+                save_file({k: v.contiguous() for k, v in extra.items()},
+                          str(tmp / "extra.safetensors"))  # fmt: skip
             state = {
                 "learner": type(self).__name__,
                 "iteration": self.iteration,
@@ -560,7 +578,7 @@ class Learner:
             path = path / name
         if not (path / "state.json").exists():
             raise FileNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
-        state, rng, optim = self._read_checkpoint(path)
+        state, rng, optim, extra = self._read_checkpoint(path)
         device = self.policy.device
         from safetensors.torch import load_model
 
@@ -578,10 +596,12 @@ class Learner:
         self.evals_without_improvement = state["evals_without_improvement"]
         self.rng.bit_generator.state = state["numpy_rng"]
         self.load_extra_state(state["extra"])
+        self.load_extra_tensors(extra)
         return self
 
-    def _read_checkpoint(self, path: Path) -> tuple[dict, dict, dict]:
-        """Load and validate state.json, rng.safetensors, optimizer.pt and the model header."""
+    def _read_checkpoint(self, path: Path) -> tuple[dict, dict, dict, dict]:
+        """Load and validate state.json, rng.safetensors, optimizer.pt, the model header and
+        extra.safetensors if there is one."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -650,4 +670,13 @@ class Learner:
                         f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
                         f"the parameter {shape}"
                     )
-        return state, rng, optim
+        file, extra = path / "extra.safetensors", {}
+        if file.exists():
+            try:
+                extra = load_file(str(file), device=str(self.policy.device))
+            except Exception as e:
+                raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+        problem = self.extra_tensors_problem(extra)
+        if problem:
+            raise CheckpointError(f"{file}: {problem}")
+        return state, rng, optim, extra

@@ -14,8 +14,9 @@ importance ratios start at exactly 1 and the entropy bonus and KL penalty are th
 Evaluating an NLPO learner (``evaluate(agent, ...)``) also acts under the mask. The env's own
 action mask filters sampling as usual; a slot whose whole top-p set it forbids samples from the
 env's mask instead, with its support widened to match. The mask policy runs along with the
-policy in the rollout, with its own KV cache: one extra forward per step. On resume the mask
-policy is rebuilt from the resumed weights.
+policy in the rollout, with its own KV cache: one extra forward per step. Checkpoints keep the
+mask policy's trainable weights (``extra.safetensors``) and the iteration it was taken at, so a
+resumed run masks exactly as the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.base import CheckpointError
 from agents.policy import ActOutput, LMPolicy
 from agents.ppo import PPO, PPOConfig
 
@@ -120,6 +122,46 @@ class NLPO(PPO):
         self.mask_policy = _RecordingPolicy(model, precision=p.precision, temperature=p.temperature,
                                             chunk_size=p.chunk_size)  # fmt: skip
         self._mask_iteration = self.iteration
+
+    # -- checkpoints: the mask policy's weights (those the policy trains; the rest are shared) --
+
+    def _trainable_names(self) -> set[str]:
+        return {n for n, p in self.policy.model.named_parameters() if p.requires_grad}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"mask_iteration": self._mask_iteration if self.mask_policy is not None else None}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._mask_iteration = state.get("mask_iteration")
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        if self.mask_policy is None:
+            return {}
+        names = self._trainable_names()
+        return {n: p.detach() for n, p in self.mask_policy.model.named_parameters() if n in names}
+
+    def extra_tensors_problem(self, tensors: dict[str, torch.Tensor]) -> str | None:
+        if not tensors:
+            return None  # saved before the first rollout: no mask policy yet
+        own = {n: p for n, p in self.policy.model.named_parameters() if p.requires_grad}
+        if set(tensors) != set(own):
+            return "the saved mask policy's parameters are not this policy's trainable ones"
+        wrong = [n for n, t in tensors.items() if t.shape != own[n].shape]
+        return f"mask policy shape mismatch in {wrong[:3]}" if wrong else None
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if not tensors:
+            self.mask_policy, self._mask_iteration = None, -1
+            return
+        iteration = self._mask_iteration
+        if iteration is None:
+            raise CheckpointError("the checkpoint has mask policy weights but no mask_iteration")
+        self.refresh_mask_policy()  # the resumed weights; then the saved trainable ones
+        params = dict(self.mask_policy.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                params[name].copy_(tensor)
+        self._mask_iteration = iteration
 
     def acting_policy(self) -> MaskedActing:
         c = self.config

@@ -14,12 +14,15 @@ Three jobs, top to bottom in this file:
    A slot whose observation shows ``num_generated == 0`` (a new prompt) gets its row rebuilt by a
    prefill; every other slot feeds only the token the env appended last step. Rows are
    right-aligned, left padding is masked, and leading columns no row needs are cropped, so the
-   cache never grows past ``P + T`` columns.
+   cache never grows past ``P + T`` columns. On CUDA the cache is a preallocated ``StaticCache``
+   instead (same layout; every row writes the same column each step, and the columns are
+   compacted in place when full), so that the compiled one-token step keeps one graph.
 
 The distribution the learners optimise is ``softmax(logits / temperature)`` over the whole
 vocabulary. Top-k, top-p and the action mask only filter *sampling*; the recorded log-probs are
 those of the unfiltered distribution, so that acting and :meth:`LMPolicy.evaluate` agree and PPO's
-importance ratios start at exactly 1.
+importance ratios start at exactly 1. The one exception is a ``support`` (NLPO's mask): it
+restricts the distribution itself, and acting and ``evaluate`` both renormalise over it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +101,59 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if bf16_supported(device) else None
+
+
+# --- GPU paths: torch.compile and the static KV cache -------------------------------------------
+
+KV_CACHES = ("auto", "dynamic", "static")
+
+
+def resolve_compile(compile: bool | str, device: str | torch.device) -> str | None:
+    """The ``torch.compile`` backend for ``compile``, or None (eager).
+
+    ``"auto"``: ``"inductor"`` on CUDA (where compiling pays off), eager elsewhere (on CPU the
+    first compilation takes minutes and gains little). ``True``: ``"inductor"``; ``False`` or
+    ``"off"``: eager; any other string: that backend (``torch._dynamo.list_backends()``, or
+    ``"eager"``/``"aot_eager"``, which trace without generating code, for debugging).
+    """
+    if compile == "auto":
+        return "inductor" if torch.device(device).type == "cuda" else None
+    if compile is True:
+        return "inductor"
+    if compile is False or compile == "off":
+        return None
+    backends = {"eager", "aot_eager", *torch._dynamo.list_backends(exclude_tags=())}
+    if compile not in backends:
+        raise ValueError(
+            f"compile must be 'auto', True, False, 'off' or a torch.compile backend "
+            f"({', '.join(sorted(backends))}), got {compile!r}"
+        )
+    return compile
+
+
+def _has_sliding_layers(config: Any) -> bool:
+    from transformers import StaticCache
+
+    layers = StaticCache(config=config, max_cache_len=1).layers  # lazy: allocates nothing
+    return any(getattr(layer, "is_sliding", False) for layer in layers)
+
+
+def resolve_kv_cache(kv_cache: str, device: str | torch.device, config: Any) -> str:
+    """``"dynamic"`` or ``"static"`` for ``kv_cache``. ``"auto"``: static on CUDA (fixed tensor
+    addresses, so the compiled decoding step never recompiles), dynamic elsewhere and for models
+    with sliding-window layers (whose static layers roll their buffer, which per-row restarts
+    cannot follow)."""
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
+    if kv_cache == "auto":
+        static = torch.device(device).type == "cuda" and not _has_sliding_layers(config)
+        return "static" if static else "dynamic"
+    if kv_cache == "static" and _has_sliding_layers(config):
+        raise ValueError(
+            "kv_cache='static' does not support models with sliding-window attention layers; "
+            "use kv_cache='dynamic'"
+        )
+    return kv_cache
 
 
 # --- chunked log-probs and entropies ------------------------------------------------------------
@@ -368,6 +425,9 @@ class _CacheState:
     # (N,) num_generated at the last act: a row that gained more than one token since (a dialogue
     # partner's reply) is rebuilt from its observation.
     seen: np.ndarray | None = None
+    # Static cache only: the next column written (shared by all rows); ``mask`` is then a fixed
+    # (N, L) buffer whose columns from ``column`` on are 0.
+    column: int | None = None
 
 
 def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -393,6 +453,14 @@ class LMPolicy(nn.Module):
             the optimizer's master copy); only matmuls run in bf16.
         temperature, top_k, top_p: sampling defaults (1.0, 0 = off, 1.0 = off).
         chunk_size: rows per chunk of the log-prob path (default ``CHUNK_ELEMENTS // V``).
+        compile: ``torch.compile`` the decoder (see :func:`resolve_compile`; ``"auto"``: on CUDA
+            only). It compiles the full-sequence forwards of the update (policy and reference,
+            ``dynamic=True`` since minibatch shapes vary) and, with the static cache, the
+            one-token decoding step (fixed shapes). Prefills stay eager.
+        kv_cache: the acting cache, ``"dynamic"`` (grows by a column per step, cropped on the
+            left) or ``"static"`` (preallocated ``P + T`` plus slack columns, compacted in place
+            when full); ``"auto"``: static on CUDA (see :func:`resolve_kv_cache`). Both give the
+            same actions and log-probs.
         value_init_std: std of the value head's initial weights (small, so that the untrained
             critic neither dominates the loss nor perturbs the trunk).
         seed: seeds the value head's initialisation (the global RNG is not used).
@@ -408,6 +476,8 @@ class LMPolicy(nn.Module):
         top_k: int = 0,
         top_p: float = 1.0,
         chunk_size: int | None = None,
+        compile: bool | str = "auto",
+        kv_cache: str = "auto",
         value_init_std: float = 1e-3,
         seed: int = 0,
     ):
@@ -441,6 +511,12 @@ class LMPolicy(nn.Module):
         decoder, _ = _decoder_and_head(model)
         params = inspect.signature(decoder.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.compile_backend = resolve_compile(compile, self.device)
+        self.kv_cache = resolve_kv_cache(kv_cache, self.device, decoder.config)
+        # Compiled wrappers (they share the decoders' parameters) and the static cache with its
+        # mask buffer; plain attributes, not submodules, so that checkpoints do not see them.
+        self._compiled: dict[tuple[int, bool], tuple[nn.Module, Any]] = {}
+        self._static: tuple[Any, torch.Tensor] | None = None
         self.ref_model: nn.Module | None = None
         self._state: _CacheState | None = None
         self._mask_key: np.ndarray | None = None
@@ -517,16 +593,36 @@ class LMPolicy(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         cache: Any = None,
+        *,
+        step: bool = False,
     ) -> torch.Tensor:
+        """Last-layer hidden states. Compiled (if enabled) for full sequences without a cache and,
+        ``step=True``, for the static cache's one-token step; eager for prefills."""
         decoder, _ = _decoder_and_head(model)
-        out = decoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=cache is not None,
-            **{self._cache_kw: cache},
-        )
-        return out.last_hidden_state
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=position_ids, use_cache=cache is not None,
+                      **{self._cache_kw: cache})  # fmt: skip
+        if self.compile_backend and (cache is None or step):
+            compiled = self._compiled_decoder(decoder, dynamic=cache is None)
+            try:
+                return compiled(**inputs).last_hidden_state
+            except torch._dynamo.exc.TorchDynamoException as error:  # raised before running
+                # compile="auto" is on for every CUDA user: a model dynamo cannot compile must
+                # still train, so say so once and go on eagerly.
+                warnings.warn(
+                    f"torch.compile ({self.compile_backend}) failed, running eagerly from now on "
+                    f"(pass compile=False to skip the attempt): {type(error).__name__}: {error}",
+                    stacklevel=2,
+                )
+                self.compile_backend = None
+        return decoder(**inputs).last_hidden_state
+
+    def _compiled_decoder(self, decoder: nn.Module, dynamic: bool) -> Any:
+        key = (id(decoder), dynamic)
+        if key not in self._compiled:  # keep the decoder too, so that its id is never reused
+            compiled = torch.compile(decoder, backend=self.compile_backend, dynamic=dynamic)
+            self._compiled[key] = (decoder, compiled)
+        return self._compiled[key][1]
 
     def _value(self, hidden: torch.Tensor) -> torch.Tensor:
         # Elementwise in fp32 rather than a Linear: autocast would run a Linear in bf16.
@@ -715,14 +811,36 @@ class LMPolicy(nn.Module):
         device = self.device
         ids_t = torch.from_numpy(ids[:, first:width]).to(device)
         mask_t = torch.from_numpy(mask[:, first:width]).to(device)
-        cache = self._new_cache()
-        hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), cache)
-        rows = torch.arange(len(ids), device=device)
-        last_t = torch.from_numpy(last - first).to(device)
-        # clone: from_numpy shares memory with the env's arrays, which the env may reuse.
         stale = np.zeros(len(ids), dtype=bool)
-        self._state = _CacheState(cache, mask_t.clone(), mask_t.sum(-1), stale)
-        return hidden[rows, last_t]
+        if self.kv_cache == "static":
+            cache, buffer = self._static_buffers(len(ids), ids.shape[1])
+            buffer[:, : width - first] = mask_t
+            # The static cache's mask always spans all of its columns (a fixed shape).
+            hidden = self._hidden(self.model, ids_t, buffer, _positions(mask_t), cache)
+            self._state = _CacheState(cache, buffer, mask_t.sum(-1), stale, column=width - first)
+        else:
+            cache = self._new_cache()
+            hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), cache)
+            # clone: from_numpy shares memory with the env's arrays, which the env may reuse.
+            self._state = _CacheState(cache, mask_t.clone(), mask_t.sum(-1), stale)
+        rows = torch.arange(len(ids), device=device)
+        return hidden[rows, torch.from_numpy(last - first).to(device)]
+
+    def _static_buffers(self, n: int, length: int) -> tuple[Any, torch.Tensor]:
+        """The static cache and its ``(N, L)`` mask buffer, zeroed; reused while the shape holds
+        (the same tensors, so a compiled step keeps its graph). ``L`` = the observation width plus
+        slack, so that a full cache is compacted at most every ``slack`` steps."""
+        from transformers import StaticCache
+
+        columns = length + max(16, length // 4)
+        if self._static is None or self._static[1].shape != (n, columns):
+            config = _decoder_and_head(self.model)[0].config
+            buffer = torch.zeros(n, columns, dtype=torch.long, device=self.device)
+            self._static = (StaticCache(config=config, max_cache_len=columns), buffer)
+        cache, buffer = self._static
+        cache.reset()  # zeroes K/V (allocated at the first forward, in its dtype) and the counters
+        buffer.zero_()
+        return cache, buffer
 
     def _step_rows(self, ids: np.ndarray, last: np.ndarray, skip: np.ndarray) -> torch.Tensor:
         """Feed every row its last token (one new cache column); ``skip`` rows get a masked column
@@ -730,11 +848,50 @@ class LMPolicy(nn.Module):
         state, device = self._state, self.device
         n = len(ids)
         tokens = torch.from_numpy(ids[np.arange(n), last]).to(device)[:, None]
-        column = torch.from_numpy(~skip).to(device=device, dtype=state.mask.dtype)[:, None]
-        state.mask = torch.cat([state.mask, column], dim=1)
-        hidden = self._hidden(self.model, tokens, state.mask, state.next_pos[:, None], state.cache)
-        state.next_pos += column[:, 0]
+        fed = torch.from_numpy(~skip).to(device=device, dtype=state.mask.dtype)
+        if state.column is None:
+            state.mask = torch.cat([state.mask, fed[:, None]], dim=1)
+            hidden = self._hidden(
+                self.model, tokens, state.mask, state.next_pos[:, None], state.cache
+            )
+        else:
+            if state.column == state.mask.shape[1]:
+                self._compact()
+            column = state.column
+            # A skipped row attends to its new column only: its output is discarded and its row
+            # rebuilt before use, and it must not pin old columns against compaction.
+            skip_t = torch.from_numpy(skip).to(device)
+            state.mask[skip_t] = 0
+            state.mask[:, column] = 1
+            hidden = self._hidden(self.model, tokens, state.mask, state.next_pos[:, None],
+                                  state.cache, step=True)  # fmt: skip
+            state.column = column + 1
+        state.next_pos += fed
         return hidden[:, -1]
+
+    def _compact(self) -> None:
+        """Static cache: drop the leading columns no row attends to, shifting the rest left in
+        place (the tensors keep their addresses)."""
+        state = self._state
+        column = state.column
+        first = int(state.mask[:, :column].any(0).to(torch.int8).argmax())
+        if first == 0:  # cannot happen: every row attends to at most its observation's columns
+            raise RuntimeError("the static KV cache is full; use kv_cache='dynamic'")
+        self._shift_columns(-first)
+
+    def _shift_columns(self, delta: int) -> None:
+        """Static cache: move columns ``[0, column)`` by ``delta`` (< 0: left, dropping the first
+        ``-delta``; > 0: right), zero what they leave, and move the write column with them."""
+        state = self._state
+        column = state.column
+        tensors = [t for layer in state.cache.layers for t in (layer.keys, layer.values)]
+        for t, dim in [(t, 2) for t in tensors] + [(state.mask, 1)]:
+            src = t.narrow(dim, max(0, -delta), column - max(0, -delta)).clone()  # overlaps dst
+            t.narrow(dim, 0, column + max(0, delta)).zero_()
+            t.narrow(dim, max(0, delta), src.shape[dim]).copy_(src)
+        state.column = column + delta
+        for layer in state.cache.layers:
+            layer.cumulative_length.fill_(state.column)  # the write position of StaticLayer
 
     def _prefill_rows(
         self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray, rows: np.ndarray
@@ -747,30 +904,38 @@ class LMPolicy(nn.Module):
         sub = self._new_cache()
         hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), sub)
         layers = state.cache.layers
-        if any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        expected = "DynamicLayer" if state.column is None else "StaticLayer"
+        if any(type(layer).__name__ != expected for layer in layers):
             raise NotImplementedError(
-                "restarting some env slots needs a plain DynamicCache (no sliding-window layers); "
+                "restarting some env slots needs a cache without sliding-window layers; "
                 "reset all slots together (envs.reset) or call policy.reset_state()"
             )
-        columns = state.mask.shape[1]
-        if width > columns:  # the new prompt is longer than the cache: widen it on the left
-            for layer in layers:
-                layer.keys = F.pad(layer.keys, (0, 0, width - columns, 0))
-                layer.values = F.pad(layer.values, (0, 0, width - columns, 0))
-            state.mask = F.pad(state.mask, (width - columns, 0))
-            columns = width
-        offset = columns - width
         rows_t = torch.from_numpy(rows).to(device)
+        if state.column is None:
+            columns = state.mask.shape[1]
+            if width > columns:  # the new prompt is longer than the cache: widen it on the left
+                for layer in layers:
+                    layer.keys = F.pad(layer.keys, (0, 0, width - columns, 0))
+                    layer.values = F.pad(layer.values, (0, 0, width - columns, 0))
+                state.mask = F.pad(state.mask, (width - columns, 0))
+                columns = width
+            before, after = columns - width, 0
+        else:
+            if width > state.column:  # not enough columns left of the write column: shift right
+                self._shift_columns(width - state.column)
+            before, after = state.column - width, state.mask.shape[1] - state.column
         for layer, new in zip(layers, sub.layers):
             for name in ("keys", "values"):
                 old = getattr(layer, name)
-                old[rows_t] = F.pad(getattr(new, name).to(old.dtype), (0, 0, offset, 0))
-        state.mask[rows_t] = F.pad(mask_t.to(state.mask.dtype), (offset, 0))
+                old[rows_t] = F.pad(getattr(new, name).to(old.dtype), (0, 0, before, after))
+        state.mask[rows_t] = F.pad(mask_t.to(state.mask.dtype), (before, after))
         state.next_pos[rows_t] = mask_t.sum(-1).to(state.next_pos.dtype)
-        # Crop leading columns no row attends to any more: the cache stays within P + T columns.
-        first = int(state.mask.any(0).to(torch.int8).argmax())
-        if first > 0:
-            for layer in layers:
-                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
-            state.mask = state.mask[:, first:]
+        if state.column is None:
+            # Crop leading columns no row attends to any more: the cache stays within P + T.
+            first = int(state.mask.any(0).to(torch.int8).argmax())
+            if first > 0:
+                for layer in layers:
+                    layer.keys = layer.keys[..., first:, :]
+                    layer.values = layer.values[..., first:, :]
+                state.mask = state.mask[:, first:]
         return hidden[torch.arange(len(rows), device=device), torch.from_numpy(last).to(device)]

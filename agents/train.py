@@ -18,11 +18,7 @@ import gymnasium as gym
 import torch
 
 import textgym  # noqa: F401  (registers the envs)
-from agents import A2C, GRPO, NLPO, PPO, REINFORCE, RLOO, LMPolicy, distributed, evaluate
-
-LEARNERS = {
-    "ppo": PPO, "a2c": A2C, "reinforce": REINFORCE, "grpo": GRPO, "rloo": RLOO, "nlpo": NLPO,
-}  # fmt: skip
+from agents import LEARNERS, LMPolicy, distributed, evaluate
 
 
 def _parse(items: list[str]) -> dict:

@@ -5,6 +5,8 @@
   all five agents x 2 seeds, plus a short SmolLM2-135M run (PPO, GRPO) on TextGen-v0 and the TRL
   speed comparison when ``trl`` is installed.
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
+* ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
+  budget (about 30 minutes on a 2-core CPU).
 
 Every agent of a task gets the same budget: ``episodes`` training episodes (``iterations x
 num_envs``), optionally capped at ``max_tokens`` generated tokens, and is then evaluated on the
@@ -205,6 +207,7 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-v0",
                 model="smollm2-135m",
+                agents=[*ALL_AGENTS, "nlpo"],
                 num_envs=64,
                 episodes=12_800,
                 eval_episodes=256,
@@ -230,6 +233,25 @@ PRESETS: dict[str, Preset] = {
         agents=list(ALL_AGENTS),
         seeds=[0, 1, 2],
         trl=TRLSpec(prompts=16, group_size=4, iterations=10, warmup=2),
+    ),
+    "nlpo": Preset(
+        name="nlpo",
+        description="NLPO (top-p 0.9 mask policy, refreshed every 5 iterations) vs PPO on "
+        "TextGen-v0 with SmolLM2-135M, same settings otherwise",
+        tasks=[
+            TaskSpec(
+                "TextGen-v0",
+                model="smollm2-135m",
+                num_envs=16,
+                episodes=320,
+                eval_episodes=64,
+                precision="fp32",
+                config={"*": {"lr": 5e-5}},
+            ),
+        ],  # fmt: skip
+        agents=["ppo", "nlpo"],
+        seeds=[0],
+        threads=1,
     ),
 }
 

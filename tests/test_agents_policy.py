@@ -81,8 +81,9 @@ def test_evaluate_matches_full_logits_of_the_model():
 # -- acting with the KV cache -------------------------------------------------------------------
 
 
-def test_rollout_logprobs_and_values_equal_recompute_without_cache():
-    policy = make_policy()
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_rollout_logprobs_and_values_equal_recompute_without_cache(kv_cache):
+    policy = make_policy(kv_cache=kv_cache)
     envs = make_envs(8)
     ro = collect_rollout(
         policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(3)
@@ -109,13 +110,18 @@ def _recompute(policy: LMPolicy, obs: dict, actions: np.ndarray, prompt_len: int
     return room, stats.logprobs[rows, col - prompt_len], stats.values[rows, col - prompt_len]
 
 
-def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets():
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets(kv_cache):
     """Slots restart at different times (stop strings end episodes at random lengths, and some
     slots are reset by hand mid-episode): every step's log-probs/values still equal a full
-    recompute, and the cache never grows past P + T columns."""
+    recompute. The dynamic cache never grows past P + T columns; the static one keeps its
+    tensors (same addresses) and compacts itself in place when full."""
     n, prompt_len, horizon = 6, 10, 6
     envs = make_envs(n, stop_strings=tuple("abcdefghijklmnopqrst"))
-    policy = make_policy()
+    policy = make_policy(kv_cache=kv_cache)
+    shifts = []
+    shift_columns = policy._shift_columns
+    policy._shift_columns = lambda delta: (shifts.append(delta), shift_columns(delta))
     gen = torch.Generator().manual_seed(0)
     obs, _ = envs.reset(seed=list(range(n)))
     mask = envs.action_masks()
@@ -131,9 +137,21 @@ def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets():
         torch.testing.assert_close(out.logprobs[room], logp, atol=1e-5, rtol=0)
         torch.testing.assert_close(out.values[room], value, atol=1e-5, rtol=0)
         max_columns = max(max_columns, policy._state.mask.shape[1])
+        if kv_cache == "static":
+            pointers = {
+                t.data_ptr()
+                for layer in policy._state.cache.layers
+                for t in (layer.keys, layer.values)
+            } | {policy._state.mask.data_ptr()}
+            if step == 0:
+                first_pointers = pointers
+            assert pointers == first_pointers
         obs, *_ = envs.step(out.actions)
     assert restarts > 2 * n  # the stream really did restart slots at different times
-    assert max_columns <= prompt_len + horizon
+    if kv_cache == "dynamic":
+        assert max_columns <= prompt_len + horizon
+    else:
+        assert any(delta < 0 for delta in shifts)  # it was compacted
 
 
 def test_action_mask_top_k_top_p_and_greedy():
@@ -229,12 +247,13 @@ def test_lora_reference_is_the_adapter_switched_off():
     assert not torch.allclose(policy.evaluate(*args).logprobs, ref, atol=1e-4)
 
 
-def test_ignored_slots_are_rebuilt_when_used_again():
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_ignored_slots_are_rebuilt_when_used_again(kv_cache):
     """A slot ignored for a few steps (its cache row goes stale) acts correctly once it is used
     again mid-episode: the policy prefills it from its observation."""
     n, prompt_len = 4, 10
     envs = make_envs(n)
-    policy = make_policy()
+    policy = make_policy(kv_cache=kv_cache)
     gen = torch.Generator().manual_seed(0)
     obs, _ = envs.reset(seed=list(range(n)))
     ignore = np.array([False, True, False, False])
@@ -245,3 +264,96 @@ def test_ignored_slots_are_rebuilt_when_used_again():
             torch.testing.assert_close(out.logprobs[room], logp, atol=1e-5, rtol=0)
             torch.testing.assert_close(out.values[room], value, atol=1e-5, rtol=0)
         obs, *_ = envs.step(out.actions)
+
+
+def test_gpu_path_selection():
+    """torch.compile and the static KV cache are chosen on CUDA, not on CPU; bad values and
+    models the static cache cannot serve get clear errors."""
+    import transformers
+
+    from agents.policy import resolve_compile, resolve_kv_cache
+
+    assert resolve_compile("auto", "cpu") is None and resolve_compile("auto", "cuda") == "inductor"
+    assert (
+        resolve_compile(True, "cpu") == "inductor" and resolve_compile("eager", "cuda") == "eager"
+    )
+    assert resolve_compile(False, "cuda") is None and resolve_compile("off", "cuda") is None
+    with pytest.raises(ValueError, match="torch.compile backend"):
+        resolve_compile("fastest", "cpu")
+    llama = make_policy().model.config
+    assert resolve_kv_cache("auto", "cpu", llama) == "dynamic"
+    assert resolve_kv_cache("auto", "cuda", llama) == "static"
+    assert resolve_kv_cache("static", "cpu", llama) == "static"
+    with pytest.raises(ValueError, match="kv_cache must be one of"):
+        resolve_kv_cache("paged", "cpu", llama)
+    sliding = transformers.MistralConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                         num_attention_heads=2, num_key_value_heads=1,
+                                         vocab_size=VOCAB, sliding_window=8)  # fmt: skip
+    assert resolve_kv_cache("auto", "cuda", sliding) == "dynamic"
+    with pytest.raises(ValueError, match="sliding-window"):
+        resolve_kv_cache("static", "cuda", sliding)
+    policy = make_policy()  # on this CPU: eager, dynamic cache
+    assert policy.compile_backend is None and policy.kv_cache == "dynamic"
+
+
+def test_compiled_paths_equal_eager_and_the_step_compiles_once():
+    """The compiled decoder (traced by dynamo and AOTAutograd, as inductor would get it; the
+    "aot_eager" backend runs those graphs without generating code, so this takes seconds on CPU)
+    gives the eager results: the one-token
+    static-cache step, compiled once for all steps, compactions included; and the update's
+    full-sequence forward and its gradients, whatever the minibatch shape."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager, compiled = (
+        make_policy(kv_cache="static"),
+        make_policy(kv_cache="static", compile="aot_eager"),
+    )
+    graphs = []
+    for policy in (eager, compiled):
+        envs = make_envs(6)
+        obs, _ = envs.reset(seed=list(range(6)))
+        gen = torch.Generator().manual_seed(0)
+        logps = []
+        for step in range(40):
+            out = policy.act(obs, generator=gen)
+            logps.append(out.logprobs)
+            obs, *_ = envs.step(out.actions)
+            if step in (5, 39):
+                graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        if policy is eager:
+            expected = torch.stack(logps)
+        else:
+            torch.testing.assert_close(torch.stack(logps), expected, atol=1e-5, rtol=0)
+    assert graphs[0] == graphs[1] == 0 and graphs[2] == graphs[3] == 1  # one graph, 34 more steps
+    ro = collect_rollout(eager, make_envs(8), seeds=list(range(8)),
+                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+    for rows in (slice(0, 8), slice(0, 3)):  # two minibatch shapes
+        ids, attn, mask = ro.input_ids[rows], ro.attention_mask[rows], ro.mask[rows]
+        results = []
+        for policy in (eager, compiled):
+            policy.zero_grad()
+            stats = policy.evaluate(ids, attn, ro.prompt_len, mask=mask)
+            (stats.logprobs.sum() + stats.values.sum()).backward()
+            results.append((stats.logprobs.detach(), [p.grad.clone() for p in policy.parameters()]))
+        torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=0)
+        for got, want in zip(results[1][1], results[0][1]):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_that_does_not_compile_trains_eagerly_with_a_warning():
+    import torch._dynamo
+
+    def failing_backend(graph, example_inputs):
+        raise RuntimeError("this backend cannot compile anything")
+
+    torch._dynamo.reset()
+    policy, eager = make_policy(), make_policy()
+    policy.compile_backend = failing_backend  # what resolve_compile hands torch.compile
+    ro = collect_rollout(eager, make_envs(4), seeds=list(range(4)),
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    with pytest.warns(UserWarning, match="torch.compile .* failed, running eagerly"):
+        stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    assert policy.compile_backend is None
+    expected = eager.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    torch.testing.assert_close(stats.logprobs, expected.logprobs, atol=1e-6, rtol=0)

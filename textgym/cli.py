@@ -120,19 +120,18 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
 
 # -- training and evaluation helpers (shared with benchmarks/ and textgym.demo) ------------------
 
-AGENTS = ("ppo", "grpo", "rloo", "reinforce", "a2c")
+AGENTS = ("ppo", "grpo", "rloo", "reinforce", "a2c", "nlpo")
 RUN_FILE = "run.json"  # everything `train --resume` and `eval DIR` need to rebuild a run
 TINY = {"n_layer": 2, "n_embd": 64, "n_head": 4}  # the "tiny" model: tiny_lm sized to the vocab
 
 
 def learner_class(agent: str) -> type:
-    """The learner class of an agent name (``ppo``, ``grpo``, ``rloo``, ``reinforce``, ``a2c``)."""
-    from agents import A2C, GRPO, PPO, REINFORCE, RLOO
+    """The learner class of an agent name (one of ``AGENTS``)."""
+    from agents import LEARNERS
 
-    classes = {"ppo": PPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "a2c": A2C}
-    if agent not in classes:
+    if agent not in LEARNERS:
         raise SystemExit(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
-    return classes[agent]
+    return LEARNERS[agent]
 
 
 def env_kwargs_for(model: str, env_kwargs: dict | None = None) -> dict:
