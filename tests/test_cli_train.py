@@ -109,3 +109,37 @@ def test_help_documents_the_commands():
         assert flag in train.stdout
     bench = run("bench", "--help")
     assert bench.returncode == 0 and "--preset" in bench.stdout and "quick" in bench.stdout
+
+
+def test_eval_of_an_nlpo_run_acts_under_its_mask(tmp_path):
+    """An NLPO checkpoint is evaluated as NLPO acts (under its saved mask policy), not as the
+    bare policy would."""
+    import torch
+
+    from agents import NLPO, evaluate
+    from textgym.cli import build_policy, main, make_envs
+
+    out = tmp_path / "nlpo"
+    trained = run("train", "--env", "TextGen-Copy-v0", "--agent", "nlpo", "--model", "tiny",
+                  "--episodes", "24", "--num-envs", "8", "--lr", "1e-3", "--out", str(out),
+                  "--config", '{"nlpo_update_every": 2, "nlpo_top_p": 0.5}',
+                  "--threads", "1", "--no-progress")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    report = tmp_path / "eval.json"
+    torch.set_num_threads(1)
+    assert main(["eval", str(out), "--episodes", "8", "--num-envs", "8", "--eval-seed", "3",
+                 "--json", str(report)]) == 0  # fmt: skip
+    kl = json.loads(report.read_text())["kl"]
+    run_cfg = json.loads((out / "run.json").read_text())
+
+    def policy():
+        envs = make_envs("TextGen-Copy-v0", 8, run_cfg["env_kwargs"])
+        p = build_policy("tiny", envs, seed=0, precision=run_cfg["precision"])
+        p.ensure_reference()
+        return p, envs
+
+    p, envs = policy()
+    agent = NLPO(p, envs, NLPO.Config(**run_cfg["config"])).resume(out / "checkpoints")
+    masked = evaluate(agent, make_envs("TextGen-Copy-v0", 8, run_cfg["env_kwargs"]), 8, seed=3)
+    bare = evaluate(agent.policy, make_envs("TextGen-Copy-v0", 8, run_cfg["env_kwargs"]), 8, seed=3)
+    assert kl == pytest.approx(masked.kl, abs=1e-6) and abs(kl - bare.kl) > 1e-3

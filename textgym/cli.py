@@ -308,7 +308,7 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     import torch
     from safetensors.torch import load_model
 
-    from agents import evaluate
+    from agents import Learner, evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -332,12 +332,19 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     envs = make_envs(run["env_id"], args.num_envs, run["env_kwargs"])
     policy = build_policy(run["model"], envs, seed=run["seed"], precision=run["precision"])
     policy.ensure_reference()  # the untrained weights are the reference (KL, perplexity)
-    what = f"untrained {run['model']}"
+    what, evaluated = f"untrained {run['model']}", policy
     if checkpoint is not None:
         load_model(policy, str(checkpoint / "model.safetensors"), device=str(policy.device))
         state = json.loads((checkpoint / "state.json").read_text())
         what = f"{state['learner']} checkpoint {checkpoint} ({state['episodes']} episodes)"
-    result = evaluate(policy, envs, args.episodes, split=args.split, seed=args.eval_seed,
+        cls = learner_class(run["agent"])
+        if cls.acting_policy is not Learner.acting_policy:
+            # A learner that acts through more than its policy (NLPO: under its mask policy) is
+            # evaluated as it acts: rebuild it from the run and resume its checkpoint.
+            config = cls.Config(seed=run["seed"], progress=False, **run["config"])
+            train_envs = make_envs(run["env_id"], run["num_envs"], run["env_kwargs"])
+            evaluated = cls(policy, train_envs, config).resume(checkpoint)
+    result = evaluate(evaluated, envs, args.episodes, split=args.split, seed=args.eval_seed,
                       deterministic=args.greedy, num_samples=args.samples)  # fmt: skip
     out.write(f"{run['env_id']}, {what}, {args.split} split:\n{result}\n\n{result.table()}\n")
     if args.json:
