@@ -6,7 +6,7 @@
   speed comparison when ``trl`` is installed.
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
 * ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
-  budget (about 30 minutes on a 2-core CPU).
+  budget (23 minutes measured on a 2-core CPU, 1 thread).
 
 Every agent of a task gets the same budget: ``episodes`` training episodes (``iterations x
 num_envs``), optionally capped at ``max_tokens`` generated tokens, and is then evaluated on the
