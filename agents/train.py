@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--minutes", type=float, default=None, help="training time budget")
     p.add_argument("--eval-episodes", type=int, default=64)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--compile", default="auto",
+                   help="torch.compile backend, 'off', or 'auto' (inductor on CUDA)")  # fmt: skip
+    p.add_argument("--kv-cache", default="auto", choices=["auto", "dynamic", "static"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--kl-coef", type=float, default=None)
@@ -68,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     eval_envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     policy = LMPolicy.from_pretrained(
-        args.model, precision=args.precision, device=distributed.default_device()
-    )
+        args.model, precision=args.precision, device=distributed.default_device(),
+        compile=args.compile, kv_cache=args.kv_cache,
+    )  # fmt: skip
     agent = cls(policy, envs, config)
     if args.resume:
         agent.resume()
