@@ -504,7 +504,8 @@ class Learner:
 
     def save_checkpoint(self, directory: str | os.PathLike | None = None) -> Path:
         """Write ``<dir>/iter-NNNNNN/`` (model.safetensors, optimizer.pt, rng.safetensors,
-        state.json, and extra.safetensors if the learner has extra tensors) atomically, then point ``<dir>/latest`` at it; returns the folder.
+        state.json, and extra.safetensors if the learner has extra tensors) atomically, then
+        point ``<dir>/latest`` at it; returns the folder.
         Distributed: every rank must call it; rank 0 writes (with every rank's sampling RNG)."""
         from safetensors.torch import save_file, save_model
 

@@ -102,7 +102,8 @@ def evaluate(
     RNGs (the learner's RNGs are not touched, so evaluating does not change a run).
     ``deterministic`` decodes greedily. The reference model is the policy's (a frozen copy, or
     the LoRA adapter switched off); before any training KL is 0. A learner acts as in training
-    (NLPO: under its mask policy's top-p sets, which KL is then measured under too).
+    (NLPO: under its mask policy's top-p sets; its KL is that of the renormalised policy, above 0
+    from the start).
 
     ``gather=True`` under torchrun / accelerate launch (every rank must call it): each rank runs
     ``ceil(n_episodes / world_size)`` episodes seeded ``seed + rank``, and every rank returns the

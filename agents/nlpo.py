@@ -116,17 +116,33 @@ class NLPO(PPO):
         self._mask_iteration = -1
 
     def refresh_mask_policy(self) -> None:
-        """Freeze a copy of the current policy's LM as the mask policy."""
-        model = copy.deepcopy(self.policy.model).eval().requires_grad_(False)
+        """Make the mask policy a frozen copy of the current policy's LM. It is built once; later
+        refreshes copy the trained weights into it in place (no new model to allocate, and a
+        compiled mask policy keeps its graphs)."""
         p = self.policy
-        self.mask_policy = _RecordingPolicy(model, precision=p.precision, temperature=p.temperature,
-                                            chunk_size=p.chunk_size)  # fmt: skip
+        if self.mask_policy is None:
+            model = copy.deepcopy(p.model).eval().requires_grad_(False)
+            self.mask_policy = _RecordingPolicy(
+                model, precision=p.precision, temperature=p.temperature, chunk_size=p.chunk_size,
+                compile=p.compile_backend or False, kv_cache=p.kv_cache,
+            )  # fmt: skip
+        else:
+            self._load_mask_weights(self._trainable(p.model))
         self._mask_iteration = self.iteration
 
-    # -- checkpoints: the mask policy's weights (those the policy trains; the rest are shared) --
+    def _trainable(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``model``'s parameters that the policy trains, by name (the others never change, so
+        the policy and its mask policy share their values)."""
+        names = {n for n, p in self.policy.model.named_parameters() if p.requires_grad}
+        return {n: p for n, p in model.named_parameters() if n in names}
 
-    def _trainable_names(self) -> set[str]:
-        return {n for n, p in self.policy.model.named_parameters() if p.requires_grad}
+    def _load_mask_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        params = self._trainable(self.mask_policy.model)
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                params[name].copy_(tensor)
+
+    # -- checkpoints: the mask policy's trainable weights and the iteration it was taken at ----
 
     def extra_state(self) -> dict[str, Any]:
         return {"mask_iteration": self._mask_iteration if self.mask_policy is not None else None}
@@ -137,13 +153,12 @@ class NLPO(PPO):
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         if self.mask_policy is None:
             return {}
-        names = self._trainable_names()
-        return {n: p.detach() for n, p in self.mask_policy.model.named_parameters() if n in names}
+        return {n: p.detach() for n, p in self._trainable(self.mask_policy.model).items()}
 
     def extra_tensors_problem(self, tensors: dict[str, torch.Tensor]) -> str | None:
         if not tensors:
             return None  # saved before the first rollout: no mask policy yet
-        own = {n: p for n, p in self.policy.model.named_parameters() if p.requires_grad}
+        own = self._trainable(self.policy.model)
         if set(tensors) != set(own):
             return "the saved mask policy's parameters are not this policy's trainable ones"
         wrong = [n for n, t in tensors.items() if t.shape != own[n].shape]
@@ -156,11 +171,8 @@ class NLPO(PPO):
         iteration = self._mask_iteration
         if iteration is None:
             raise CheckpointError("the checkpoint has mask policy weights but no mask_iteration")
-        self.refresh_mask_policy()  # the resumed weights; then the saved trainable ones
-        params = dict(self.mask_policy.model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in tensors.items():
-                params[name].copy_(tensor)
+        self.refresh_mask_policy()  # the model (the resumed weights), then the saved weights
+        self._load_mask_weights(tensors)
         self._mask_iteration = iteration
 
     def acting_policy(self) -> MaskedActing:

@@ -860,8 +860,8 @@ class LMPolicy(nn.Module):
             column = state.column
             # A skipped row attends to its new column only: its output is discarded and its row
             # rebuilt before use, and it must not pin old columns against compaction.
-            skip_t = torch.from_numpy(skip).to(device)
-            state.mask[skip_t] = 0
+            if skip.any():  # masked_fill_, not boolean indexing: no device sync per step
+                state.mask.masked_fill_(torch.from_numpy(skip).to(device)[:, None], 0)
             state.mask[:, column] = 1
             hidden = self._hidden(self.model, tokens, state.mask, state.next_pos[:, None],
                                   state.cache, step=True)  # fmt: skip

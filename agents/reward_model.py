@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textgym.rewards import as_text
+from textgym.rewards import as_text, scorer_batch
 
 FORMAT = "textgym-reward-model"
 FORMAT_VERSION = 1
@@ -553,11 +553,7 @@ class RewardModelScorer:
         completions: Sequence[str],
         references: Sequence[Any] | None = None,
     ) -> np.ndarray:
-        if references is not None and len(references) != len(prompts):
-            raise ValueError(
-                f"prompts, completions and references differ in length "
-                f"({len(prompts)}, {len(completions)}, {len(references)})"
-            )
+        prompts, completions, _ = scorer_batch(prompts, completions, references)
         rewards = self.model.score(prompts, completions, self.tokenizer, self.batch_size)
         if self.scale != 1.0 or self.offset != 0.0:
             rewards = rewards * np.float32(self.scale) + np.float32(self.offset)

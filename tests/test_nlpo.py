@@ -104,8 +104,17 @@ def test_masked_actions_are_never_sampled():
 
 def test_mask_policy_is_refreshed_every_k_iterations():
     agent = NLPO(make_policy(), make_envs(), NLPOConfig(**COMMON, nlpo_update_every=2))
-    agent.learn(iterations=3)
-    assert agent._mask_iteration == 2
+    agent.learn(iterations=1)
+    mask_policy = agent.mask_policy
+    agent.learn(iterations=2)
+    assert agent._mask_iteration == 2 and agent.mask_policy is mask_policy  # refreshed in place
+    trained = dict(agent.policy.model.named_parameters())
+    for name, param in mask_policy.model.named_parameters():
+        assert not param.requires_grad
+        assert not torch.equal(param, trained[name])  # the policy trained on for one iteration
+    agent.refresh_mask_policy()
+    for name, param in mask_policy.model.named_parameters():
+        assert torch.equal(param, trained[name])
     with pytest.raises(ValueError, match="nlpo_top_p"):
         NLPO(make_policy(), make_envs(), NLPOConfig(**COMMON, nlpo_top_p=0.0))
 

@@ -104,12 +104,13 @@ def as_references(reference: Reference | Sequence[str]) -> tuple[str, ...]:
     return tuple(as_text(r) for r in reference if r is not None)
 
 
-def _batch(
+def scorer_batch(
     prompts: Sequence[Any] | None,
     completions: Sequence[Any],
     references: Sequence[Any] | None,
 ) -> tuple[list[str], list[str], list[tuple[str, ...]]]:
-    """Normalise a batch and check that the three sequences have the same length."""
+    """A scorer call's batch as text (references as tuples of strings), after checking that the
+    three sequences have the same length; every scorer starts with it."""
     if isinstance(completions, (str, bytes)):
         raise TypeError("completions must be a sequence of strings (a batch), not one string")
     completions = [as_text(c) for c in completions]
@@ -142,7 +143,7 @@ class _Scorer:
         completions: Sequence[Any],
         references: Sequence[Any] | None = None,
     ) -> np.ndarray:
-        prompts, completions, references = _batch(prompts, completions, references)
+        prompts, completions, references = scorer_batch(prompts, completions, references)
         return np.array(
             [self.score_one(p, c, r) for p, c, r in zip(prompts, completions, references)],
             dtype=np.float32,
@@ -815,7 +816,7 @@ class WeightedSum(_Scorer):
         self.reward_range = (lo, hi)
 
     def __call__(self, prompts, completions, references=None):
-        prompts, completions, references = _batch(prompts, completions, references)
+        prompts, completions, references = scorer_batch(prompts, completions, references)
         total = np.zeros(len(completions), dtype=np.float64)
         self.last_terms = {}
         for name, scorer, weight in self.terms:
@@ -962,7 +963,7 @@ class LMScore(_LMScorer):
         return out
 
     def __call__(self, prompts, completions, references=None):
-        prompts, completions, references = _batch(prompts, completions, references)
+        prompts, completions, references = scorer_batch(prompts, completions, references)
         if not completions:
             return np.zeros(0, dtype=np.float32)
         per_token = self.token_logprobs(prompts, completions)
@@ -1024,7 +1025,7 @@ class LMJudge(_LMScorer):
     def __call__(self, prompts, completions, references=None):
         import torch
 
-        prompts, completions, references = _batch(prompts, completions, references)
+        prompts, completions, references = scorer_batch(prompts, completions, references)
         if not completions:
             return np.zeros(0, dtype=np.float32)
         model, tok, device = self._load()
