@@ -210,6 +210,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
             logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support, start)
             logps.append(logp_all.gather(-1, targets[start:stop, None]).squeeze(-1))
             ents.append(-probs.mul_(logp_all).sum(-1))
+            del logp_all, probs  # free this chunk's buffers before the next one is built
         return torch.cat(logps), torch.cat(ents)
 
     @staticmethod
@@ -234,6 +235,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
                 grad_hidden[start:stop] = (grad.to(dtype) @ w).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight.addmm_(grad.T, h.float())
+            del grad, logp_all, probs  # free this chunk's buffers before the next one is built
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None
