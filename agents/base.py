@@ -8,7 +8,7 @@ a :class:`~agents.rollout.Rollout` into advantages and a loss (see ``reinforce.p
   evaluation, early stopping (patience or a reward threshold) and periodic checkpoints;
 * ``prepare``: reference log-probs and the per-token KL to the reference;
 * ``gradient_epochs``: epochs x shuffled minibatches, trimmed to the columns they use, with
-  gradient clipping and PPO-style target-KL early stopping of the epochs;
+  gradient clipping and PPO-style target-KL early stopping (checked per minibatch);
 * the non-finite policy: a NaN/inf reward, loss or gradient never reaches the weights; the update
   is skipped (counted, logged and warned) or training stops with :class:`NonFiniteError`;
 * checkpoints: the policy in safetensors, the optimizer with ``torch.save`` (loaded back with
@@ -30,7 +30,7 @@ import time
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,11 @@ from agents.rollout import (
     collect_rollout,
     gae,
     kl_estimate,
+    masked_mean,
     select,
     whiten,
 )
+from textgym.errors import CheckpointError
 
 NONFINITE_POLICIES = ("skip", "raise")
 
@@ -57,8 +59,8 @@ class NonFiniteError(FloatingPointError):
     """A reward, loss or gradient was NaN/inf and ``on_nonfinite="raise"``."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing a file, is corrupted, or does not fit this learner/model."""
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint where one was expected (no ``state.json``)."""
 
 
 @dataclass
@@ -207,6 +209,7 @@ class Learner:
         # The numpy RNG (prompt seeds, minibatch order) is the same on every rank; sampling is not.
         self.generator = torch.Generator(device=policy.device).manual_seed(c.seed + self.dist.rank)
         self.iteration = self.episodes = self.tokens = self.skipped_updates = 0
+        self._orders: list[np.ndarray] | None = None  # the next update's epochs (see prepare)
         self.kl_coef = c.kl_coef
         self.best_eval = -math.inf
         self.evals_without_improvement = 0
@@ -368,32 +371,82 @@ class Learner:
             advantages = whiten(advantages, mask)
         batch["advantages"], batch["returns"] = advantages, returns
 
+    def uses_reference(self) -> bool:
+        """Whether updates need the reference model's log-probs (a KL penalty, or a controller
+        that adapts it). Without, no reference forward runs and the logged ``kl`` is NaN."""
+        return self.kl_coef != 0 or bool(getattr(self.config, "adaptive_kl", False))
+
+    def minibatch_orders(self, n: int) -> list[np.ndarray]:
+        """Row orders of the update's epochs (one permutation per epoch, or ``arange`` when
+        one full-batch step makes order moot); drawn once per update, by :meth:`prepare`."""
+        c = self.config
+        size = min(c.minibatch_size or n, n)
+        if size >= n and c.update_epochs == 1:
+            return [np.arange(n)]
+        return [self.rng.permutation(n) for _ in range(c.update_epochs)]
+
+    def minibatches(
+        self, batch: dict[str, torch.Tensor], prompt_len: int, order: np.ndarray
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor], int]]:
+        """(row index, minibatch trimmed by :func:`~agents.rollout.select`, its prompt length)
+        for the minibatches of one epoch in ``order``."""
+        n = len(order)
+        size = min(self.config.minibatch_size or n, n)
+        device = batch["input_ids"].device
+        for start in range(0, n, size):
+            index = torch.from_numpy(order[start : start + size]).to(device)
+            mb, mb_prompt_len = select(batch, index, prompt_len)
+            yield index, mb, mb_prompt_len
+
     def prepare(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """The rollout as a batch dict on the policy's device, with reference log-probs and the
-        per-token KL estimate ``kl`` (the configured estimator); plus the KL metrics."""
+        """The rollout as a batch dict on the policy's device, rescored; plus the KL metrics.
+
+        The old log-probs and values (``old_logprobs``, ``old_values``) and the reference
+        log-probs (``ref_logprobs``) are recomputed here by teacher forcing, in exactly the
+        minibatches (rows and trimmed shapes) of the update's first epoch, by the same forward the
+        update runs. Kernels round differently for different shapes (under bf16 by up to 0.3 nats
+        for SmolLM2), so the acting path's log-probs, or one full-batch forward, would differ from
+        the update's by rounding noise. Scored this way the first epoch's ratios start at exactly
+        1, and a policy equal to its reference has a KL of exactly 0: with no reward signal there
+        is no gradient at all, so the optimizer does not turn noise into steps. ``kl`` is the
+        per-token KL estimate (the configured estimator). Logged: ``kl`` (the per-sequence sum of
+        k1, the sampled estimate of KL(pi || ref)) and ``logprob_gap`` (mean |acting - rescored|
+        log-prob per token: the acting path's rounding, e.g. under bf16).
+        """
         rollout = rollout.to(self.policy.device)
+        mask = rollout.mask
         batch = {
             "input_ids": rollout.input_ids,
             "attention_mask": rollout.attention_mask,
-            "mask": rollout.mask,
-            "old_logprobs": rollout.logprobs,
-            "old_values": rollout.values,
+            "mask": mask,
             "rewards": rollout.rewards,
             "scores": rollout.scores,
         }
         if rollout.support is not None:  # NLPO: the masked distributions the actions came from
             batch["support"] = rollout.support
+        self._orders = self.minibatch_orders(mask.shape[0])
+        reference = self.uses_reference()
+        old, values = torch.zeros_like(rollout.logprobs), torch.zeros_like(rollout.values)
+        ref = torch.zeros_like(rollout.logprobs)
         with torch.no_grad():
-            ref = self.policy.evaluate(
-                rollout.input_ids, rollout.attention_mask, rollout.prompt_len, with_entropy=False,
-                reference=True, mask=rollout.mask,
-            ).logprobs  # fmt: skip
+            for index, mb, mb_prompt_len in self.minibatches(batch, rollout.prompt_len,
+                                                             self._orders[0]):  # fmt: skip
+                args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
+                kwargs = dict(with_entropy=False, mask=mb["mask"], support=mb.get("support"))
+                stats = self.policy.evaluate(*args, **kwargs)
+                width = stats.logprobs.shape[1]
+                old[index, :width], values[index, :width] = stats.logprobs, stats.values
+                if reference:
+                    ref[index, :width] = self.policy.evaluate(*args, reference=True, **kwargs).logprobs
+        batch["old_logprobs"], batch["old_values"] = old, values
+        gap = float(masked_mean((rollout.logprobs - old).abs(), mask))
+        if not reference:
+            batch["ref_logprobs"], batch["kl"] = old, torch.zeros_like(old)
+            return batch, {"kl": math.nan, "logprob_gap": gap}
         batch["ref_logprobs"] = ref
-        mask = rollout.mask
-        batch["kl"] = kl_estimate(rollout.logprobs, ref, self.config.kl_estimator) * mask
-        # Logged KL: the per-sequence sum of k1 (the sampled estimate of KL(pi || ref)).
-        kl_seq = ((rollout.logprobs - ref) * mask).sum(-1)
-        return batch, distributed.mean_over_ranks({"kl": float(kl_seq.mean())})
+        batch["kl"] = kl_estimate(old, ref, self.config.kl_estimator) * mask
+        kl_seq = ((old - ref) * mask).sum(-1)
+        return batch, distributed.mean_over_ranks({"kl": float(kl_seq.mean()), "logprob_gap": gap})
 
     def gradient_epochs(
         self,
@@ -403,45 +456,59 @@ class Learner:
         *,
         with_values: bool = False,
         target_kl: float | None = None,
+        reference_in_loss: bool = False,
     ) -> dict[str, float]:
         """``update_epochs`` passes of shuffled minibatches; one optimizer step per minibatch.
 
         ``loss_fn(minibatch, stats)`` returns (loss, metrics) for a minibatch whose current
-        log-probs/entropies/values are ``stats``. If a metric ``approx_kl`` (KL between the
-        rollout policy and the current one) averages above ``1.5 * target_kl`` over an epoch,
-        the remaining epochs are skipped (PPO's early stop).
+        log-probs/entropies/values are ``stats``. With ``target_kl``, a minibatch whose metric
+        ``approx_kl`` (KL between the rollout policy and the current one, averaged over ranks)
+        exceeds ``1.5 * target_kl`` ends the update before its optimizer step: no more
+        minibatches and no more epochs (PPO's early stop, checked per minibatch as in SB3). Its
+        metrics are still logged; ``epochs`` counts the epochs started, ``stopped_early`` is 1
+        if the update stopped.
+
+        The epochs run in the orders :meth:`prepare` drew, so the first epoch's minibatches are
+        the ones the old and reference log-probs were scored in. ``reference_in_loss`` (GRPO's KL
+        term): later epochs, whose minibatches have other shapes, rescore the reference on each
+        minibatch by the same forward as the policy, so that at equality the KL stays exactly 0.
         """
-        c = self.config
-        n = batch["input_ids"].shape[0]
-        size = min(c.minibatch_size or n, n)
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         epochs_done = 0
-        for _ in range(c.update_epochs):
-            order = self.rng.permutation(n) if size < n or c.update_epochs > 1 else np.arange(n)
-            epoch_kl = []
-            for start in range(0, n, size):
-                index = torch.from_numpy(order[start : start + size]).to(batch["input_ids"].device)
-                mb, mb_prompt_len = select(batch, index, prompt_len)
+        stop = False
+        n = batch["mask"].shape[0]
+        orders = self._orders if self._orders and len(self._orders[0]) == n else None
+        orders, self._orders = orders or self.minibatch_orders(n), None
+        for epoch, order in enumerate(orders):
+            epochs_done += 1
+            for _, mb, mb_prompt_len in self.minibatches(batch, prompt_len, order):
+                args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
+                if reference_in_loss and epoch > 0:
+                    mb["ref_logprobs"] = self.policy.evaluate(
+                        *args, with_entropy=False, reference=True, mask=mb["mask"],
+                        support=mb.get("support"),
+                    ).logprobs  # fmt: skip
                 stats = self.policy.evaluate(
-                    mb["input_ids"], mb["attention_mask"], mb_prompt_len, with_values=with_values,
-                    mask=mb["mask"], support=mb.get("support"),
-                )  # fmt: skip
+                    *args, with_values=with_values, mask=mb["mask"], support=mb.get("support")
+                )
                 loss, metrics = loss_fn(mb, stats)
-                self.optimizer_step(loss)
+                if target_kl is not None and "approx_kl" in metrics:
+                    kl = distributed.mean_over_ranks({"kl": float(metrics["approx_kl"])})["kl"]
+                    stop = kl > 1.5 * target_kl  # the same decision on every rank
+                if not stop:
+                    self.optimizer_step(loss)
                 for key, value in metrics.items():
                     sums[key] += float(value)
                 sums["loss"] += loss.item()
                 steps += 1
-                if "approx_kl" in metrics:
-                    epoch_kl.append(float(metrics["approx_kl"]))
-            epochs_done += 1
-            if target_kl is not None and epoch_kl:
-                kl = distributed.mean_over_ranks({"kl": float(np.mean(epoch_kl))})["kl"]
-                if kl > 1.5 * target_kl:  # the same decision on every rank
+                if stop:
                     break
+            if stop:
+                break
         out = {key: value / max(steps, 1) for key, value in sums.items()}
         out["epochs"] = epochs_done
+        out["stopped_early"] = float(stop)
         return out
 
     def optimizer_step(self, loss: torch.Tensor) -> bool:
@@ -546,7 +613,12 @@ class Learner:
                 "world_size": self.dist.world_size,
                 "extra": self.extra_state(),
                 "config": dataclasses.asdict(self.config),
+                "reference": self.policy.reference_record(),  # what KL is measured against
             }
+            # Bit rot or a stray edit must not load silently: every file's hash, and a checksum
+            # of state.json's own content, are checked by resume and eval.
+            state["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+            state["checksum"] = _state_checksum(state)
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
             final = root / name
             if final.exists():  # saving the same iteration again: replace it
@@ -563,6 +635,23 @@ class Learner:
         distributed.barrier()
         return final
 
+    def _check_reference(self, state: dict, path: Path) -> None:
+        """The checkpoint's KL reference (``state.json``'s ``reference``: origin and a weight
+        fingerprint) must be this learner's: a reference rebuilt from another starting policy
+        (e.g. the base model where the run had a warm-started one) would silently change what
+        the KL penalty measures. Checkpoints without the record are not checked."""
+        saved = state.get("reference")
+        if not isinstance(saved, dict) or "fingerprint" not in saved:
+            return
+        own = self.policy.reference_record()
+        if own["fingerprint"] != saved["fingerprint"]:
+            raise CheckpointError(
+                f"{path / 'state.json'}: the run's KL reference was {saved.get('origin')} "
+                f"(fingerprint {saved['fingerprint']}), this learner's is {own['origin']} "
+                f"(fingerprint {own['fingerprint']}): build the learner from the policy the run "
+                f"started from (e.g. warm-start it the same way, or load those weights) and resume"
+            )
+
     def resume(self, path: str | os.PathLike | None = None) -> Learner:
         """Continue a run from a checkpoint folder, or from a checkpoint dir's ``latest``.
 
@@ -571,15 +660,9 @@ class Learner:
         :class:`CheckpointError` naming the file and the problem, and leaves the learner as it
         was. Nothing is unpickled: tensors come from safetensors, the optimizer state from
         ``torch.load(weights_only=True)``, the rest from JSON."""
-        path = Path(path or self.config.checkpoint_dir or "checkpoints")
-        if (path / "latest").exists():
-            name = (path / "latest").read_text().strip()
-            if not name.startswith("iter-") or "/" in name or not (path / name).is_dir():
-                raise CheckpointError(f"{path / 'latest'}: points to {name!r}, not a checkpoint")
-            path = path / name
-        if not (path / "state.json").exists():
-            raise FileNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
+        path = resolve_checkpoint(path or self.config.checkpoint_dir or "checkpoints")
         state, rng, optim, extra = self._read_checkpoint(path)
+        self._check_reference(state, path)
         device = self.policy.device
         from safetensors.torch import load_model
 
@@ -601,48 +684,26 @@ class Learner:
         return self
 
     def _read_checkpoint(self, path: Path) -> tuple[dict, dict, dict, dict]:
-        """Load and validate state.json, rng.safetensors, optimizer.pt, the model header and
-        extra.safetensors if there is one."""
-        from safetensors import safe_open
+        """Load and validate state.json (and the files' hashes it records), rng.safetensors,
+        optimizer.pt, the model (header and finite weights) and extra.safetensors if there is
+        one."""
         from safetensors.torch import load_file
 
         files = ("state.json", "model.safetensors", "optimizer.pt", "rng.safetensors")
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
             raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+        state = read_checkpoint_state(path)
         file = path / "state.json"
-        try:
-            state = json.loads(file.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
         required = ("learner", "iteration", "episodes", "tokens", "skipped_updates", "kl_coef",
                     "best_eval", "evals_without_improvement", "numpy_rng", "extra")  # fmt: skip
-        if not isinstance(state, dict) or any(k not in state for k in required):
+        if any(k not in state for k in required):
             raise CheckpointError(f"{file}: missing fields (needs {', '.join(required)})")
         if state["learner"] != type(self).__name__:
             raise CheckpointError(
                 f"{file}: checkpoint is from {state['learner']}, not {type(self).__name__}"
             )
-        # The model: compare names and shapes in the header with this policy before loading.
-        file = path / "model.safetensors"
-        try:
-            with safe_open(str(file), "pt") as f:
-                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-        except Exception as e:  # safetensors raises its own SafetensorError on bad headers
-            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
-        own = self.policy.state_dict()
-        present = {own[k].data_ptr() for k in shapes if k in own}
-        unexpected = sorted(set(shapes) - set(own))
-        missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
-        wrong = [f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
-                 for k in shapes if k in own and shapes[k] != tuple(own[k].shape)]  # fmt: skip
-        if unexpected or missing or wrong:
-            detail = "; ".join(
-                [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)
-                + [f"unexpected tensors {unexpected[:3]}"] * bool(unexpected)
-                + [f"missing tensors {missing[:3]}"] * bool(missing)
-            )
-            raise CheckpointError(f"{file}: does not fit this policy's model: {detail}")
+        check_model_file(path / "model.safetensors", self.policy)
         file = path / "rng.safetensors"
         try:
             rng = load_file(str(file))
@@ -671,6 +732,11 @@ class Learner:
                         f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
                         f"the parameter {shape}"
                     )
+                if key in st and not torch.isfinite(st[key]).all():
+                    raise CheckpointError(
+                        f"{file}: {key} of parameter {index} holds NaN/inf; resume from an "
+                        f"earlier checkpoint"
+                    )
         file, extra = path / "extra.safetensors", {}
         if file.exists():
             try:
@@ -680,4 +746,112 @@ class Learner:
         problem = self.extra_tensors_problem(extra)
         if problem:
             raise CheckpointError(f"{file}: {problem}")
+        verify_checkpoint_files(path, state)  # last: the checks above name the problem better
         return state, rng, optim, extra
+
+
+# -- checkpoint files (shared with `textgym eval`) --------------------------------------------------
+
+
+def _sha256(file: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_checksum(state: dict) -> str:
+    """sha256 of state.json's content (without the checksum field itself)."""
+    import hashlib
+
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder: ``path`` itself, or what its ``latest`` pointer names."""
+    path = Path(path)
+    if (path / "latest").exists():
+        try:
+            name = (path / "latest").read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path / 'latest'}: unreadable ({e})") from e
+        if not name.startswith("iter-") or "/" in name or not (path / name).is_dir():
+            raise CheckpointError(f"{path / 'latest'}: points to {name!r:.60}, not a checkpoint")
+        path = path / name
+    if not (path / "state.json").exists():
+        raise CheckpointNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
+    return path
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    """A checkpoint folder's state.json, checked: a JSON object whose checksum matches
+    (checkpoints written before checksums were recorded are read without that check).
+    Raises :class:`CheckpointError`."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: missing fields (not a JSON object)")
+    if "checksum" in state and state["checksum"] != _state_checksum(state):
+        raise CheckpointError(
+            f"{file}: checksum mismatch: the file was changed or corrupted after it was saved; "
+            f"resume from an earlier checkpoint"
+        )
+    return state
+
+
+def verify_checkpoint_files(path: Path, state: dict) -> None:
+    """Every file state.json lists has the sha256 it was saved with (CheckpointError if not)."""
+    hashes = state.get("files")
+    for name, digest in (hashes.items() if isinstance(hashes, dict) else ()):
+        other = Path(path) / name
+        if other.is_file() and _sha256(other) != digest:
+            raise CheckpointError(
+                f"{other}: checksum mismatch: the file was changed or corrupted after it was "
+                f"saved; resume from an earlier checkpoint"
+            )
+
+
+def check_model_file(file: Path, policy: Any) -> None:
+    """``model.safetensors`` fits ``policy`` (names and shapes) and holds only finite weights;
+    raises :class:`CheckpointError` naming the file and the problem. Nothing is loaded into the
+    policy."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises its own SafetensorError on bad headers
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+    own = policy.state_dict()
+    present = {own[k].data_ptr() for k in shapes if k in own}
+    unexpected = sorted(set(shapes) - set(own))
+    missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
+    wrong = [f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
+             for k in shapes if k in own and shapes[k] != tuple(own[k].shape)]  # fmt: skip
+    if unexpected or missing or wrong:
+        detail = "; ".join(
+            [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)
+            + [f"unexpected tensors {unexpected[:3]}"] * bool(unexpected)
+            + [f"missing tensors {missing[:3]}"] * bool(missing)
+        )
+        raise CheckpointError(f"{file}: does not fit this policy's model: {detail}")
+    try:  # one tensor at a time: no second copy of the model in memory
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():  # noqa: SIM118
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise CheckpointError(
+                        f"{file}: tensor {key!r} holds NaN/inf weights: the run diverged or the "
+                        f"file is corrupted; use an earlier checkpoint"
+                    )
+    except CheckpointError:
+        raise
+    except Exception as e:  # a truncated data section
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e

@@ -9,11 +9,26 @@ advantage of every token of the completion, against a group baseline:
 * **RLOO** (Ahmadian et al., 2024): the reward is ``score - kl_coef * sum_t KL_t`` (sequence
   level) and ``A = reward - mean of the other group members' rewards`` (leave-one-out, unbiased);
   a REINFORCE loss (the clipped surrogate, which equals it with one epoch and one minibatch).
+
+GRPO's loss aggregation (``GRPOConfig.loss_type``), applied to the per-token clipped surrogate
+plus the KL term:
+
+* ``"token"`` (default): the mean over all completion tokens of the minibatch (DAPO's, TRL's
+  ``"dapo"``/``"bnpo"``): every token weighs the same, so longer completions weigh more.
+* ``"sequence"``: the mean over each completion's tokens, then over completions (the GRPO paper's
+  ``1/G sum_i 1/|o_i| sum_t``): every completion weighs the same, so a token of a short one weighs
+  more (the length bias Dr. GRPO points out).
+* ``"dr_grpo"`` (Liu et al., 2025, "Understanding R1-Zero-Like Training"): the sum over tokens
+  divided by a constant, ``sequences x max_new_tokens``, and advantages not divided by the
+  group's std (``scale_rewards`` then defaults to False; True is refused).
+
+The entropy bonus is a token mean in all three. RLOO always uses the token mean.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,16 +48,40 @@ class GRPOConfig(LearnerConfig):
     Attributes:
         group_size: completions per prompt (``num_envs`` must be a multiple).
         clip_range: the ratio clip epsilon.
-        scale_rewards: divide by the group's std (False: Dr. GRPO's unscaled variant).
+        scale_rewards: divide by the group's std (False: Dr. GRPO's unscaled variant; None:
+            True, except False with ``loss_type="dr_grpo"``).
         kl_coef: beta of the ``k3`` KL loss term.
+        loss_type: how per-token losses are aggregated: ``"token"``, ``"sequence"`` or
+            ``"dr_grpo"`` (see the module docstring).
     """
 
     lr: float = 5e-5
     group_size: int = 4
     clip_range: float = 0.2
-    scale_rewards: bool = True
+    scale_rewards: bool | None = None
     kl_coef: float = 0.04
     kl_estimator: str = "k3"
+    loss_type: str = "token"
+
+
+LOSS_TYPES = ("token", "sequence", "dr_grpo")
+
+
+def aggregate_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_new_tokens: int
+) -> torch.Tensor:
+    """Reduce a ``(B, T)`` per-token loss over the ``mask``ed tokens as ``loss_type`` says
+    (see the module docstring); ``max_new_tokens`` is Dr. GRPO's constant length."""
+    mask = mask.to(per_token.dtype)
+    if loss_type == "token":
+        return masked_mean(per_token, mask)
+    if loss_type == "sequence":
+        lengths = mask.sum(-1)
+        rows = lengths > 0
+        return ((per_token * mask).sum(-1)[rows] / lengths[rows]).sum() / rows.sum().clamp_min(1)
+    if loss_type == "dr_grpo":
+        return (per_token * mask).sum() / (per_token.shape[0] * max_new_tokens)
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
 @dataclass
@@ -66,21 +105,51 @@ class RLOOConfig(LearnerConfig):
 class _GroupLearner(Learner):
     """The part GRPO and RLOO share: per-sequence advantages on every token, clipped surrogate."""
 
+    def __init__(self, policy: Any, envs: Any, config: Any = None, **kwargs: Any):
+        c = config if config is not None else self.Config()
+        name = type(self).__name__
+        if int(c.group_size) < 2:  # checked before the learner copies the reference model
+            raise ValueError(
+                f"{name}: group_size must be >= 2, got {c.group_size}: the group is the "
+                f"baseline (a group of one has no std for GRPO and no other members for RLOO); "
+                f"set {type(c).__name__}(group_size=4) or use PPO/REINFORCE for one sample per "
+                f"prompt"
+            )
+        loss_type = getattr(c, "loss_type", "token")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"{name}: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        if loss_type == "dr_grpo" and getattr(c, "scale_rewards", None):
+            raise ValueError(
+                f"{name}: loss_type='dr_grpo' uses advantages not scaled by the group's std; "
+                f"set scale_rewards=False (or leave it None)"
+            )
+        super().__init__(policy, envs, c, **kwargs)
+
+    kl_in_loss = False  # GRPO: the KL to the reference is a loss term, scored per minibatch
+
     def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def kl_loss(self, mb: dict[str, torch.Tensor], stats: TokenStats) -> torch.Tensor | None:
+    def kl_loss(
+        self, mb: dict[str, torch.Tensor], stats: TokenStats, reduce: Any = masked_mean
+    ) -> torch.Tensor | None:
         return None
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
         batch, metrics = self.prepare(rollout)
         batch["advantages"] = self.sequence_advantages(batch)[:, None] * batch["mask"]
+        loss_type, horizon = getattr(c, "loss_type", "token"), batch["mask"].shape[1]
+
+        def reduce(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return aggregate_loss(per_token, mask, loss_type, horizon)
 
         def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
-            loss, out = clipped_surrogate(stats, mb["old_logprobs"], mb["advantages"], c.clip_range)
+            loss, out = clipped_surrogate(
+                stats, mb["old_logprobs"], mb["advantages"], c.clip_range, reduce=reduce
+            )
             out["pg_loss"] = loss.item()
-            kl = self.kl_loss(mb, stats)
+            kl = self.kl_loss(mb, stats, reduce)
             if kl is not None:
                 out["kl_loss"] = kl.item()
                 loss = loss + self.kl_coef * kl
@@ -88,7 +157,12 @@ class _GroupLearner(Learner):
             out["entropy"] = entropy.item()
             return loss - c.ent_coef * entropy, out
 
-        metrics.update(self.gradient_epochs(batch, rollout.prompt_len, loss_fn))
+        reference_in_loss = self.kl_in_loss and bool(self.kl_coef)
+        metrics.update(
+            self.gradient_epochs(
+                batch, rollout.prompt_len, loss_fn, reference_in_loss=reference_in_loss
+            )
+        )
         return metrics
 
 
@@ -97,15 +171,20 @@ class GRPO(_GroupLearner):
 
     Config = GRPOConfig
     config: GRPOConfig
+    kl_in_loss = True
 
     def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return group_advantages(batch["scores"], self.group_size, "mean", self.config.scale_rewards)
+        c = self.config
+        scale = c.scale_rewards if c.scale_rewards is not None else c.loss_type != "dr_grpo"
+        return group_advantages(batch["scores"], self.group_size, "mean", scale)
 
-    def kl_loss(self, mb: dict[str, torch.Tensor], stats: TokenStats) -> torch.Tensor | None:
+    def kl_loss(
+        self, mb: dict[str, torch.Tensor], stats: TokenStats, reduce: Any = masked_mean
+    ) -> torch.Tensor | None:
         if not self.kl_coef:
             return None
         kl = kl_estimate(stats.logprobs, mb["ref_logprobs"], self.config.kl_estimator)
-        return masked_mean(kl, stats.mask)
+        return reduce(kl, stats.mask)
 
 
 class RLOO(_GroupLearner):

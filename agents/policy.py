@@ -19,10 +19,18 @@ Three jobs, top to bottom in this file:
    compacted in place when full), so that the compiled one-token step keeps one graph.
 
 The distribution the learners optimise is ``softmax(logits / temperature)`` over the whole
-vocabulary. Top-k, top-p and the action mask only filter *sampling*; the recorded log-probs are
-those of the unfiltered distribution, so that acting and :meth:`LMPolicy.evaluate` agree and PPO's
-importance ratios start at exactly 1. The one exception is a ``support`` (NLPO's mask): it
-restricts the distribution itself, and acting and ``evaluate`` both renormalise over it.
+vocabulary, restricted to a ``support`` where there is one. The env's action mask only filters
+*sampling* (the recorded log-probs are of the unmasked distribution). A ``support`` restricts the
+distribution itself: acting and :meth:`LMPolicy.evaluate` both renormalise over it, so PPO's
+importance ratios start at exactly 1. Two things give one: NLPO's mask, and **top-k / top-p**.
+Top-k/top-p change the distribution actions are actually drawn from, so :meth:`LMPolicy.act`
+records each step's kept set as the support (with the env's mask applied first) and the
+renormalised log-prob; the rollout keeps the sets (packed, ``V / 8`` bytes per token) and the
+update scores that same truncated distribution. Training is then on-policy for the sampler, not
+for the full softmax: the gradient moves mass within each step's kept set, and the KL to the
+reference is that of the truncated policy. (TRL and vLLM-based trainers instead score the
+unfiltered distribution, a known off-policy bias: with top-p 0.9, 8.6% of SmolLM2's mass lies
+outside the sampled set.) With top-k = 0 and top-p = 1 (the defaults) nothing of this applies.
 """
 
 from __future__ import annotations
@@ -353,12 +361,15 @@ def sample_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row of fp32 ``logits`` ``(N, V)``; returns (tokens, log-probs).
 
-    ``mask_bias`` (``(V,)`` or ``(N, V)``, 0 or -inf), ``top_k`` (0 = off) and ``top_p`` (1 = off)
-    filter what can be drawn; the returned log-probs are of the unfiltered
-    ``softmax(logits / temperature)`` (see the module docstring). ``support`` (bool ``(N, V)``)
-    is different: it restricts the distribution itself, so the log-probs are renormalised over
-    it (NLPO's masked policy, which the update scores the same way). ``deterministic`` takes the
-    argmax. Sampling inverts the CDF with one uniform draw per row (``cumsum`` + ``searchsorted``):
+    ``mask_bias`` (``(V,)`` or ``(N, V)``, 0 or -inf) filters what can be drawn; the returned
+    log-probs are of the unmasked ``softmax(logits / temperature)``. ``support`` (bool ``(N, V)``)
+    restricts the distribution itself, so the log-probs are renormalised over it (NLPO's masked
+    policy, which the update scores the same way). ``top_k`` (0 = off) and ``top_p`` (1 = off)
+    truncate the distribution sampled from, and the log-probs are those of that truncated,
+    renormalised distribution (:meth:`LMPolicy.act` records the kept set, see
+    :func:`sampling_support`, so that the update scores the same). ``deterministic`` takes the
+    argmax (log-prob of the untruncated distribution). Sampling inverts the CDF with one uniform
+    draw per row (``cumsum`` + ``searchsorted``):
     exact, and about 10x cheaper than ``torch.multinomial`` at V = 49,152 on CPU.
     """
     scaled = logits / temperature if temperature != 1.0 else logits
@@ -369,16 +380,9 @@ def sample_tokens(
         tokens = filtered.argmax(-1)
     else:
         vocab = filtered.shape[-1]
-        if 0 < top_k < vocab:
-            kth = torch.topk(filtered, top_k, dim=-1).values[:, -1:]
-            filtered = filtered.masked_fill(filtered < kth, float("-inf"))
-        if top_p < 1.0:
-            sorted_logits, order = torch.sort(filtered, dim=-1, descending=True)
-            probs = torch.softmax(sorted_logits, dim=-1)
-            # Drop a token when the tokens ranked above it already hold top_p of the mass
-            # (so the top token always stays).
-            drop = (probs.cumsum(-1) - probs) > top_p
-            filtered = filtered.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+        truncated = _truncate(filtered, top_k, top_p)
+        if truncated is not filtered:  # the distribution sampled from is the truncated one
+            scaled = filtered = truncated
         cdf = torch.softmax(filtered, dim=-1).cumsum_(-1)
         u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
         tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max_(vocab - 1)
@@ -388,6 +392,44 @@ def sample_tokens(
             tokens = torch.where(bad, filtered.argmax(-1), tokens)
     logp = scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
     return tokens, logp
+
+
+def _truncate(filtered: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """``filtered`` with -inf outside the top-k and top-p sets (itself if neither applies)."""
+    if 0 < top_k < filtered.shape[-1]:
+        kth = torch.topk(filtered, top_k, dim=-1).values[:, -1:]
+        filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already hold top_p of the mass
+        # (so the top token always stays).
+        drop = (probs.cumsum(-1) - probs) > top_p
+        filtered = filtered.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return filtered
+
+
+def sampling_support(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    mask_bias: torch.Tensor | None = None,
+    support: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """Bool ``(N, V)``: the tokens :func:`sample_tokens` may draw under top-k/top-p (after the
+    action mask and ``support``), or None when top-k/top-p are off. Used as the support of the
+    step, it makes the recorded and the re-scored log-probs those of the distribution actually
+    sampled from (see the module docstring)."""
+    if not (0 < top_k < logits.shape[-1] or top_p < 1.0):
+        return None
+    scaled = logits / temperature if temperature != 1.0 else logits
+    if support is not None:
+        scaled = scaled.masked_fill(~support, float("-inf"))
+    if mask_bias is not None:
+        scaled = scaled + mask_bias
+    return torch.isfinite(_truncate(scaled, top_k, top_p))
 
 
 # --- the policy ---------------------------------------------------------------------------------
@@ -437,6 +479,33 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def _head_weight_and_bias(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LM head's effective ``(weight, bias)``: what ``head(hidden)`` computes, as one linear
+    map. A peft LoRA adapter on the head (active and not merged) adds its ``B @ A * scaling``
+    (and ``lora_B``'s bias with ``lora_bias=True``), differentiably, so that the update scores
+    what acting sampled from and the head's adapter gets its gradient. The reference (adapter
+    switched off) gets the base weights."""
+    weight, bias = head.weight, getattr(head, "bias", None)
+    lora_a = getattr(head, "lora_A", None)
+    if lora_a is None or getattr(head, "disable_adapters", False) or getattr(head, "merged", False):
+        return weight, bias
+    for name in head.active_adapters:
+        if name not in lora_a:
+            continue
+        if name in getattr(head, "lora_variant", {}):  # DoRA & co. are not a plain B @ A delta
+            raise ValueError(
+                f"LoRA variant {type(head.lora_variant[name]).__name__} on the LM head is not "
+                f"supported (its output is not base + B @ A); leave the head out of "
+                f"target_modules or use plain LoRA (use_dora=False)"
+            )
+        with torch.autocast(weight.device.type, enabled=False):  # the delta in fp32
+            weight = weight + head.get_delta_weight(name).to(weight.dtype)
+            if head.lora_bias.get(name, False):
+                delta_b = head.lora_B[name].bias * head.scaling[name]
+                bias = delta_b if bias is None else bias + delta_b
+    return weight, bias
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip left padding (what ``generate`` uses)."""
     return (attention_mask.cumsum(-1) - 1).clamp_min_(0)
@@ -453,7 +522,9 @@ class LMPolicy(nn.Module):
         precision: ``"auto"`` (bf16 autocast where bf16 is native: CUDA, CPUs with AMX or
             AVX512-BF16; fp32 elsewhere), ``"fp32"`` or ``"bf16"``. Weights stay fp32 (they are
             the optimizer's master copy); only matmuls run in bf16.
-        temperature, top_k, top_p: sampling defaults (1.0, 0 = off, 1.0 = off).
+        temperature, top_k, top_p: sampling defaults (1.0, 0 = off, 1.0 = off). Top-k/top-p make
+            acting record each step's kept set, and the update scores the truncated distribution
+            (see the module docstring).
         chunk_size: rows per chunk of the log-prob path (default ``CHUNK_ELEMENTS // V``).
         compile: ``torch.compile`` the decoder (see :func:`resolve_compile`; ``"auto"``: on CUDA
             only). It compiles the full-sequence forwards of the update (policy and reference,
@@ -463,8 +534,19 @@ class LMPolicy(nn.Module):
             left) or ``"static"`` (preallocated ``P + T`` plus slack columns, compacted in place
             when full); ``"auto"``: static on CUDA (see :func:`resolve_kv_cache`). Both give the
             same actions and log-probs.
-        value_init_std: std of the value head's initial weights (small, so that the untrained
-            critic neither dominates the loss nor perturbs the trunk).
+        value_init_std: std of the value head's initial weights (default 0: the untrained
+            critic predicts 0, so it neither dominates the loss nor perturbs the trunk, and with
+            no reward there is no value gradient either).
+        step_embedding: give the LM an embedding of the completion step (the observation's
+            ``num_generated``), added to the input embedding of the token that predicts each
+            completion token, for this many steps (0: off). A causal LM trained from scratch
+            otherwise has no direct way to know which completion step it is at, so "write the
+            prompt's t-th character at step t" (copy, reverse, sort) must be found through
+            relative offsets that vary with the prompt's length; RL then settles on one constant
+            string. With it, the tiny LM learns those tasks as fast as SB3's token extractor
+            (which gets ``num_generated`` as a query token). Zero-initialised and not part of the
+            reference; meant for models trained from scratch (``textgym``'s ``tiny`` model and
+            :meth:`tiny`), since the weights it learns are not part of a transformers checkpoint.
         seed: seeds the value head's initialisation (the global RNG is not used).
     """
 
@@ -480,7 +562,8 @@ class LMPolicy(nn.Module):
         chunk_size: int | None = None,
         compile: bool | str = "auto",
         kv_cache: str = "auto",
-        value_init_std: float = 1e-3,
+        value_init_std: float = 0.0,
+        step_embedding: int = 0,
         seed: int = 0,
     ):
         super().__init__()
@@ -508,6 +591,16 @@ class LMPolicy(nn.Module):
         )
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(self.device)  # fp32 whatever the model's dtype
+        if step_embedding < 0:
+            raise ValueError(f"step_embedding must be >= 0 (0: off), got {step_embedding}")
+        self.step_embedding: nn.Embedding | None = None
+        if step_embedding:
+            # Row 0: prompt tokens; row 1 + t: the token that predicts completion token t (the
+            # prompt's last token for t = 0); steps past the table share its last row. Zeros at
+            # first, so the policy starts as the bare LM (and equal to its reference).
+            self.step_embedding = nn.Embedding(step_embedding + 2, config.hidden_size)
+            nn.init.zeros_(self.step_embedding.weight)
+            self.step_embedding.to(self.device)
         self.precision = precision
         self.amp_dtype = resolve_precision(precision, self.device)
         decoder, _ = _decoder_and_head(model)
@@ -520,6 +613,8 @@ class LMPolicy(nn.Module):
         self._compiled: dict[tuple[int, bool], tuple[nn.Module, Any]] = {}
         self._static: tuple[Any, torch.Tensor] | None = None
         self.ref_model: nn.Module | None = None
+        # What the KL reference is, in words (checkpoints record it with reference_record()).
+        self.reference_origin: str | None = None
         self._state: _CacheState | None = None
         self._mask_key: np.ndarray | None = None
         self._mask_bias: torch.Tensor | None = None
@@ -553,6 +648,15 @@ class LMPolicy(nn.Module):
             model = get_peft_model(model, lora)
         return cls(model, tokenizer, **kwargs)
 
+    def step_ids(self, columns: np.ndarray, prompt_len: np.ndarray) -> np.ndarray | None:
+        """The step embedding's row for each column of an observation whose prompt ends at
+        column ``prompt_len`` (per row): 0 for the prompt, ``1 + t`` for column
+        ``prompt_len - 1 + t`` (which predicts completion token ``t``). None without one."""
+        if self.step_embedding is None:
+            return None
+        top = self.step_embedding.num_embeddings - 1
+        return np.clip(columns[None, :] - np.asarray(prompt_len)[:, None] + 2, 0, top)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -569,12 +673,69 @@ class LMPolicy(nn.Module):
 
     def ensure_reference(self) -> None:
         """Set up the frozen reference for KL and fluency: a deepcopy of the LM in eval mode
-        without gradients, or nothing with peft (the adapter is switched off instead)."""
-        if self.ref_model is None and not self.is_peft:
+        without gradients, or nothing with peft (the adapter is switched off instead).
+
+        With peft, every trained parameter must belong to the adapter, since switching the
+        adapter off must give the untrained model back: LoRA's ``bias="all"``/``"lora_only"``
+        (trained base biases) or base weights unfrozen by hand would move the KL reference with
+        training, so they raise ValueError."""
+        if self.is_peft:
+            self._check_peft_reference()
+            self.reference_origin = "the policy with its peft adapter switched off (base weights)"
+        elif self.ref_model is None:
             ref = copy.deepcopy(self.model).eval()
             ref.requires_grad_(False)
             # Not a submodule: the reference is neither trained nor checkpointed.
             object.__setattr__(self, "ref_model", ref)
+            if self.reference_origin is None:
+                self.reference_origin = "a frozen copy of the policy when the learner was built"
+
+    def _adapter_names(self) -> set[str]:
+        return set(getattr(self.model, "peft_config", {}) or {})
+
+    def _check_peft_reference(self) -> None:
+        configs = getattr(self.model, "peft_config", {}) or {}
+        for name, config in configs.items():
+            bias = getattr(config, "bias", "none")
+            if bias != "none":
+                raise ValueError(
+                    f"LoRA adapter {name!r} has bias={bias!r}: it trains the base model's biases, "
+                    f"which switching the adapter off does not undo, so the KL reference would "
+                    f"move with training; use LoraConfig(bias='none') (peft's default), or "
+                    f"lora_bias=True for a bias that belongs to the adapter"
+                )
+        adapters = self._adapter_names()
+        outside = [
+            n for n, p in self.model.named_parameters()
+            if p.requires_grad and not any(f".{a}." in f".{n}." for a in adapters)
+        ]  # fmt: skip
+        if outside:
+            raise ValueError(
+                f"{len(outside)} trainable parameter(s) are not part of the peft adapter "
+                f"(e.g. {outside[:3]}): switching the adapter off would not undo their training, "
+                f"so the KL reference would move; freeze them (requires_grad_(False)) or list "
+                f"their modules in LoraConfig(modules_to_save=[...])"
+            )
+
+    def reference_record(self) -> dict[str, str]:
+        """What the KL reference is, for checkpoints: ``origin`` (in words) and ``fingerprint``,
+        a hash of the reference's weights (each tensor's name, shape, dtype and up to 4,096
+        evenly spaced elements; with peft, the base weights the adapter-off model uses).
+        :meth:`~agents.base.Learner.resume` compares it with the resumed learner's."""
+        import hashlib
+
+        self.ensure_reference()
+        digest = hashlib.sha256()
+        adapters = self._adapter_names()
+        with torch.no_grad(), self._reference() as ref:
+            for name, tensor in ref.named_parameters():
+                if any(f".{a}." in f".{name}." for a in adapters):
+                    continue  # the adapter's own weights: switched off in the reference
+                flat = tensor.detach().reshape(-1)
+                sample = flat[:: max(1, flat.numel() // 4096)][:4096].contiguous().cpu()
+                digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+                digest.update(sample.view(torch.uint8).numpy().tobytes())
+        return {"origin": str(self.reference_origin), "fingerprint": digest.hexdigest()[:24]}
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:
@@ -597,13 +758,21 @@ class LMPolicy(nn.Module):
         cache: Any = None,
         *,
         step: bool = False,
+        steps: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Last-layer hidden states. Compiled (if enabled) for full sequences without a cache and,
-        ``step=True``, for the static cache's one-token step; eager for prefills."""
+        ``step=True``, for the static cache's one-token step; eager for prefills. ``steps``: the
+        completion step of each input token (see :meth:`step_ids`), added through the step
+        embedding when the policy has one (the reference model never does)."""
         decoder, _ = _decoder_and_head(model)
-        inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids, use_cache=cache is not None,
-                      **{self._cache_kw: cache})  # fmt: skip
+        inputs = dict(attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=cache is not None, **{self._cache_kw: cache})  # fmt: skip
+        if self.step_embedding is not None and model is self.model and steps is not None:
+            steps = torch.as_tensor(steps, device=input_ids.device)
+            embeds = decoder.get_input_embeddings()(input_ids)
+            inputs["inputs_embeds"] = embeds + self.step_embedding(steps).to(embeds.dtype)
+        else:
+            inputs["input_ids"] = input_ids
         if self.compile_backend and (cache is None or step):
             compiled = self._compiled_decoder(decoder, dynamic=cache is None)
             try:
@@ -660,7 +829,8 @@ class LMPolicy(nn.Module):
         policy's autocast. ``reference=True`` scores with the reference model instead (no values,
         no gradients). ``temperature`` defaults to the policy's. ``mask``: bool ``(B, T)``, the
         positions to score (default: every real token after ``P``); a dialogue scores the agent's
-        tokens only (its ``agent_mask``), the partner's are context.
+        tokens only (its ``agent_mask``), the partner's are context. ``support``: packed sets
+        (NLPO's) the distribution is renormalised over, for the reference as for the policy.
         """
         temperature = self.temperature if temperature is None else temperature
         input_ids = input_ids.to(self.device)
@@ -670,12 +840,12 @@ class LMPolicy(nn.Module):
         else:
             mask = mask.to(self.device).bool()
         targets = input_ids[:, prompt_len:]
+        if support is not None:
+            support = support.to(self.device)[mask]
         if reference:
             with torch.no_grad(), self._reference() as ref:
                 return self._evaluate(ref, input_ids, attention_mask, prompt_len, mask, targets,
-                                      temperature, with_entropy, with_values=False)  # fmt: skip
-        if support is not None:
-            support = support.to(self.device)[mask]
+                                      temperature, with_entropy, False, support)  # fmt: skip
         return self._evaluate(self.model, input_ids, attention_mask, prompt_len, mask, targets,
                               temperature, with_entropy, with_values, support)  # fmt: skip
 
@@ -695,12 +865,14 @@ class LMPolicy(nn.Module):
         # The hidden state at position P-1+t predicts completion token t; the last position
         # predicts nothing we score, so it is not fed.
         with self.autocast():
+            fed = input_ids[:, :-1]
+            steps = self.step_ids(np.arange(fed.shape[1]), np.array([prompt_len]))
             hidden = self._hidden(
-                model, input_ids[:, :-1], attention_mask[:, :-1], _positions(attention_mask[:, :-1])
+                model, fed, attention_mask[:, :-1], _positions(attention_mask[:, :-1]), steps=steps
             )[:, prompt_len - 1 :]
-            _, head = _decoder_and_head(model)
+            weight, bias = _head_weight_and_bias(_decoder_and_head(model)[1])  # LoRA included
             logp, ent = token_logprobs(
-                hidden[mask], head.weight, targets[mask], bias=head.bias, temperature=temperature,
+                hidden[mask], weight, targets[mask], bias=bias, temperature=temperature,
                 with_entropy=with_entropy, chunk_size=self.chunk_size, softcap=self.softcap,
                 support=support,
             )  # fmt: skip
@@ -758,7 +930,9 @@ class LMPolicy(nn.Module):
         attended to, and are rebuilt from their observation if used again. ``action_mask``: the
         env's ``action_masks()`` (filters sampling). ``support``: bool ``(N, V)``, restricts the
         distribution itself (see :func:`sample_tokens`); it comes back packed in the output, for
-        the update to score the same distribution. With bf16 precision, wrap a
+        the update to score the same distribution. Top-k/top-p (``top_k``, ``top_p`` or the
+        policy's) truncate the distribution the same way: their kept set is returned as the
+        support (see the module docstring). With bf16 precision, wrap a
         stream of calls in ``with policy.autocast():`` so that the weights are cast once, not at
         every call (:func:`~agents.rollout.collect_rollout` does).
         """
@@ -768,6 +942,8 @@ class LMPolicy(nn.Module):
         # The last real token of each row: the prompt's last token right after a reset, else the
         # token the env appended last step (at P + num_generated - 1).
         last = length - 1 - np.argmax(mask_np[:, ::-1], axis=1)
+        # The completion step of every column (the prompt ends at last - num_generated).
+        steps = self.step_ids(np.arange(length), last - num_generated + 1)
         ignore = np.zeros(n, dtype=bool) if ignore is None else np.asarray(ignore, dtype=bool)
         state = self._state
         if state is None or state.mask.shape[0] != n or (num_generated == 0).all():
@@ -782,23 +958,35 @@ class LMPolicy(nn.Module):
         device = self.device
         with self.autocast():
             if rebuild.all():
-                hidden = self._prefill_all(ids_np, mask_np, last)
+                hidden = self._prefill_all(ids_np, mask_np, last, steps)
             else:
-                hidden = self._step_rows(ids_np, last, rebuild | ignore)
+                hidden = self._step_rows(ids_np, last, rebuild | ignore, steps)
                 if rebuild.any():
                     rows = np.flatnonzero(rebuild)
                     hidden[torch.from_numpy(rows).to(device)] = self._prefill_rows(
-                        ids_np[rows], mask_np[rows], last[rows], rows
+                        ids_np[rows], mask_np[rows], last[rows], rows,
+                        None if steps is None else steps[rows],
                     )
             logits = self._logits(self.model, hidden)
         self._state.stale = (self._state.stale | ignore) & ~rebuild
         self._state.seen = num_generated.copy()
+        temperature = self.temperature if temperature is None else temperature
+        top_k = self.top_k if top_k is None else top_k
+        top_p = self.top_p if top_p is None else top_p
+        mask_bias = self._bias_for(action_mask)
+        if not deterministic:
+            # Top-k/top-p truncate the distribution sampled from: its set becomes the step's
+            # support (returned packed), so that the update scores that same distribution.
+            kept = sampling_support(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    mask_bias=mask_bias, support=support)  # fmt: skip
+            if kept is not None:
+                support, top_k, top_p = kept, 0, 1.0
         tokens, logp = sample_tokens(
             logits,
-            temperature=self.temperature if temperature is None else temperature,
-            top_k=self.top_k if top_k is None else top_k,
-            top_p=self.top_p if top_p is None else top_p,
-            mask_bias=self._bias_for(action_mask),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            mask_bias=mask_bias,
             support=support,
             deterministic=deterministic,
             generator=generator,
@@ -806,11 +994,14 @@ class LMPolicy(nn.Module):
         packed = None if support is None else pack_support(support)
         return ActOutput(tokens.cpu().numpy(), logp, self._value(hidden), packed)
 
-    def _prefill_all(self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray) -> torch.Tensor:
+    def _prefill_all(
+        self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray, steps: np.ndarray | None
+    ) -> torch.Tensor:
         """A fresh cache holding every row's context up to its last real token."""
         width = int(last.max()) + 1
         first = int(np.argmax(mask[:, :width].any(0)))  # skip columns that are padding in all rows
         device = self.device
+        steps = None if steps is None else steps[:, first:width]
         ids_t = torch.from_numpy(ids[:, first:width]).to(device)
         mask_t = torch.from_numpy(mask[:, first:width]).to(device)
         stale = np.zeros(len(ids), dtype=bool)
@@ -818,11 +1009,11 @@ class LMPolicy(nn.Module):
             cache, buffer = self._static_buffers(len(ids), ids.shape[1])
             buffer[:, : width - first] = mask_t
             # The static cache's mask always spans all of its columns (a fixed shape).
-            hidden = self._hidden(self.model, ids_t, buffer, _positions(mask_t), cache)
+            hidden = self._hidden(self.model, ids_t, buffer, _positions(mask_t), cache, steps=steps)
             self._state = _CacheState(cache, buffer, mask_t.sum(-1), stale, column=width - first)
         else:
             cache = self._new_cache()
-            hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), cache)
+            hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), cache, steps=steps)
             # clone: from_numpy shares memory with the env's arrays, which the env may reuse.
             self._state = _CacheState(cache, mask_t.clone(), mask_t.sum(-1), stale)
         rows = torch.arange(len(ids), device=device)
@@ -844,17 +1035,20 @@ class LMPolicy(nn.Module):
         buffer.zero_()
         return cache, buffer
 
-    def _step_rows(self, ids: np.ndarray, last: np.ndarray, skip: np.ndarray) -> torch.Tensor:
+    def _step_rows(
+        self, ids: np.ndarray, last: np.ndarray, skip: np.ndarray, steps: np.ndarray | None
+    ) -> torch.Tensor:
         """Feed every row its last token (one new cache column); ``skip`` rows get a masked column
         (they are rebuilt next, or ignored)."""
         state, device = self._state, self.device
         n = len(ids)
         tokens = torch.from_numpy(ids[np.arange(n), last]).to(device)[:, None]
+        steps = None if steps is None else steps[np.arange(n), last][:, None]
         fed = torch.from_numpy(~skip).to(device=device, dtype=state.mask.dtype)
         if state.column is None:
             state.mask = torch.cat([state.mask, fed[:, None]], dim=1)
             hidden = self._hidden(
-                self.model, tokens, state.mask, state.next_pos[:, None], state.cache
+                self.model, tokens, state.mask, state.next_pos[:, None], state.cache, steps=steps
             )
         else:
             if state.column == state.mask.shape[1]:
@@ -866,7 +1060,7 @@ class LMPolicy(nn.Module):
                 state.mask.masked_fill_(torch.from_numpy(skip).to(device)[:, None], 0)
             state.mask[:, column] = 1
             hidden = self._hidden(self.model, tokens, state.mask, state.next_pos[:, None],
-                                  state.cache, step=True)  # fmt: skip
+                                  state.cache, step=True, steps=steps)  # fmt: skip
             state.column = column + 1
         state.next_pos += fed
         return hidden[:, -1]
@@ -896,7 +1090,12 @@ class LMPolicy(nn.Module):
             layer.cumulative_length.fill_(state.column)  # the write position of StaticLayer
 
     def _prefill_rows(
-        self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray, rows: np.ndarray
+        self,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        last: np.ndarray,
+        rows: np.ndarray,
+        steps: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Prefill ``rows`` on their own and write their K/V into the shared cache, right-aligned."""
         state, device = self._state, self.device
@@ -904,7 +1103,8 @@ class LMPolicy(nn.Module):
         ids_t = torch.from_numpy(ids[:, :width]).to(device)
         mask_t = torch.from_numpy(mask[:, :width]).to(device)
         sub = self._new_cache()
-        hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), sub)
+        steps = None if steps is None else steps[:, :width]
+        hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), sub, steps=steps)
         layers = state.cache.layers
         expected = "DynamicLayer" if state.column is None else "StaticLayer"
         if any(type(layer).__name__ != expected for layer in layers):

@@ -8,13 +8,15 @@ then ``update_epochs`` passes of minibatches minimising
     + vf_coef * value loss (optionally clipped around the rollout's values)
     - ent_coef * entropy
 
-with gradient clipping, and an early stop of the epochs once the policy has moved more than
-``1.5 * target_kl`` from the rollout policy. ``beta`` is fixed or adapted towards ``kl_target``
+with gradient clipping, and an early stop once the policy has moved more than ``1.5 * target_kl``
+from the rollout policy: checked on every minibatch before its step, as in SB3, it ends the
+remaining minibatches and epochs. ``beta`` is fixed or adapted towards ``kl_target``
 (Ziegler's proportional controller).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +46,8 @@ class PPOConfig(LearnerConfig):
         normalize_advantages: whiten the advantages over the rollout.
         adaptive_kl: adapt ``kl_coef`` towards ``kl_target`` (per-sequence KL, nats).
         kl_target, kl_horizon: the controller's target and horizon (episodes).
-        target_kl: stop the epochs early above ``1.5 * target_kl`` (None: never).
+        target_kl: end the update at the first minibatch whose approximate KL to the rollout
+            policy exceeds ``1.5 * target_kl``, before its step (None: never).
     """
 
     lr: float = 5e-5
@@ -64,9 +67,14 @@ class PPOConfig(LearnerConfig):
 
 
 def clipped_surrogate(
-    stats: TokenStats, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip: float
+    stats: TokenStats,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip: float,
+    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = masked_mean,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped policy loss over the completion tokens, with its diagnostics."""
+    """PPO's clipped policy loss over the completion tokens, with its diagnostics. ``reduce``
+    aggregates the per-token loss (default: the token mean; GRPO's ``loss_type``)."""
     mask = stats.mask
     log_ratio = (stats.logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)
@@ -74,7 +82,7 @@ def clipped_surrogate(
     with torch.no_grad():
         clip_frac = masked_mean(((ratio - 1).abs() > clip).float(), mask)
         approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3 of pi_old || pi
-    return masked_mean(loss, mask), {"clip_frac": clip_frac.item(), "approx_kl": approx_kl.item()}
+    return reduce(loss, mask), {"clip_frac": clip_frac.item(), "approx_kl": approx_kl.item()}
 
 
 class PPO(Learner):

@@ -166,6 +166,9 @@ class SupervisedWarmStart:
             nll = total / max(tokens, 1)
             row = {"epoch": len(self.history) + 1, "loss": nll, "perplexity": math.exp(nll)}
             self.history.append(row)
+        if not self.policy.is_peft and (c.refresh_reference or self.policy.ref_model is None):
+            # The reference (re-copied now, or copied when a learner is built) is the SFT model.
+            self.policy.reference_origin = "a frozen copy of the policy after a warm start"
         if c.refresh_reference and self.policy.ref_model is not None:
             object.__setattr__(self.policy, "ref_model", None)  # re-copied from the new weights
             self.policy.ensure_reference()

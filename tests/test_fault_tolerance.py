@@ -136,6 +136,28 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x04  # one bit of the last weight: the file still parses
+    path.write_bytes(bytes(data))
+
+
+def _poison(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[-1] = float("inf")
+    save_file(tensors, str(path))
+
+
+def _edit_state(path: Path) -> None:
+    state = json.loads(path.read_text())
+    state["iteration"] += 1
+    path.write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -147,6 +169,10 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
         (lambda c: (c / "state.json").write_text("{}"), r"state\.json: missing fields"),
         (lambda c: (c / "optimizer.pt").unlink(), "incomplete: missing optimizer.pt"),
         (lambda c: (c / "model.safetensors").unlink(), "incomplete: missing model.safetensors"),
+        (lambda c: _poison(c / "model.safetensors"), r"model\.safetensors: tensor .* NaN/inf"),
+        (lambda c: _flip_bit(c / "model.safetensors"), r"model\.safetensors: checksum mismatch"),
+        (lambda c: _flip_bit(c / "rng.safetensors"), r"rng\.safetensors: checksum mismatch"),
+        (lambda c: _edit_state(c / "state.json"), r"state\.json: checksum mismatch"),
     ],
     ids=[
         "truncated-model",
@@ -157,6 +183,10 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
         "empty-json",
         "no-optimizer",
         "no-model",
+        "nan-model",
+        "bit-flipped-model",
+        "bit-flipped-rng",
+        "edited-state",
     ],  # fmt: skip
 )
 def test_corrupted_checkpoint_gives_a_clear_error(checkpoint, damage, message):

@@ -13,7 +13,16 @@ from __future__ import annotations
 import gymnasium as gym
 
 from textgym.envs import TextGenEnv, TextGenVectorEnv
-from textgym.errors import EmptyPromptSetError, InvalidTokenError, PromptTooLongError, ScorerError
+from textgym.errors import (
+    CheckpointError,
+    EmptyPromptSetError,
+    InvalidArgumentError,
+    InvalidTokenError,
+    PromptTooLongError,
+    ScorerError,
+    ScorerTimeoutError,
+    TextgymError,
+)
 from textgym.task_suite import describe, summary
 from textgym.tasks import TASKS, Example, PromptSet, Task, make_task
 
@@ -94,12 +103,16 @@ def registered_ids() -> list[str]:
 _register()
 
 __all__ = [
+    "CheckpointError",
     "EmptyPromptSetError",
     "Example",
+    "InvalidArgumentError",
     "InvalidTokenError",
     "PromptSet",
     "PromptTooLongError",
     "ScorerError",
+    "ScorerTimeoutError",
+    "TextgymError",
     "TASKS",
     "Task",
     "TextGenEnv",

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import gymnasium as gym
 
 import textgym
+from textgym.errors import CheckpointError, TextgymError
 
 PLAY_HELP = """Type text to append it (it is tokenised into actions), or a command:
   :ids 12 345 ...   append these token ids
@@ -35,7 +36,27 @@ PLAY_HELP = """Type text to append it (it is tokenised into actions), or a comma
 def _make(env_id: str, **kwargs) -> gym.Env:
     if env_id not in gym.registry:
         raise SystemExit(f"unknown environment id {env_id!r}; `textgym list` shows the ids")
-    return gym.make(env_id, **kwargs).unwrapped
+    with _env_argument_errors(env_id):
+        return gym.make(env_id, **kwargs).unwrapped
+
+
+class _env_argument_errors:  # noqa: N801  (a context manager used like a function)
+    """Turn "unexpected keyword argument" TypeErrors of an env constructor into a one-line
+    error that says where the arguments are listed."""
+
+    def __init__(self, env_id: str):
+        self.env_id = env_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> bool:
+        if kind is not None and issubclass(kind, TypeError) and "keyword argument" in str(error):
+            raise SystemExit(
+                f"{self.env_id}: {str(error).split(': ', 1)[-1]} (an env argument it does not "
+                f"take); `textgym info {self.env_id}` lists its arguments"
+            ) from None
+        return False
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -147,7 +168,8 @@ def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> Any
     """``gym.make_vec(env_id, num_envs)`` with a clear error for an unknown id."""
     if env_id not in gym.registry:
         raise SystemExit(f"unknown environment id {env_id!r}; `textgym list` shows the ids")
-    return gym.make_vec(env_id, num_envs=num_envs, **(env_kwargs or {}))
+    with _env_argument_errors(env_id):
+        return gym.make_vec(env_id, num_envs=num_envs, **(env_kwargs or {}))
 
 
 def build_policy(
@@ -195,8 +217,70 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     """The newest checkpoint folder of a ``textgym train`` run (None if there is none)."""
     root = Path(out_dir) / "checkpoints"
     if (root / "latest").exists():
-        return root / (root / "latest").read_text().strip()
+        try:
+            name = (root / "latest").read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{root / 'latest'}: unreadable ({e})") from None
+        if not name.startswith("iter-") or "/" in name or not (root / name).is_dir():
+            raise CheckpointError(f"{root / 'latest'}: points to {name!r:.60}, not a checkpoint")
+        return root / name
     return None
+
+
+RUN_FIELDS = ("env_id", "env_kwargs", "agent", "model", "precision", "seed", "num_envs", "config")
+
+
+def read_run(out_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a ``textgym train`` folder, checked (CheckpointError naming the file)."""
+    file = Path(out_dir) / RUN_FILE
+    if not file.exists():
+        raise SystemExit(
+            f"no {RUN_FILE} in {str(out_dir)!r}: is it a `textgym train --out` folder?"
+        )
+    try:
+        run = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e}); the run cannot be rebuilt") from None
+    missing = [k for k in RUN_FIELDS if not isinstance(run, dict) or k not in run]
+    if missing:
+        raise CheckpointError(f"{file}: missing fields {missing}; the run cannot be rebuilt")
+    if not isinstance(run["env_kwargs"], dict) or not isinstance(run["config"], dict):
+        raise CheckpointError(f"{file}: env_kwargs and config must be JSON objects")
+    return run
+
+
+def check_config(cls: type, overrides: dict, what: str = "--config") -> None:
+    """Config fields exist and have the right type (SystemExit naming the field if not)."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls.Config)
+    for key, value in overrides.items():
+        if key not in hints:
+            raise SystemExit(
+                f"{what}: {cls.__name__} has no setting {key!r}; its settings: "
+                f"{', '.join(sorted(hints))}"
+            )
+        hint = hints[key]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = typing.get_args(hint) if union else (hint,)
+        if not any(_fits(value, t) for t in allowed):
+            names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+            raise SystemExit(f"{what}: {key} must be {names}, got {value!r:.60}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True  # containers and anything unusual: the learner checks them
 
 
 def _parse_json_arg(text: str | None, what: str) -> dict:
@@ -229,7 +313,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     if args.resume:
         if not run_file.exists():
             raise SystemExit(f"--resume: no {RUN_FILE} in {str(out_dir)!r}; train without it first")
-        run = json.loads(run_file.read_text())
+        run = read_run(out_dir)
         if args.episodes is not None:
             run["episodes"] = args.episodes
     else:
@@ -240,11 +324,12 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             )
         if args.env is None:
             raise SystemExit("train needs --env ID (`textgym list` shows the ids)")
-        learner_class(args.agent)  # a clear error for an unknown agent
+        cls = learner_class(args.agent)  # a clear error for an unknown agent
         overrides = _parse_json_arg(args.config, "--config")
         for key in ("lr", "kl_coef", "update_epochs", "minibatch_size", "group_size"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
+        check_config(cls, overrides)
         run = {
             "env_id": args.env,
             "env_kwargs": env_kwargs_for(
@@ -269,7 +354,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             checkpoint_every=run["checkpoint_every"], progress=not args.no_progress,
             **{"tensorboard": has_tensorboard(), **run["config"]},
         )  # fmt: skip
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise SystemExit(f"bad hyperparameter for {run['agent']}: {e}") from None
     agent = cls(policy, envs, config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,12 +399,7 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
         torch.set_num_threads(args.threads)
     checkpoint = None
     if args.dir is not None:
-        run_file = Path(args.dir) / RUN_FILE
-        if not run_file.exists():
-            raise SystemExit(
-                f"no {RUN_FILE} in {args.dir!r}: is it a `textgym train --out` folder?"
-            )
-        run = json.loads(run_file.read_text())
+        run = read_run(args.dir)
         if not args.untrained:
             checkpoint = latest_checkpoint(args.dir)
             if checkpoint is None:
@@ -334,8 +414,17 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     policy.ensure_reference()  # the untrained weights are the reference (KL, perplexity)
     what, evaluated = f"untrained {run['model']}", policy
     if checkpoint is not None:
+        from agents.base import check_model_file, read_checkpoint_state, verify_checkpoint_files
+
+        missing = [f for f in ("state.json", "model.safetensors") if not (checkpoint / f).is_file()]
+        if missing:
+            raise CheckpointError(f"checkpoint {checkpoint} is incomplete: missing {missing}")
+        state = read_checkpoint_state(checkpoint)
+        if not all(k in state for k in ("learner", "episodes")):
+            raise CheckpointError(f"{checkpoint / 'state.json'}: missing fields learner, episodes")
+        check_model_file(checkpoint / "model.safetensors", policy)  # fits, finite weights
+        verify_checkpoint_files(checkpoint, state)
         load_model(policy, str(checkpoint / "model.safetensors"), device=str(policy.device))
-        state = json.loads((checkpoint / "state.json").read_text())
         what = f"{state['learner']} checkpoint {checkpoint} ({state['episodes']} episodes)"
         cls = learner_class(run["agent"])
         if cls.acting_policy is not Learner.acting_policy:
@@ -374,6 +463,32 @@ def cmd_bench(argv: list[str]) -> int:
     return _import_benchmarks().main(argv)
 
 
+def _count(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textgym", description=__doc__.split("\n")[0],
@@ -387,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("env_id")
     play.add_argument("--seed", type=int, default=None)
     play.add_argument("--split", default="train", choices=["train", "test"])
-    play.add_argument("--episodes", type=int, default=1)
+    play.add_argument("--episodes", type=_count(1), default=1)
 
     model_help = ('"smollm2-135m" (default, offline), any Hugging Face id or folder, or "tiny" '
                   "(a small random LM sized to the env's vocabulary: for character tasks and tests)")  # fmt: skip
@@ -400,27 +515,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--env", help="environment id (`textgym list`)")
     train.add_argument("--agent", default="ppo", choices=AGENTS)
     train.add_argument("--model", default="smollm2-135m", help=model_help)
-    train.add_argument("--episodes", type=int, default=None,
+    train.add_argument("--episodes", type=_count(1), default=None,
                        help="training episodes in all, resumed ones included (default 1000)")  # fmt: skip
-    train.add_argument("--minutes", type=float, default=None, help="stop after this much time")
+    train.add_argument("--minutes", type=_positive_float, default=None,
+                       help="stop after this much time")  # fmt: skip
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument("--num-envs", type=int, default=16, help="episodes per iteration (16)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--num-envs", type=_count(1), default=16,
+                       help="episodes per iteration (16)")  # fmt: skip
+    train.add_argument("--seed", type=_count(0), default=0)
     train.add_argument("--lr", type=float, default=None, help="learning rate (agent default)")
     train.add_argument("--kl-coef", type=float, default=None, help="KL penalty weight")
-    train.add_argument("--update-epochs", type=int, default=None)
-    train.add_argument("--minibatch-size", type=int, default=None)
+    train.add_argument("--update-epochs", type=_count(1), default=None)
+    train.add_argument("--minibatch-size", type=_count(1), default=None)
     train.add_argument(
-        "--group-size", type=int, default=None, help="grpo/rloo: completions per prompt"
+        "--group-size", type=_count(1), default=None, help="grpo/rloo: completions per prompt"
     )
     train.add_argument("--config", default=None, metavar="JSON",
                        help="other config fields, e.g. '{\"ent_coef\": 0.01, \"target_kl\": null}'")  # fmt: skip
     train.add_argument("--env-kwargs", default=None, metavar="JSON",
                        help="env arguments, e.g. '{\"max_new_tokens\": 16}'")  # fmt: skip
     train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    train.add_argument("--checkpoint-every", type=int, default=10, metavar="ITERATIONS")
-    train.add_argument("--threads", type=int, default=None, help="torch threads")
+    train.add_argument("--checkpoint-every", type=_count(0), default=10, metavar="ITERATIONS")
+    train.add_argument("--threads", type=_count(1), default=None, help="torch threads")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
@@ -433,16 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--env", default=None, help="without DIR: environment id")
     ev.add_argument("--model", default="smollm2-135m", help="without DIR: " + model_help)
     ev.add_argument("--env-kwargs", default=None, metavar="JSON")
-    ev.add_argument("--seed", type=int, default=0, help="without DIR: model seed (tiny)")
+    ev.add_argument("--seed", type=_count(0), default=0, help="without DIR: model seed (tiny)")
     ev.add_argument("--untrained", action="store_true", help="evaluate DIR's initial model")
-    ev.add_argument("--episodes", type=int, default=64)
+    ev.add_argument("--episodes", type=_count(1), default=64)
     ev.add_argument("--split", default="test", choices=["train", "test"])
-    ev.add_argument("--num-envs", type=int, default=16)
-    ev.add_argument("--samples", type=int, default=8, help="rows in the samples table")
-    ev.add_argument("--eval-seed", type=int, default=1234, help="seeds prompts and sampling")
+    ev.add_argument("--num-envs", type=_count(1), default=16)
+    ev.add_argument("--samples", type=_count(0), default=8, help="rows in the samples table")
+    ev.add_argument("--eval-seed", type=_count(0), default=1234, help="seeds prompts and sampling")
     ev.add_argument("--greedy", action="store_true", help="greedy decoding")
     ev.add_argument("--json", default=None, help="also write the figures and samples here")
-    ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--threads", type=_count(1), default=None)
 
     sub.add_parser("bench", help="the quality benchmark (`textgym bench --help`)", add_help=False)
     return parser
@@ -454,9 +571,15 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     commands = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval}
-    if args.command in commands:
-        return commands[args.command](args, sys.stdout)
-    return cmd_play(args, sys.stdout, sys.stdin)
+    try:
+        if args.command in commands:
+            return commands[args.command](args, sys.stdout)
+        return cmd_play(args, sys.stdout, sys.stdin)
+    except (TextgymError, FileNotFoundError) as e:
+        # A user error (bad argument, bad checkpoint, missing file): one line, no traceback.
+        raise SystemExit(f"textgym {args.command}: error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,21 +1,52 @@
-"""Exceptions textgym raises. Each message says what went wrong and how to fix it."""
+"""Exceptions textgym raises. Each message says what went wrong and how to fix it.
+
+Every error textgym raises for bad input derives from :class:`TextgymError`, and also from the
+builtin (or Gymnasium) class code written against would catch (``ValueError``, ``TypeError``,
+``gymnasium.error.ResetNeeded``, ...). A call that raises one of them changes no state: the
+environment (or learner) is exactly as it was before the call.
+"""
 
 from __future__ import annotations
 
 from gymnasium.error import InvalidAction
+from gymnasium.error import ResetNeeded as _GymResetNeeded
 
 
-class InvalidTokenError(InvalidAction, ValueError):
+class TextgymError(Exception):
+    """Base class of every error textgym raises for bad input, bad data or a failing scorer."""
+
+
+class InvalidArgumentError(TextgymError, ValueError, TypeError):
+    """An argument (constructor argument, ``reset`` seed or option, prompt) has the wrong type
+    or value. The message names the argument and says what to pass."""
+
+
+class InvalidTokenError(TextgymError, InvalidAction, ValueError):
     """An action that is not a valid token id for the environment's vocabulary."""
 
 
-class EmptyPromptSetError(ValueError):
+class ResetNeeded(TextgymError, _GymResetNeeded):
+    """``step`` before the first ``reset``, or after the episode ended (a Gymnasium
+    ``ResetNeeded``)."""
+
+
+class EmptyPromptSetError(TextgymError, ValueError):
     """A prompt source (or one of its splits) holds no prompts."""
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(TextgymError, ValueError):
     """A prompt does not fit the environment's prompt budget and truncation is off."""
 
 
-class ScorerError(RuntimeError):
-    """A task's scorer raised, or returned scores of the wrong shape or non-finite values."""
+class ScorerError(TextgymError, RuntimeError):
+    """A task's scorer raised, or returned scores of the wrong shape, type or non-finite values.
+    The step that called it changed nothing: call ``step`` again with the same action to retry."""
+
+
+class ScorerTimeoutError(ScorerError, TimeoutError):
+    """The scorer did not return within the environment's ``scorer_timeout`` seconds."""
+
+
+class CheckpointError(TextgymError, ValueError):
+    """A checkpoint or run file is missing, truncated, corrupted, holds NaN/inf weights, or does
+    not fit this learner/model."""

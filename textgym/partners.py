@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from textgym.errors import InvalidArgumentError
+
 # -- games ---------------------------------------------------------------------------------------
 
 
@@ -108,9 +110,13 @@ class GuessNumber(Game):
 
     def check_secret(self, secret: Any) -> int:
         if isinstance(secret, (bool, np.bool_)) or not isinstance(secret, (int, np.integer)):
-            raise ValueError(f"a {self.name} secret is an int, got {secret!r}")
+            raise InvalidArgumentError(
+                f"options['secret']: a {self.name} secret is an int, got {secret!r:.60}"
+            )
         if not self.low <= secret <= self.high:
-            raise ValueError(f"secret {secret} is outside [{self.low}, {self.high}]")
+            raise InvalidArgumentError(
+                f"options['secret']: secret {secret} is outside [{self.low}, {self.high}]"
+            )
         return int(secret)
 
     def guess(self, turn: str) -> int | None:
@@ -221,7 +227,10 @@ class TwentyQuestions(Game):
 
     def check_secret(self, secret: Any) -> str:
         if not isinstance(secret, str) or secret.lower() not in self.objects:
-            raise ValueError(f"a {self.name} secret is one of {self.names}, got {secret!r}")
+            raise InvalidArgumentError(
+                f"options['secret']: a {self.name} secret is one of {self.names}, got "
+                f"{secret!r:.60}"
+            )
         return secret.lower()
 
     def _parse(self, turn: str) -> tuple[str, Any]:

@@ -39,15 +39,17 @@ clear ``ValueError`` when the three sequences differ in length.
 from __future__ import annotations
 
 import importlib
+import numbers
 import re
 import string
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from textgym.errors import ScorerError
+from textgym.errors import ScorerError, ScorerTimeoutError
 from textgym.tasks import Reference, Scorer
 
 
@@ -1068,45 +1070,117 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a daemon thread; raises ``TimeoutError`` if it has not returned after
+    ``timeout`` seconds (the thread is abandoned: its late result is discarded)."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the caller below
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="textgym-scorer", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _as_scores(raw: Any, task_name: str) -> np.ndarray:
+    """The scorer's output as float64, or a ScorerError for anything but real numbers."""
+    what = f"the scorer of task {task_name!r} returned"
+    if getattr(raw, "requires_grad", False):
+        raise ScorerError(
+            f"{what} a tensor that tracks gradients; return plain numbers: "
+            f"scores.detach().cpu().numpy()"
+        )
+    if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor: no numpy() surprises
+        raw = raw.detach().cpu().numpy()
+    try:
+        arr = np.asarray(raw)
+    except Exception as e:
+        raise ScorerError(f"{what} {type(raw).__name__}, not an array of numbers: {e}") from e
+    if arr.dtype.kind == "O":
+        for value in arr.reshape(-1):
+            if getattr(value, "requires_grad", False):
+                raise ScorerError(f"{what} tensors that track gradients; return plain floats")
+            if hasattr(value, "item") and getattr(value, "size", 1) in (1, None):
+                value = value.item()
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ScorerError(
+                    f"{what} {type(value).__name__} {value!r:.40}; scores must be real "
+                    f"numbers (float), one per completion"
+                )
+        arr = np.array([getattr(v, "item", lambda v=v: v)() for v in arr.reshape(-1)],
+                       dtype=np.float64).reshape(arr.shape)  # fmt: skip
+    elif arr.dtype.kind not in "iuf":
+        kind = {"c": "complex", "b": "bool", "U": "str", "S": "bytes"}.get(arr.dtype.kind)
+        raise ScorerError(
+            f"{what} {kind or arr.dtype} values, not an array of numbers; scores must be real "
+            f"numbers (float), one per completion"
+        )
+    return arr.astype(np.float64, copy=False)
+
+
 def run_scorer(
     scorer: Scorer,
     task_name: str,
     prompts: Sequence[str],
     completions: Sequence[str],
     references: Sequence[Reference],
+    timeout: float | None = None,
 ) -> np.ndarray:
     """Call ``scorer`` and check its output; returns float32 scores of shape ``(len(prompts),)``.
 
+    With ``timeout`` (seconds) the scorer runs in a worker thread and a call that has not
+    returned in time raises :class:`~textgym.errors.ScorerTimeoutError`.
+
     Raises:
-        ScorerError: the scorer raised, or returned the wrong shape or a NaN/inf score.
+        ScorerError: the scorer raised, or returned the wrong shape, something other than real
+            numbers (complex values, tensors that track gradients, strings) or a NaN/inf score.
     """
     n = len(completions)
     try:
-        raw = scorer(prompts, completions, references)
+        if timeout is None:
+            raw = scorer(prompts, completions, references)
+        else:
+            raw = _call_with_timeout(lambda: scorer(prompts, completions, references), timeout)
+    except TimeoutError as e:
+        if str(e):  # the scorer's own TimeoutError (a reward server): an ordinary failure
+            raise ScorerError(
+                f"the scorer of task {task_name!r} raised TimeoutError: {e}; the step changed "
+                f"nothing, call it again to retry"
+            ) from e
+        raise ScorerTimeoutError(
+            f"the scorer of task {task_name!r} did not return within scorer_timeout={timeout} s "
+            f"(batch of {n}); the step changed nothing: call it again to retry, or raise "
+            f"scorer_timeout"
+        ) from None
     except Exception as e:
         raise ScorerError(
             f"the scorer of task {task_name!r} raised {type(e).__name__}: {e} "
             f"(first completion of the batch of {n}: {_short(completions[0])!r}); "
             f"fix the scorer so it returns a score for every completion, including empty ones"
         ) from e
-    try:
-        scores = np.asarray(raw, dtype=np.float32)
-    except (TypeError, ValueError) as e:
+    scores64 = _as_scores(raw, task_name)
+    if scores64.shape != (n,):
         raise ScorerError(
-            f"the scorer of task {task_name!r} returned {type(raw).__name__}, "
-            f"which is not an array of numbers: {e}"
-        ) from e
-    if scores.shape != (n,):
-        raise ScorerError(
-            f"the scorer of task {task_name!r} returned shape {scores.shape} for {n} completions; "
-            f"it must return one score per completion, shape ({n},)"
+            f"the scorer of task {task_name!r} returned shape {scores64.shape} for {n} "
+            f"completions; it must return one score per completion, shape ({n},)"
         )
+    with np.errstate(over="ignore"):
+        scores = scores64.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         i = int(bad[0])
         raise ScorerError(
-            f"the scorer of task {task_name!r} returned {scores[i]} for prompt "
+            f"the scorer of task {task_name!r} returned {scores64[i]} for prompt "
             f"{_short(prompts[i])!r} with completion {_short(completions[i])!r}; "
-            f"scores must be finite numbers"
+            f"scores must be finite float32 numbers"
         )
     return scores

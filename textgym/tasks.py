@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from textgym.errors import EmptyPromptSetError
+from textgym.errors import EmptyPromptSetError, InvalidArgumentError
 
 SPLITS = ("train", "test")
 
@@ -43,6 +43,13 @@ class Example:
     prompt: str
     reference: Reference = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise InvalidArgumentError(
+                f"Example.prompt must be a str, got {type(self.prompt).__name__} "
+                f"{self.prompt!r:.60}"
+            )
 
 
 def _to_example(item: Any, where: str, prompt_field: str, reference_field: str | None) -> Example:
@@ -60,8 +67,15 @@ def _to_example(item: Any, where: str, prompt_field: str, reference_field: str |
         if isinstance(reference, list):
             reference = tuple(str(r) for r in reference)
         meta = {k: v for k, v in item.items() if k not in (prompt_field, reference_field, "split")}
-        return Example(str(item[prompt_field]), reference, meta)
-    raise TypeError(f"{where}: expected a str, a dict or an Example, got {type(item).__name__}")
+        if not isinstance(item[prompt_field], str):
+            raise InvalidArgumentError(
+                f"{where}: the {prompt_field!r} field must be a str, got "
+                f"{type(item[prompt_field]).__name__} {item[prompt_field]!r:.60}"
+            )
+        return Example(item[prompt_field], reference, meta)
+    raise InvalidArgumentError(
+        f"{where}: expected a str, a dict or an Example, got {type(item).__name__} {item!r:.60}"
+    )
 
 
 class PromptSet:
@@ -88,7 +102,7 @@ class PromptSet:
     def __getitem__(self, split: str) -> list[Example]:
         """The examples of ``split``; raises a clear error for an unknown or empty split."""
         if split not in self.splits:
-            raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+            raise InvalidArgumentError(f"unknown split {split!r}; use one of {SPLITS}")
         examples = self.splits[split]
         if not examples:
             raise EmptyPromptSetError(
@@ -132,14 +146,16 @@ class PromptSet:
             for k, item in enumerate(items):
                 split = item.get("split", "train") if isinstance(item, Mapping) else "train"
                 if split not in splits:
-                    raise ValueError(f"{name} item {k}: split {split!r} is not one of {SPLITS}")
+                    raise InvalidArgumentError(
+                        f"{name} item {k}: split {split!r} is not one of {SPLITS}"
+                    )
                 splits[split].append(item)
             return cls(convert(splits["train"], "train"), convert(splits["test"], "test"), name)
         examples = convert(items, "train")
         if test_fraction is None:
             return cls(examples, examples, name)
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise InvalidArgumentError(f"test_fraction must be in (0, 1), got {test_fraction}")
         order = np.random.default_rng(seed).permutation(len(examples))
         n_test = max(1, round(test_fraction * len(examples)))
         test_idx = set(order[:n_test].tolist())
@@ -170,7 +186,9 @@ class PromptSet:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                    raise InvalidArgumentError(
+                        f"{path}:{line_no}: not valid JSON ({e.msg})"
+                    ) from None
         return cls.from_list(
             rows,
             test_fraction=test_fraction,
@@ -231,7 +249,7 @@ class PromptSet:
                 for p in (resources.files("textgym") / "data").iterdir()
                 if p.name.endswith(".jsonl")
             )
-            raise ValueError(f"no built-in prompt set {name!r}; available: {available}")
+            raise InvalidArgumentError(f"no built-in prompt set {name!r}; available: {available}")
         with resources.as_file(data) as path:
             prompts = cls.from_jsonl(path)
         prompts.name = name
@@ -243,12 +261,19 @@ class PromptSet:
         if isinstance(source, PromptSet):
             return source
         if isinstance(source, (str, os.PathLike)):
+            if not Path(source).is_file():
+                raise InvalidArgumentError(
+                    f"prompts={str(source)!r:.80} is not a file; pass a JSONL path, or a list "
+                    f"of prompts such as [{str(source)!r:.40}]"
+                )
             return cls.from_jsonl(source)
+        if isinstance(source, bytes):
+            raise InvalidArgumentError("prompts must be a list of str prompts or a path, not bytes")
         if isinstance(source, Mapping) or type(source).__module__.startswith("datasets"):
             return cls.from_dataset(source, reference_field="reference")
         if isinstance(source, Iterable):
             return cls.from_list(source)
-        raise TypeError(
+        raise InvalidArgumentError(
             f"cannot use {type(source).__name__} as prompts; pass a list of strings/dicts, "
             f"a JSONL path, a datasets.Dataset or a PromptSet"
         )
@@ -290,18 +315,18 @@ def make_task(task: str | Task, **task_kwargs: Any) -> Task:
     """
     if isinstance(task, Task):
         if task_kwargs:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"task_kwargs {sorted(task_kwargs)} apply to named tasks only, not to a Task object"
             )
         return task
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
+        raise InvalidArgumentError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
     factory = TASKS[task]
     try:
         inspect.signature(factory).bind(**task_kwargs)
     except TypeError as e:
         params = [p for p in inspect.signature(factory).parameters if p != "kwargs"]
-        raise TypeError(f"task {task!r}: {e}; its arguments are {params}") from None
+        raise InvalidArgumentError(f"task {task!r}: {e}; its arguments are {params}") from None
     return factory(**task_kwargs)
 
 

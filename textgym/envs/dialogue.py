@@ -19,7 +19,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv, _Episodes, _TextGenCore
+from textgym.envs.text_gen import (
+    MAX_TOKENS,
+    TextGenEnv,
+    TextGenVectorEnv,
+    _Episodes,
+    _TextGenCore,
+    check_int,
+    check_render_mode,
+    check_seed,
+)
+from textgym.errors import InvalidArgumentError, ScorerError
 from textgym.partners import Game, LMPartner, RulePartner, make_game
 from textgym.tasks import Example, PromptSet, Task
 
@@ -51,6 +61,25 @@ class _DialogueCore(_TextGenCore):
         mask_special_tokens: bool,
         vocab_size: int | None,
     ):
+        max_turns = check_int("max_turns", max_turns, 1, MAX_TOKENS, 8)
+        for name, value, example in (
+            ("max_turn_tokens", max_turn_tokens, 4), ("max_reply_tokens", max_reply_tokens, 8),
+            ("max_prompt_tokens", max_prompt_tokens, 64), ("max_new_tokens", max_new_tokens, 64),
+        ):  # fmt: skip
+            if value is not None:
+                check_int(name, value, 1, MAX_TOKENS, example)
+        for name, value in (("turn_cost", turn_cost), ("goal_reward", goal_reward)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ) or not np.isfinite(value):  # fmt: skip
+                raise InvalidArgumentError(f"{name} must be a finite number, got {value!r:.60}")
+        for name, value in (("game_kwargs", game_kwargs), ("partner_kwargs", partner_kwargs)):
+            if value is not None and not isinstance(value, dict):
+                raise InvalidArgumentError(f"{name} must be a dict, got {type(value).__name__}")
+        if end_of_turn is not None and (not isinstance(end_of_turn, str) or not end_of_turn):
+            raise InvalidArgumentError(
+                f"end_of_turn must be a non-empty string or None, got {end_of_turn!r:.60}"
+            )
         self.game = make_game(game, **(game_kwargs or {}))
         opening = Example(self.game.opening())
         prompts = PromptSet([opening], [opening], name=self.game.name)
@@ -167,12 +196,35 @@ class _DialogueEpisodes(_Episodes):
     def step(
         self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Append the agent's ``tokens``; answer the slots whose turn ended; (rewards, term, trunc)."""
-        self.agent_mask[slots, self.append(core, slots, tokens)] = 1
+        """Append the agent's ``tokens``; answer the slots whose turn ended; (rewards, term, trunc).
+        If the partner fails, everything is put back: the state is as before the call."""
+        position = self.append(core, slots, tokens)
+        self.agent_mask[slots, position] = 1
+        snap = None
+        try:
+            ended = self._turn_ended(core, slots, tokens)
+            if ended.any():
+                snap = self.snapshot(slots[ended])
+            return self._finish_turns(core, slots, tokens, ended)
+        except BaseException:
+            if snap is not None:
+                self.restore(snap)
+            self.agent_mask[slots, position] = 0
+            self.unappend(core, slots, position)
+            raise
 
+    _SLOT_ARRAYS = (*_Episodes._SLOT_ARRAYS, "agent_mask", "turns", "turn_start", "solved")
+
+    def _turn_ended(self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         gave_up = tokens == core.eos_id if core.eos_id is not None else np.zeros(len(slots), bool)
         turn_length = self.num_generated[slots] - self.turn_start[slots]
-        ended = ~gave_up & (core.ends_turn[tokens] | (turn_length >= core.max_turn_tokens))
+        return ~gave_up & (core.ends_turn[tokens] | (turn_length >= core.max_turn_tokens))
+
+    def _finish_turns(
+        self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray, ended: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+        gave_up = tokens == core.eos_id if core.eos_id is not None else np.zeros(len(slots), bool)
         truncated = np.zeros(len(slots), dtype=bool)
         if ended.any():
             which = np.flatnonzero(ended)
@@ -204,9 +256,18 @@ class _DialogueEpisodes(_Episodes):
         secrets = self.secret[slots].tolist()
         self.solved[slots] = [core.game.solved(s, t) for s, t in zip(secrets, turns)]
         histories = [core.game.opening() + h for h in core.decode(self, slots)]
-        replies = core.partner(core.game, secrets, turns, histories)
-        if len(replies) != len(slots):
-            raise ValueError(f"the partner returned {len(replies)} replies for {len(slots)} turns")
+        try:
+            replies = core.partner(core.game, secrets, turns, histories)
+        except Exception as e:
+            raise ScorerError(
+                f"the partner of {core.game.name!r} raised {type(e).__name__}: {e}; the step "
+                f"changed nothing: call it again with the same action to retry"
+            ) from e
+        if isinstance(replies, str) or len(replies) != len(slots):
+            raise ScorerError(
+                f"the partner returned {len(replies)} replies for {len(slots)} turns; it must "
+                f"return a list with one reply (str) per turn"
+            )
         for s, end, reply in zip(slots.tolist(), ends.tolist(), replies):
             ids = core.reply_ids(str(reply))
             self.input_ids[s, end : end + len(ids)] = ids
@@ -369,8 +430,7 @@ class DialogueEnv(TextGenEnv):
         vocab_size: int | None = None,
         render_mode: str | None = None,
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        render_mode = check_render_mode(type(self), render_mode)
         self.core = _DialogueCore(
             game, game_kwargs, partner, partner_kwargs, tokenizer, max_turns, max_turn_tokens,
             end_of_turn, max_reply_tokens, max_prompt_tokens, max_new_tokens, turn_cost,
@@ -379,8 +439,7 @@ class DialogueEnv(TextGenEnv):
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
-        self.core.prompts[split]  # an unknown split fails now
-        self.split = split
+        self.split = self.core.check_split(split)  # an unknown split fails now
         self._episode = _DialogueEpisodes(self.core, 1)
         self._slot = np.zeros(1, dtype=np.int64)
         self._needs_reset = True
@@ -388,6 +447,7 @@ class DialogueEnv(TextGenEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        seed = check_seed(seed)
         options = self.core.check_options(options, ("secret", "split"))
         secret = options.get("secret")
         if secret is not None:

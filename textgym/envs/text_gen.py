@@ -16,17 +16,84 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym.errors import InvalidTokenError, PromptTooLongError
+from textgym.errors import (
+    InvalidArgumentError,
+    InvalidTokenError,
+    PromptTooLongError,
+    ResetNeeded,
+)
 from textgym.rewards import run_scorer
-from textgym.tasks import Example, PromptSet, Scorer, Task, make_task
+from textgym.tasks import SPLITS, Example, PromptSet, Scorer, Task, make_task
 
 REWARD_MODES = ("sparse", "dense")
 PROMPT_OVERFLOW = ("truncate", "error")
+# Sizes past these are typos, not experiments: refuse them before allocating anything.
+MAX_TOKENS = 1 << 20  # max_new_tokens, max_prompt_tokens
+MAX_VOCAB = 1 << 24
+MAX_NUM_ENVS = 1 << 20
+MAX_EPISODE_BYTES = 16 << 30  # the episode arrays of a vector env
+
+
+def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (Python or numpy integers, not bools)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(
+            f"{name} must be an integer, got {type(value).__name__} {value!r:.60}; "
+            f"pass e.g. {name}={example}"
+        )
+    if not low <= value <= high:
+        raise InvalidArgumentError(
+            f"{name} must be between {low} and {high}, got {value}; pass e.g. {name}={example}"
+        )
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(
+            f"{name} must be True or False, got {type(value).__name__} {value!r:.60}"
+        )
+    return bool(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {list(choices)}, got {value!r:.60}")
+    return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """A reset seed: None or a non-negative Python/numpy integer."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise InvalidArgumentError(
+            f"{name} must be None or a non-negative integer, got {type(seed).__name__} {seed!r:.60}"
+        )
+    if seed < 0:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer, got {seed}")
+    return int(seed)
+
+
+def check_render_mode(cls: type, render_mode: Any) -> Any:
+    """Gymnasium's own environments accept an unknown render mode with a warning (SB3's
+    ``make_vec_env`` passes ``"rgb_array"``); textgym does the same. ``render()`` then returns
+    None."""
+    if render_mode is not None and render_mode not in cls.metadata["render_modes"]:
+        if not isinstance(render_mode, str):
+            raise InvalidArgumentError(
+                f"render_mode must be None or a string, got {type(render_mode).__name__}"
+            )
+        warnings.warn(
+            f"{cls.__name__} renders text only: render_mode={render_mode!r} is not one of "
+            f"{cls.metadata['render_modes']}, so render() returns None",
+            stacklevel=3,
+        )
+    return render_mode
 
 
 class _PromptBank:
@@ -56,7 +123,50 @@ class _TextGenCore:
         mask_special_tokens: bool,
         vocab_size: int | None,
         task_kwargs: dict[str, Any] | None = None,
+        scorer_timeout: float | None = None,
     ):
+        # Cheap type and range checks first: nothing is loaded or allocated for a bad argument.
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1, MAX_TOKENS, 32)
+        max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, 1, MAX_TOKENS, 64)
+        reward_mode = check_choice("reward_mode", reward_mode, REWARD_MODES)
+        prompt_overflow = check_choice("prompt_overflow", prompt_overflow, PROMPT_OVERFLOW)
+        stop_on_eos = check_bool("stop_on_eos", stop_on_eos)
+        chat_template = check_bool("chat_template", chat_template)
+        mask_special_tokens = check_bool("mask_special_tokens", mask_special_tokens)
+        if vocab_size is not None:
+            vocab_size = check_int("vocab_size", vocab_size, 2, MAX_VOCAB, 49152)
+        if isinstance(stop_strings, (str, bytes)) or not isinstance(stop_strings, Sequence):
+            raise InvalidArgumentError(
+                f"stop_strings must be a list of strings, got {type(stop_strings).__name__} "
+                f"{stop_strings!r:.60}; pass e.g. stop_strings=[{stop_strings!r:.20}]"
+            )
+        if any(not isinstance(s, str) or not s for s in stop_strings):
+            raise InvalidArgumentError(
+                f"stop_strings must be non-empty strings, got {list(stop_strings)!r:.80}"
+            )
+        if task_kwargs is not None and not isinstance(task_kwargs, dict):
+            raise InvalidArgumentError(
+                f"task_kwargs must be a dict of the task's arguments, got "
+                f"{type(task_kwargs).__name__}"
+            )
+        if scorer_timeout is not None:
+            ok = isinstance(scorer_timeout, (int, float, np.integer, np.floating))
+            if isinstance(scorer_timeout, (bool, np.bool_)) or not ok or not scorer_timeout > 0:
+                raise InvalidArgumentError(
+                    f"scorer_timeout must be None or a positive number of seconds, got "
+                    f"{scorer_timeout!r:.60}"
+                )
+            scorer_timeout = float(scorer_timeout)
+        if scorer is not None and not callable(scorer):
+            raise InvalidArgumentError(
+                f"scorer must be a callable scorer(prompts, completions, references), got "
+                f"{type(scorer).__name__}"
+            )
+        if not isinstance(task, (str, Task)):
+            raise InvalidArgumentError(
+                f"task must be a task name (str) or a textgym.Task, got {type(task).__name__}"
+            )
+        self.scorer_timeout = scorer_timeout
         task = make_task(task, **(task_kwargs or {}))
         self.task_name = task.name
         self.prompts = PromptSet.coerce(prompts) if prompts is not None else task.prompts
@@ -65,28 +175,28 @@ class _TextGenCore:
             from textgym.models import load_tokenizer
 
             tokenizer = load_tokenizer(tokenizer)
+        missing = [a for a in ("batch_decode", "eos_token_id", "all_special_ids", "__len__")
+                   if not hasattr(tokenizer, a)] + ([] if callable(tokenizer) else ["__call__"])  # fmt: skip
+        if missing:
+            raise InvalidArgumentError(
+                f"tokenizer must be a tokenizer name (e.g. 'char', 'smollm2-135m') or a "
+                f"Hugging Face-style tokenizer object; {type(tokenizer).__name__} lacks {missing}"
+            )
         self.tokenizer = tokenizer
-        if max_new_tokens < 1 or max_prompt_tokens < 1:
-            raise ValueError(
-                f"max_new_tokens and max_prompt_tokens must be >= 1, "
-                f"got {max_new_tokens} and {max_prompt_tokens}"
-            )
-        if reward_mode not in REWARD_MODES:
-            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-        if prompt_overflow not in PROMPT_OVERFLOW:
-            raise ValueError(
-                f"prompt_overflow must be one of {PROMPT_OVERFLOW}, got {prompt_overflow!r}"
-            )
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.reward_mode = reward_mode
         self.prompt_overflow = prompt_overflow
         self.chat_template = chat_template
         self.stop_strings = tuple(stop_strings)
-        if any(not s for s in self.stop_strings):
-            raise ValueError("stop_strings must be non-empty strings")
 
         tok = self.tokenizer
+        if vocab_size is not None and vocab_size < len(tok):
+            raise InvalidArgumentError(
+                f"vocab_size={vocab_size} is smaller than the tokenizer's vocabulary "
+                f"({len(tok)} tokens): every token id must be an action; pass "
+                f"vocab_size >= {len(tok)} (a model's padded vocabulary) or leave it None"
+            )
         self.vocab_size = int(vocab_size) if vocab_size is not None else len(tok)
         self.eos_id = tok.eos_token_id if stop_on_eos else None
         if stop_on_eos and self.eos_id is None:
@@ -145,6 +255,16 @@ class _TextGenCore:
                 for t in texts
             ]
         ids = tok(list(texts), add_special_tokens=not self.chat_template)["input_ids"]
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None:
+            unk_text = getattr(tok, "unk_token", None) or "\0"
+            for k, seq in enumerate(ids):
+                if unk in seq and unk_text not in texts[k]:
+                    raise InvalidArgumentError(
+                        f"prompt {k} of {where} holds text the tokenizer cannot encode (it "
+                        f"maps to {unk_text!r}): {texts[k][:80]!r}; remove those characters "
+                        f"or use a tokenizer that covers them"
+                    )
         budget = self.max_prompt_tokens
         rows = np.full((len(ids), budget), self.pad_id, dtype=np.int64)
         lengths = np.zeros(len(ids), dtype=np.int64)
@@ -166,27 +286,52 @@ class _TextGenCore:
             )
         for k, seq in enumerate(ids):
             if not seq:
-                raise ValueError(f"prompt {k} of {where} encodes to no tokens: {texts[k]!r}")
+                raise InvalidArgumentError(
+                    f"prompt {k} of {where} encodes to no tokens: {texts[k]!r}; give a "
+                    f"non-empty prompt"
+                )
             seq = seq[-budget:]  # keep the end: it is what the completion continues
             rows[k, budget - len(seq) :] = seq
             lengths[k] = len(seq)
         return rows, lengths
 
-    def resolve_prompt(self, prompt: str | Example) -> tuple[Example, np.ndarray]:
+    def resolve_prompt(
+        self, prompt: str | Example, where: str = "options['prompt']"
+    ) -> tuple[Example, np.ndarray]:
         """An ad-hoc prompt passed through ``reset(options={"prompt": ...})``."""
-        example = prompt if isinstance(prompt, Example) else Example(str(prompt))
-        rows, _ = self.encode_prompts([example.prompt], "options['prompt']")
+        if not isinstance(prompt, (str, Example)):
+            raise InvalidArgumentError(
+                f"{where} must be a str or a textgym.Example, got {type(prompt).__name__} "
+                f"{prompt!r:.60}"
+            )
+        example = prompt if isinstance(prompt, Example) else Example(prompt)
+        rows, _ = self.encode_prompts([example.prompt], where)
         return example, rows[0]
 
     def check_options(self, options: dict[str, Any] | None, allowed: tuple[str, ...]) -> dict:
-        """Reject unknown reset options and unknown splits before any state changes."""
+        """Reject a non-dict, unknown reset options and unknown splits before any state changes;
+        encodes the split's prompts (once) so that drawing from it cannot fail later."""
+        if options is not None and not isinstance(options, dict):
+            raise InvalidArgumentError(
+                f"options must be a dict (or None), got {type(options).__name__} "
+                f"{options!r:.60}; pass e.g. options={{'split': 'test'}}"
+            )
         options = dict(options or {})
-        unknown = sorted(set(options) - set(allowed))
+        unknown = sorted(map(repr, set(options) - set(allowed)))
         if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; known options: {list(allowed)}")
+            raise InvalidArgumentError(
+                f"unknown reset option(s) {', '.join(unknown)}; known options: {list(allowed)}"
+            )
         if "split" in options:
-            self.prompts[options["split"]]  # raises for an unknown or empty split
+            self.check_split(options["split"], "options['split']")
         return options
+
+    def check_split(self, split: Any, name: str = "split") -> str:
+        """A known, non-empty split whose prompts encode (encoded once, here)."""
+        if not isinstance(split, str) or split not in SPLITS:
+            raise InvalidArgumentError(f"{name} must be one of {list(SPLITS)}, got {split!r:.60}")
+        self.bank(split)  # raises for an empty split or prompts that cannot be encoded
+        return split
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -247,6 +392,7 @@ class _TextGenCore:
             [e.prompt for e in examples],
             texts,
             [e.reference for e in examples],
+            timeout=getattr(self, "scorer_timeout", None),
         )
         return texts, scores
 
@@ -306,12 +452,46 @@ class _Episodes:
         self.num_generated[slots] += 1
         return position
 
+    def unappend(self, core: _TextGenCore, slots: np.ndarray, position: np.ndarray) -> None:
+        """Undo :meth:`append` (a step whose scorer or partner failed changes nothing)."""
+        self.input_ids[slots, position] = core.pad_id
+        self.attention_mask[slots, position] = 0
+        self.num_generated[slots] -= 1
+
+    #: per-slot arrays a snapshot copies (subclasses add theirs)
+    _SLOT_ARRAYS: tuple[str, ...] = (
+        "input_ids", "attention_mask", "num_generated", "potential", "score",
+    )  # fmt: skip
+
+    def snapshot(self, slots: np.ndarray) -> dict[str, Any]:
+        """A copy of ``slots``' state, for :meth:`restore` if a step fails half-way."""
+        snap = {name: getattr(self, name)[slots].copy() for name in self._SLOT_ARRAYS}
+        snap["completion"] = [self.completion[s] for s in slots.tolist()]
+        snap["slots"] = slots.copy()
+        return snap
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        slots = snap["slots"]
+        for name in self._SLOT_ARRAYS:
+            getattr(self, name)[slots] = snap[name]
+        for s, c in zip(slots.tolist(), snap["completion"]):
+            self.completion[s] = c
+
     def step(
         self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Append ``tokens`` to ``slots``; returns (rewards, terminated, truncated) for them."""
-        self.append(core, slots, tokens)
+        """Append ``tokens`` to ``slots``; returns (rewards, terminated, truncated) for them.
+        If the scorer fails, the tokens are taken back: the state is as before the call."""
+        position = self.append(core, slots, tokens)
+        try:
+            return self._finish_step(core, slots, tokens)
+        except BaseException:
+            self.unappend(core, slots, position)
+            raise
 
+    def _finish_step(
+        self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         terminated = np.zeros(len(slots), dtype=bool)
         if core.eos_id is not None:
             terminated |= tokens == core.eos_id
@@ -325,7 +505,7 @@ class _Episodes:
         # phi_t = score(completion so far), phi_0 = 0, so the rewards sum to the final score.
         scored = np.arange(len(slots)) if core.reward_mode == "dense" else np.flatnonzero(done)
         if scored.size:
-            texts, scores = core.score(self, slots[scored])
+            texts, scores = core.score(self, slots[scored])  # may raise: nothing changed yet
             potential = scores.astype(np.float64)
             rewards[scored] = potential - self.potential[slots[scored]]
             self.potential[slots[scored]] = potential
@@ -403,8 +583,12 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     the last step. ``reward_mode="dense"``: the change of the potential
     ``phi_t = score(completion after t tokens)`` with ``phi_0 = 0``; the rewards of an episode
     sum to the same final score (potential-based shaping), at the price of one scorer call per
-    step. Scores are checked: a scorer that raises or returns NaN/inf or the wrong shape raises
-    :class:`~textgym.errors.ScorerError` naming the task, the value and the text.
+    step. Scores are checked: a scorer that raises, returns NaN/inf, the wrong shape or anything
+    but real numbers (complex values, tensors that track gradients, strings) raises
+    :class:`~textgym.errors.ScorerError` naming the task, the value and the text; with
+    ``scorer_timeout`` a scorer that does not return in time raises
+    :class:`~textgym.errors.ScorerTimeoutError`. Either way the step changed nothing (the token
+    is not appended): call ``step`` again with the same action to retry a transient failure.
 
     ## Starting State
 
@@ -453,7 +637,16 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     * ``vocab_size``: size of the action space when the model's vocabulary is larger than the
       tokenizer's (default ``len(tokenizer)``).
     * ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints the
-      prompt at reset and the completion at the end).
+      prompt at reset and the completion at the end). Another mode (SB3's ``make_vec_env``
+      passes ``"rgb_array"``) is accepted with a warning, as Gymnasium's environments do, and
+      ``render()`` returns None.
+    * ``scorer_timeout``: seconds a scorer call may take (None: no limit). The scorer then runs
+      in a worker thread; past the limit ``step`` raises
+      :class:`~textgym.errors.ScorerTimeoutError`, leaves the episode as it was (retry with the
+      same action), and the late result is discarded.
+
+    Bad arguments raise :class:`~textgym.errors.InvalidArgumentError` (a ``ValueError`` and a
+    ``TypeError``) naming the argument, before anything is loaded or allocated.
 
     ## Vectorized environment
 
@@ -482,19 +675,19 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         vocab_size: int | None = None,
         render_mode: str | None = None,
         task_kwargs: dict[str, Any] | None = None,
+        scorer_timeout: float | None = None,
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        render_mode = check_render_mode(type(self), render_mode)
         self.core = _TextGenCore(
             task, prompts, scorer, tokenizer, max_new_tokens, max_prompt_tokens, reward_mode,
             stop_on_eos, stop_strings, prompt_overflow, chat_template, mask_special_tokens,
-            vocab_size, task_kwargs,
+            vocab_size, task_kwargs, scorer_timeout,
         )  # fmt: skip
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
-        self.split = split
-        self.core.prompts[split]  # fail now, not at the first reset, on an empty split
+        # Fail now, not at the first reset, on an unknown or empty split or unencodable prompts.
+        self.split = self.core.check_split(split)
         self._episode = _Episodes(self.core, 1)
         self._slot = np.zeros(1, dtype=np.int64)
         self._needs_reset = True
@@ -507,6 +700,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         # Validate before seeding, so a rejected reset leaves the environment as it was.
+        seed = check_seed(seed)
         options = self.core.check_options(options, ("prompt", "split"))
         split = options.get("split", self.split)
         prompt = options.get("prompt")
@@ -557,6 +751,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         return self.core.action_mask.copy()
 
     def render(self) -> str | None:
+        if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:
+            return None  # a mode textgym does not draw (warned at construction)
         text = self._episode.render(self.core, 0)
         if self.render_mode == "human":
             print(text, end="")
@@ -598,15 +794,28 @@ class TextGenVectorEnv(VectorEnv):
         split: str = "train",
         **kwargs: Any,
     ):
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        num_envs = check_int("num_envs", num_envs, 1, MAX_NUM_ENVS, 16)
+        try:
+            autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"autoreset_mode must be one of {[m.value for m in AutoresetMode]} (or a "
+                f"gymnasium.vector.AutoresetMode), got {autoreset_mode!r:.60}"
+            ) from None
+        copy = check_bool("copy", copy)
+        render_mode = check_render_mode(type(self), render_mode)
+        self.autoreset_mode = autoreset_mode
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         # The single environment validates and documents the arguments; reuse its core.
         single = self._env_class(split=split, **kwargs)
         self.core = single.core
+        context = self.core.max_prompt_tokens + self.core.max_new_tokens
+        needed = 3 * 8 * num_envs * context  # ids, mask and an observation copy, int64
+        if needed > MAX_EPISODE_BYTES:
+            raise InvalidArgumentError(
+                f"num_envs={num_envs} episodes of {context} tokens would need "
+                f"{needed / 2**30:.0f} GiB; lower num_envs, max_new_tokens or max_prompt_tokens"
+            )
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.copy = copy
@@ -631,6 +840,8 @@ class TextGenVectorEnv(VectorEnv):
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        # Everything is checked (and the new RNGs built) before any state changes: a rejected
+        # reset leaves every slot, RNG and split as it was.
         options = self.core.check_options(options, (self._episode_option, "split", "reset_mask"))
         reset_mask = options.pop("reset_mask", None)
         if reset_mask is None:
@@ -638,25 +849,38 @@ class TextGenVectorEnv(VectorEnv):
         else:
             reset_mask = np.asarray(reset_mask)
             if reset_mask.shape != (self.num_envs,) or reset_mask.dtype != np.bool_:
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},)"
+                raise InvalidArgumentError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                    f"got {reset_mask.dtype} of shape {reset_mask.shape}"
                 )
             if not reset_mask.any():
-                raise ValueError("options['reset_mask'] must select at least one env")
+                raise InvalidArgumentError("options['reset_mask'] must select at least one env")
             slots = np.flatnonzero(reset_mask)
-        if seed is None or isinstance(seed, int):
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seed = check_seed(seed)
             seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        elif isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray)):
+            raise InvalidArgumentError(
+                f"seed must be None, an integer or a list of {self.num_envs} integers/None, got "
+                f"{type(seed).__name__} {seed!r:.60}"
+            )
         else:
             seeds = list(seed)
             if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+                raise InvalidArgumentError(
+                    f"seed: got {len(seeds)} seeds for {self.num_envs} environments; pass one "
+                    f"per environment (None keeps a slot's RNG)"
+                )
+            seeds = [check_seed(x, f"seed[{i}]") for i, x in enumerate(seeds)]
         prompt = self._check_episode_option(options.get(self._episode_option))
+        rngs = list(self._rngs)
         for s in slots.tolist():
-            if seeds[s] is not None or self._rngs[s] is None:
-                self._rngs[s], _ = seeding.np_random(seeds[s])
+            if seeds[s] is not None or rngs[s] is None:
+                rngs[s], _ = seeding.np_random(seeds[s])
         splits = list(self._splits)
         for s in slots.tolist():
             splits[s] = options.get("split", splits[s])
+        self._rngs = rngs
         self._start(slots, prompt, splits)
         self._splits = splits
         self._needs_reset[slots] = False
@@ -684,15 +908,18 @@ class TextGenVectorEnv(VectorEnv):
                     f"env {slot}'s episode has ended and autoreset is disabled; call "
                     f"envs.reset(options={{'reset_mask': mask}}) for the finished envs first"
                 )
-            # NEXT_STEP: slots that finished last step start a new episode and ignore the action.
-            slots = np.flatnonzero(resetting)
-            self._start(slots, None)
-            infos = self._batch_infos(infos, slots, ep.reset_info(slots))
             active = np.flatnonzero(~resetting)
         else:
             active = self._all
 
+        # The live slots step first: if the scorer (or a partner) fails, ep.step takes their
+        # tokens back and nothing else has changed yet, so the same call can be retried.
         r, term, trunc = ep.step(self.core, active, actions[active])
+        if resetting.any():
+            # NEXT_STEP: slots that finished last step start a new episode and ignore the action.
+            slots = np.flatnonzero(resetting)
+            self._start(slots, None)
+            infos = self._batch_infos(infos, slots, ep.reset_info(slots))
         rewards[active], terminated[active], truncated[active] = r, term, trunc
         done = active[term | trunc]
         if done.size:
@@ -720,15 +947,21 @@ class TextGenVectorEnv(VectorEnv):
                 print(f"[env {s}]\n{ep.render(self.core, s)}", end="")
         return ep.observation(slice(None), self.copy), rewards, terminated, truncated, infos
 
-    def _check_episode_option(self, prompt: Any) -> Any:
-        """Validate ``options["prompt"]`` (before any state changes); returns it."""
-        if not (
-            prompt is None or isinstance(prompt, (str, Example)) or len(prompt) == self.num_envs
-        ):
-            raise ValueError(
-                f"options['prompt'] must be one prompt or a list of {self.num_envs} prompts"
+    def _check_episode_option(self, prompt: Any) -> list[tuple[Example, np.ndarray]] | None:
+        """Validate and encode ``options["prompt"]`` (before any state changes); returns one
+        ``(example, ids)`` per slot, or None."""
+        if prompt is None:
+            return None
+        if isinstance(prompt, (str, Example)):
+            return [self.core.resolve_prompt(prompt)] * self.num_envs
+        if not isinstance(prompt, (list, tuple)) or len(prompt) != self.num_envs:
+            raise InvalidArgumentError(
+                f"options['prompt'] must be one prompt (str) or a list of {self.num_envs} "
+                f"prompts, got {type(prompt).__name__} {prompt!r:.60}"
             )
-        return prompt
+        return [
+            self.core.resolve_prompt(p, f"options['prompt'][{i}]") for i, p in enumerate(prompt)
+        ]
 
     def _start(self, slots: np.ndarray, prompt: Any, splits: list[str] | None = None) -> None:
         """Start new episodes in ``slots``: each slot draws from its own RNG and split."""
@@ -740,8 +973,7 @@ class TextGenVectorEnv(VectorEnv):
         examples = []
         for k, s in enumerate(slots.tolist()):
             if prompt is not None:
-                one = prompt if isinstance(prompt, (str, Example)) else prompt[s]
-                example, rows[k] = self.core.resolve_prompt(one)
+                example, rows[k] = prompt[s]  # checked and encoded by _check_episode_option
             else:
                 bank = self.core.bank(splits[s])
                 indices[k] = self._rngs[s].integers(len(bank.examples))
@@ -779,6 +1011,8 @@ class TextGenVectorEnv(VectorEnv):
         return np.broadcast_to(self.core.action_mask, (self.num_envs, self.core.vocab_size))
 
     def render(self) -> tuple[str, ...] | None:
+        if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:
+            return None  # a mode textgym does not draw (warned at construction)
         texts = tuple(self._episodes.render(self.core, s) for s in range(self.num_envs))
         if self.render_mode == "human":
             for s, text in enumerate(texts):

@@ -1,0 +1,280 @@
+"""Fault injection and bad input at the environment's edges.
+
+Scorers that fail once, fail forever, return NaN or non-numbers, or hang past ``scorer_timeout``;
+resets that refuse one of their seeds or prompts; constructor arguments of the wrong type or an
+absurd size. Each ends in a clear textgym error that changed nothing (so a retry continues
+exactly as if the failure had never happened), and the ecosystem's defaults (SB3) work.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import textgym
+from textgym import TextGenEnv, TextGenVectorEnv
+from textgym.errors import (
+    InvalidArgumentError,
+    ScorerError,
+    ScorerTimeoutError,
+    TextgymError,
+)
+from textgym.tasks import Example, PromptSet, Task
+
+
+def _score(prompts, completions, references):
+    return np.array([t.count("a") / max(len(t), 1) for t in completions], dtype=np.float32)
+
+
+TASK = Task("faults", PromptSet.from_list(["abc", "hello", "xyz", "say a"]), _score)
+KW = dict(task=TASK, tokenizer="char", max_new_tokens=3, max_prompt_tokens=8, stop_on_eos=False)
+
+
+class Flaky:
+    """A scorer whose calls listed in ``fail_on`` (1-based) raise, or all calls once broken."""
+
+    def __init__(self, fail_on=(), forever=False, value=None):
+        self.calls, self.fail_on, self.forever, self.value = 0, set(fail_on), forever, value
+
+    def __call__(self, prompts, completions, references):
+        self.calls += 1
+        if self.forever or self.calls in self.fail_on:
+            raise TimeoutError("reward server timed out")
+        if self.value is not None:
+            return self.value(completions)
+        return _score(prompts, completions, references)
+
+
+def _step(env, action, vector):
+    """One step (single env: a reset after the episode's end, as an agent's loop does)."""
+    if vector:
+        return env.step(np.full(env.num_envs, action))
+    if env._needs_reset:
+        return env.reset()
+    return env.step(action)
+
+
+def _play(env, actions, vector=False):
+    return [env.reset(seed=3)] + [_step(env, a, vector) for a in actions]
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, np.ndarray):
+        assert a.tolist() == b.tolist()
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+@pytest.mark.parametrize("vector", [False, True])
+def test_scorer_that_fails_once_is_retried_exactly(mode, vector):
+    make = (lambda **k: TextGenVectorEnv(num_envs=2, **k)) if vector else TextGenEnv
+    clean = make(**KW, reward_mode=mode)
+    expected = _play(clean, [37, 38, 37, 39, 37, 37, 38], vector)
+    for failing_call in range(1, 8):
+        flaky = Flaky(fail_on={failing_call})
+        env = make(**{**KW, "scorer": flaky}, reward_mode=mode)
+        got = [env.reset(seed=3)]
+        for a in [37, 38, 37, 39, 37, 37, 38]:
+            try:
+                got.append(_step(env, a, vector))
+            except ScorerError as e:
+                assert "TimeoutError" in str(e) and "retry" in str(e)
+                got.append(_step(env, a, vector))  # the same call again: the server is back
+        _same(got, expected)
+
+
+def test_failed_last_step_is_retryable_not_an_index_error():
+    flaky = Flaky(fail_on={1})
+    env = TextGenEnv(**{**KW, "scorer": flaky})
+    env.reset(seed=0)
+    env.step(37), env.step(37)
+    before = env.render()
+    with pytest.raises(ScorerError):
+        env.step(37)  # the last token: the episode is scored and the scorer fails
+    assert env.render() == before  # the token was not kept
+    obs, reward, terminated, truncated, info = env.step(37)
+    assert truncated and obs["num_generated"][0] == 3 and info["completion"] == "xxx"
+
+
+def test_scorer_that_fails_forever_keeps_failing_cleanly():
+    env = TextGenVectorEnv(num_envs=2, **{**KW, "scorer": Flaky(forever=True)}, reward_mode="dense")
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        with pytest.raises(ScorerError, match="TimeoutError: reward server timed out"):
+            env.step(np.array([37, 37]))
+        _same(env._episodes.observation(slice(None)), obs)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (lambda c: np.full(len(c), np.nan), "nan"),
+        (lambda c: np.full(len(c), 1e39), "finite"),
+        (lambda c: torch.ones(len(c), requires_grad=True), "tracks gradients"),
+        (lambda c: np.ones(len(c)) * (1 + 1j), "complex"),
+        (lambda c: ["0.5"] * len(c), "str"),
+        (lambda c: [None] * len(c), "NoneType"),
+        (lambda c: np.ones(len(c) + 1), "shape"),
+    ],
+    ids=["nan", "overflow", "grad-tensor", "complex", "strings", "none", "shape"],
+)
+def test_scorer_results_that_are_not_real_finite_numbers(value, message):
+    env = TextGenEnv(**{**KW, "scorer": Flaky(value=value)}, reward_mode="dense")
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ScorerError, match=message):
+        env.step(37)
+    _same(env._episode.observation(0), obs)
+
+
+def test_scorer_results_that_are_fine():
+    for value in (lambda c: torch.full((len(c),), 0.5), lambda c: [np.float64(0.5)] * len(c),
+                  lambda c: [1] * len(c), lambda c: [torch.tensor(0.5)] * len(c)):  # fmt: skip
+        env = TextGenEnv(**{**KW, "scorer": Flaky(value=value)}, reward_mode="dense")
+        env.reset(seed=0)
+        assert env.step(37)[1] in (0.5, 1.0)
+
+
+def test_scorer_timeout_is_real_and_retryable():
+    slow = {"hang": True}
+
+    def scorer(prompts, completions, references):
+        if slow["hang"]:
+            time.sleep(2)
+        return _score(prompts, completions, references)
+
+    env = TextGenEnv(**{**KW, "scorer": scorer}, reward_mode="dense", scorer_timeout=0.2)
+    ref = TextGenEnv(**KW, reward_mode="dense")
+    _same(env.reset(seed=1), ref.reset(seed=1))
+    start = time.perf_counter()
+    with pytest.raises(ScorerTimeoutError, match="scorer_timeout=0.2"):
+        env.step(37)
+    assert time.perf_counter() - start < 1.5
+    slow["hang"] = False
+    _same(env.step(37), ref.step(37))  # the retry: as if the timeout never happened
+    for bad in (0, -1, "1", True, float("nan")):
+        with pytest.raises(InvalidArgumentError, match="scorer_timeout"):
+            TextGenEnv(**KW, scorer_timeout=bad)
+
+
+def test_vector_reset_refusing_a_seed_or_prompt_changes_nothing():
+    env, ref = TextGenVectorEnv(num_envs=3, **KW), TextGenVectorEnv(num_envs=3, **KW)
+    _same(env.reset(seed=0), ref.reset(seed=0))
+    for bad in ([5, 6, -1], [5, 6, "x"], [5, 6], "12", 1.5):
+        with pytest.raises(InvalidArgumentError, match="seed"):
+            env.reset(seed=bad)
+    for prompt in (["ok", "ok", 3], ["ok", "ok", "\u4e2d"], ["ok"], 7, ("a", "b")):
+        with pytest.raises(InvalidArgumentError, match="prompt"):
+            env.reset(seed=[5, 6, 7], options={"prompt": prompt})
+    with pytest.raises(InvalidArgumentError, match="split"):
+        env.reset(seed=[5, 6, 7], options={"split": "dev"})
+    # Autoresets draw exactly what an untouched env draws.
+    _same(
+        [env.step(np.full(3, 37)) for _ in range(12)], [ref.step(np.full(3, 37)) for _ in range(12)]
+    )
+
+
+def test_reset_arguments_are_checked():
+    env = TextGenEnv(**KW)
+    for options, message in [
+        ([("split", "test")], "options must be a dict"),
+        ("test", "options must be a dict"),
+        ({"prompt": 5}, "must be a str or a textgym.Example, got int"),
+        ({"prompt": b"abc"}, "got bytes"),
+        ({"prompt": "\u4e2d\u6587"}, "cannot encode"),
+        ({"splt": "test"}, "unknown reset option"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            env.reset(options=options)
+    obs, info = env.reset(seed=np.int64(4), options={"prompt": Example("hello")})
+    assert info["prompt"] == "hello"
+    assert env.step(np.int32(37))[0]["num_generated"][0] == 1  # numpy integers are integers
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": "3"}, "max_new_tokens must be an integer"),
+        ({"max_new_tokens": 3.0}, "max_new_tokens must be an integer"),
+        ({"max_new_tokens": 10**12}, "max_new_tokens must be between"),
+        ({"max_prompt_tokens": 0}, "max_prompt_tokens must be between"),
+        ({"vocab_size": 10}, "smaller than the tokenizer"),
+        ({"vocab_size": 10**12}, "vocab_size must be between"),
+        ({"stop_strings": "\n"}, r"list of strings.*stop_strings=\['\\n'\]"),
+        ({"stop_strings": [""]}, "non-empty strings"),
+        ({"reward_mode": "dens"}, "reward_mode must be one of"),
+        ({"stop_on_eos": "yes"}, "stop_on_eos must be True or False"),
+        ({"split": "dev"}, "split must be one of"),
+        ({"prompts": "Once upon a time"}, r"not a file.*\['Once upon a time'\]"),
+        ({"prompts": [1, 2]}, "expected a str, a dict or an Example"),
+        ({"prompts": [{"prompt": 5}]}, "'prompt' field must be a str"),
+        ({"prompts": ["ok", "\u4e2d"]}, "cannot encode"),
+        ({"scorer": "vader"}, "scorer must be a callable"),
+        ({"tokenizer": 5}, "tokenizer must be"),
+        ({"task_kwargs": [1]}, "task_kwargs must be a dict"),
+    ],
+)
+def test_constructor_arguments_are_checked_before_any_work(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        TextGenEnv(**{**KW, **kwargs})
+
+
+def test_absurd_vector_sizes_are_refused_before_allocating():
+    for num_envs, message in [("4", "an integer"), (10**9, "between"), (0, "between")]:
+        with pytest.raises(InvalidArgumentError, match=f"num_envs must be {message}"):
+            TextGenVectorEnv(num_envs=num_envs, **KW)
+    with pytest.raises(InvalidArgumentError, match="GiB"):
+        TextGenVectorEnv(num_envs=2**20, **{**KW, "max_new_tokens": 2**12})
+    with pytest.raises(InvalidArgumentError, match="autoreset_mode"):
+        TextGenVectorEnv(num_envs=2, autoreset_mode="Sometimes", **KW)
+    assert TextGenVectorEnv(num_envs=np.int64(2), **KW).num_envs == 2
+
+
+def test_every_user_error_is_a_textgym_error_and_a_builtin_one():
+    assert issubclass(InvalidArgumentError, (ValueError, TypeError, TextgymError))
+    assert issubclass(ScorerTimeoutError, (ScorerError, TimeoutError))
+    assert issubclass(textgym.errors.ResetNeeded, gym.error.ResetNeeded)
+    with pytest.raises(gym.error.ResetNeeded):
+        TextGenEnv(**KW).step(37)
+
+
+def test_unknown_render_modes_warn_like_gymnasium():
+    with pytest.warns(UserWarning, match="renders text only"):
+        env = TextGenEnv(**KW, render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.render() is None and env.render_mode == "rgb_array"
+    with pytest.warns(UserWarning, match="renders text only"):
+        TextGenVectorEnv(num_envs=2, **KW, render_mode="rgb_array")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_stable_baselines3_defaults():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_checker import check_env
+    from stable_baselines3.common.env_util import make_vec_env
+
+    for env_id in ("TextGen-Copy-v0", "TextDialogue-GuessNumber-v0"):
+        envs = make_vec_env(env_id, n_envs=4, seed=0)  # SB3 passes render_mode="rgb_array"
+        obs = envs.reset()
+        assert obs["input_ids"].shape[0] == 4
+        envs.step(np.full(4, 37))
+        check_env(gym.make(env_id).unwrapped)
+        envs.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PPO("MultiInputPolicy", make_vec_env("TextGen-Copy-v0", n_envs=2), n_steps=8,
+                    batch_size=8, n_epochs=1, device="cpu")  # fmt: skip
+        model.learn(16)
