@@ -599,8 +599,12 @@ class LMPolicy(nn.Module):
             # prompt's last token for t = 0); steps past the table share its last row. Zeros at
             # first, so the policy starts as the bare LM (and equal to its reference).
             self.step_embedding = nn.Embedding(step_embedding + 2, config.hidden_size)
-            nn.init.zeros_(self.step_embedding.weight)
+            self.position_embedding = nn.Embedding(4 * step_embedding, config.hidden_size)
+            g = torch.Generator().manual_seed(seed + 1)
+            nn.init.normal_(self.step_embedding.weight, std=0.02, generator=g)
+            nn.init.normal_(self.position_embedding.weight, std=0.02, generator=g)
             self.step_embedding.to(self.device)
+            self.position_embedding.to(self.device)
         self.precision = precision
         self.amp_dtype = resolve_precision(precision, self.device)
         decoder, _ = _decoder_and_head(model)
@@ -770,7 +774,10 @@ class LMPolicy(nn.Module):
         if self.step_embedding is not None and model is self.model and steps is not None:
             steps = torch.as_tensor(steps, device=input_ids.device)
             embeds = decoder.get_input_embeddings()(input_ids)
-            inputs["inputs_embeds"] = embeds + self.step_embedding(steps).to(embeds.dtype)
+            where = self.step_embedding(steps) + self.position_embedding(
+                position_ids.clamp(0, self.position_embedding.num_embeddings - 1)
+            )
+            inputs["inputs_embeds"] = embeds + where.to(embeds.dtype)
         else:
             inputs["input_ids"] = input_ids
         if self.compile_backend and (cache is None or step):

@@ -54,7 +54,7 @@ def _step(env, action, vector):
     """One step (single env: a reset after the episode's end, as an agent's loop does)."""
     if vector:
         return env.step(np.full(env.num_envs, action))
-    if env._needs_reset:
+    if env.unwrapped._needs_reset:
         return env.reset()
     return env.step(action)
 
@@ -278,3 +278,25 @@ def test_stable_baselines3_defaults():
         model = PPO("MultiInputPolicy", make_vec_env("TextGen-Copy-v0", n_envs=2), n_steps=8,
                     batch_size=8, n_epochs=1, device="cpu")  # fmt: skip
         model.learn(16)
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_shaping_wrapper_whose_potential_fails_puts_the_env_back(vector):
+    from textgym.wrappers import PotentialShaping, VectorPotentialShaping
+
+    def make(potential):
+        if vector:
+            return VectorPotentialShaping(TextGenVectorEnv(num_envs=2, **KW), potential)
+        return PotentialShaping(TextGenEnv(**KW), potential)
+
+    actions = [14, 38, 14, 39, 14, 14, 38, 14, 14]
+    expected = _play(make(Flaky()), actions, vector)
+    for failing_call in (1, 2, 3, 5):
+        env = make(Flaky(fail_on={failing_call}))
+        got = [env.reset(seed=3)]
+        for a in actions:
+            try:
+                got.append(_step(env, a, vector))
+            except ScorerError:
+                got.append(_step(env, a, vector))
+        _same(got, expected)

@@ -103,12 +103,18 @@ class PotentialShaping(gym.Wrapper):
         return obs, info
 
     def step(self, action: Any):
+        base = self._phi_fn.base
+        saved = base.save_state()
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             phi = 0.0
         else:
-            examples, texts = self._phi_fn.base.current_completions()
-            scores, empty = self._phi_fn(examples, texts, [self._phi0 is None])
+            examples, texts = base.current_completions()
+            try:  # a failing potential puts the env back: the step changed nothing
+                scores, empty = self._phi_fn(examples, texts, [self._phi0 is None])
+            except BaseException:
+                base.restore_state(saved)
+                raise
             if self._phi0 is None:
                 self._phi0 = empty[0]
             phi = float(scores[0]) - self._phi0
@@ -141,8 +147,9 @@ class VectorPotentialShaping(VectorWrapper):
         return obs, infos
 
     def step(self, actions: Any):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
         base = self._phi_fn.base
+        saved = base.save_state()
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
         done = terminated | truncated
         restarted = (
             self._done if base.autoreset_mode == AutoresetMode.NEXT_STEP else np.zeros_like(done)
@@ -152,9 +159,13 @@ class VectorPotentialShaping(VectorWrapper):
         if running.size:
             examples, texts = base.current_completions()
             new = np.isnan(self._phi0[running])
-            scores, empty = self._phi_fn(
-                [examples[s] for s in running], [texts[s] for s in running], new.tolist()
-            )
+            try:  # a failing potential puts the env back: the step changed nothing
+                scores, empty = self._phi_fn(
+                    [examples[s] for s in running], [texts[s] for s in running], new.tolist()
+                )
+            except BaseException:
+                base.restore_state(saved)
+                raise
             for k, value in empty.items():
                 self._phi0[running[k]] = value
             phi[running] = scores - self._phi0[running]

@@ -213,7 +213,9 @@ class _DialogueEpisodes(_Episodes):
             self.unappend(core, slots, position)
             raise
 
-    _SLOT_ARRAYS = (*_Episodes._SLOT_ARRAYS, "agent_mask", "turns", "turn_start", "solved")
+    _SLOT_ARRAYS = (
+        *_Episodes._SLOT_ARRAYS, "agent_mask", "secret", "turns", "turn_start", "solved",
+    )  # fmt: skip
 
     def _turn_ended(self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         gave_up = tokens == core.eos_id if core.eos_id is not None else np.zeros(len(slots), bool)

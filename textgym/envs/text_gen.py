@@ -256,7 +256,12 @@ class _TextGenCore:
             ]
         ids = tok(list(texts), add_special_tokens=not self.chat_template)["input_ids"]
         unk = getattr(tok, "unk_token_id", None)
-        if unk is not None:
+        added = (
+            {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+            if hasattr(tok, "bos_token_id")
+            else set()
+        )
+        if unk is not None and unk not in added:  # else unk may be a legitimately added token
             unk_text = getattr(tok, "unk_token", None) or "\0"
             for k, seq in enumerate(ids):
                 if unk in seq and unk_text not in texts[k]:
@@ -460,22 +465,28 @@ class _Episodes:
 
     #: per-slot arrays a snapshot copies (subclasses add theirs)
     _SLOT_ARRAYS: tuple[str, ...] = (
-        "input_ids", "attention_mask", "num_generated", "potential", "score",
+        "input_ids", "attention_mask", "num_generated", "potential", "score", "prompt_index",
     )  # fmt: skip
+    _SLOT_LISTS = ("examples", "split", "completion")
 
     def snapshot(self, slots: np.ndarray) -> dict[str, Any]:
         """A copy of ``slots``' state, for :meth:`restore` if a step fails half-way."""
         snap = {name: getattr(self, name)[slots].copy() for name in self._SLOT_ARRAYS}
-        snap["completion"] = [self.completion[s] for s in slots.tolist()]
+        for name in self._SLOT_LISTS:
+            values = getattr(self, name)
+            snap[name] = [values[s] for s in slots.tolist()]
         snap["slots"] = slots.copy()
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
+        """Put back a :meth:`snapshot`, in place (observation views stay valid)."""
         slots = snap["slots"]
         for name in self._SLOT_ARRAYS:
             getattr(self, name)[slots] = snap[name]
-        for s, c in zip(slots.tolist(), snap["completion"]):
-            self.completion[s] = c
+        for name in self._SLOT_LISTS:
+            values = getattr(self, name)
+            for s, v in zip(slots.tolist(), snap[name]):
+                values[s] = v
 
     def step(
         self, core: _TextGenCore, slots: np.ndarray, tokens: np.ndarray
@@ -741,6 +752,16 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
                 print(ep.render(self.core, 0), end="")
         return ep.observation(0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
+    def save_state(self) -> Any:
+        """The episode state, for :meth:`restore_state`: a wrapper whose own work after
+        ``step`` fails (a shaping scorer) puts the environment back, so the call changed
+        nothing."""
+        return self._episode.snapshot(self._slot), self._needs_reset
+
+    def restore_state(self, state: Any) -> None:
+        snap, self._needs_reset = state
+        self._episode.restore(snap)
+
     def current_completions(self) -> tuple[list[Example], list[str]]:
         """``([example], [completion so far])``: the episode's example and its decoded
         completion, cut at a stop string (what the scorer would see). For wrappers."""
@@ -1000,6 +1021,21 @@ class TextGenVectorEnv(VectorEnv):
             infos[key][slots] = column
             infos["_" + key][slots] = True
         return infos
+
+    def save_state(self) -> Any:
+        """Every slot's episode, RNG and split, for :meth:`restore_state` (see
+        :meth:`TextGenEnv.save_state`)."""
+        rngs = [None if r is None else r.bit_generator.state for r in self._rngs]
+        return (self._episodes.snapshot(self._all), self._needs_reset.copy(), rngs,
+                list(self._splits), self._was_reset)  # fmt: skip
+
+    def restore_state(self, state: Any) -> None:
+        snap, needs_reset, rngs, self._splits, self._was_reset = state
+        self._episodes.restore(snap)
+        self._needs_reset[:] = needs_reset
+        for rng, saved in zip(self._rngs, rngs):
+            if saved is not None:
+                rng.bit_generator.state = saved
 
     def current_completions(self) -> tuple[list[Example | None], list[str]]:
         """Each slot's example and decoded completion so far (cut at a stop string); an
