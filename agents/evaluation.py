@@ -27,6 +27,8 @@ class EvalResult:
         distinct_1, distinct_2: distinct word uni-/bigrams over all n-grams (diversity).
         mean_length: completion tokens per episode.
         samples: the first few (prompt, completion, score) rows.
+        entropy: mean per-token entropy of the policy (nats) over the completions' tokens, when
+            ``evaluate(..., with_entropy=True)`` measured it (NaN otherwise).
     """
 
     n_episodes: int
@@ -39,10 +41,11 @@ class EvalResult:
     distinct_2: float
     mean_length: float
     samples: list[dict[str, Any]] = field(default_factory=list)
+    entropy: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        """The scalar figures as a dict (no samples)."""
-        return {
+        """The scalar figures as a dict (no samples; ``entropy`` only when it was measured)."""
+        out = {
             "n_episodes": self.n_episodes,
             "reward_mean": self.reward_mean,
             "reward_std": self.reward_std,
@@ -54,6 +57,9 @@ class EvalResult:
             "distinct_2": self.distinct_2,
             "mean_length": self.mean_length,
         }
+        if math.isfinite(self.entropy):
+            out["entropy"] = self.entropy
+        return out
 
     def table(self) -> str:
         """The samples as a Markdown table."""
@@ -95,6 +101,7 @@ def evaluate(
     seed: int = 0,
     num_samples: int = 8,
     gather: bool = False,
+    with_entropy: bool = False,
 ) -> EvalResult:
     """Run ``n_episodes`` episodes of ``agent`` (a learner or an :class:`LMPolicy`) on ``envs``.
 
@@ -108,6 +115,9 @@ def evaluate(
     ``gather=True`` under torchrun / accelerate launch (every rank must call it): each rank runs
     ``ceil(n_episodes / world_size)`` episodes seeded ``seed + rank``, and every rank returns the
     figures over all ranks' episodes. Without a process group it is the plain call.
+
+    ``with_entropy=True`` also measures the policy's mean per-token entropy over the completions
+    (``EvalResult.entropy``; a collapsed policy has entropy near 0).
     """
     info = distributed.current() if gather else distributed.DistInfo()
     if info.enabled:
@@ -120,6 +130,7 @@ def evaluate(
     scores: list[float] = []
     kls: list[float] = []
     nll, tokens = 0.0, 0
+    entropy_sum = 0.0
     prompts: list[str] = []
     completions: list[str] = []
     lengths: list[int] = []
@@ -134,8 +145,10 @@ def evaluate(
         ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
                               mask=mask).logprobs  # fmt: skip
         support = None if ro.support is None else ro.support[:take]
-        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, with_values=False,
-                               mask=mask, support=support)  # fmt: skip
+        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=with_entropy,
+                               with_values=False, mask=mask, support=support)  # fmt: skip
+        if with_entropy:
+            entropy_sum += float(logp.entropies.sum())
         kls += (logp.logprobs - ref).sum(-1).tolist()
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
             ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
@@ -148,11 +161,12 @@ def evaluate(
         lengths += ro.lengths[:take].tolist()
     if info.enabled:  # rank order, so the samples are rank 0's first
         parts = distributed.gather_objects(
-            (scores, kls, nll, tokens, prompts, completions, lengths)
+            (scores, kls, nll, tokens, prompts, completions, lengths, entropy_sum)
         )
         scores, kls, prompts, completions, lengths = ([x for part in parts for x in part[i]]
                                                       for i in (0, 1, 4, 5, 6))  # fmt: skip
         nll, tokens = sum(part[2] for part in parts), sum(part[3] for part in parts)
+        entropy_sum = sum(part[7] for part in parts)
     values = np.asarray(scores, dtype=np.float64)
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -172,4 +186,5 @@ def evaluate(
         distinct_2=distinct_n(completions, 2),
         mean_length=float(np.mean(lengths)),
         samples=samples,
+        entropy=entropy_sum / max(tokens, 1) if with_entropy else math.nan,
     )

@@ -127,6 +127,10 @@ class _GroupLearner(Learner):
 
     kl_in_loss = False  # GRPO: the KL to the reference is a loss term, scored per minibatch
 
+    def advantages_use_policy(self) -> bool:
+        # Sequence scores only, unless the KL penalty is part of the reward (RLOO's).
+        return not self.kl_in_loss and self.uses_reference()
+
     def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 

@@ -8,15 +8,26 @@ Three jobs, top to bottom in this file:
    4 bytes = 805 MB, and ``log_softmax`` doubles it), so they are never built for the whole batch:
    the LM head runs on the hidden states of *completion positions only*, a chunk of rows at a
    time, and each chunk reduces straight to (log-prob, entropy). With gradients each chunk is
-   checkpointed, so backward recomputes its logits instead of keeping them.
+   checkpointed, so backward recomputes its logits instead of keeping them, except when all rows'
+   log-softmax fits in ``KEEP_ELEMENTS`` (128 MiB: a batch of 16 x 32 tokens at SmolLM2's
+   vocabulary), which backward then reuses (one LM-head matmul of four saved).
 2. **Sampling** (:func:`sample_tokens`): temperature, top-k, top-p and the env's action mask.
 3. **Acting through the env** (:meth:`LMPolicy.act`): one batched KV cache, one row per env slot.
    A slot whose observation shows ``num_generated == 0`` (a new prompt) gets its row rebuilt by a
-   prefill; every other slot feeds only the token the env appended last step. Rows are
+   prefill (with the dynamic cache, slots with the same prompt, a GRPO group, share one
+   prefilled row, copied); every
+   other slot feeds only the token the env appended last step. Rows are
    right-aligned, left padding is masked, and leading columns no row needs are cropped, so the
    cache never grows past ``P + T`` columns. On CUDA the cache is a preallocated ``StaticCache``
    instead (same layout; every row writes the same column each step, and the columns are
    compacted in place when full), so that the compiled one-token step keeps one graph.
+
+The LM head runs in fp32 on both paths, also under bf16 autocast: acting samples from, and the
+update scores, fp32 logits of the same hidden states (a bf16 head rounds every logit to 3
+significant digits, ~0.02 nats per token for SmolLM2). The bf16 trunk itself still rounds
+differently for different shapes (KV-cached steps vs full sequences, or two batch sizes), so the
+learners rescore old and reference log-probs by the update's own forward (see
+:meth:`agents.base.Learner.prepare`) and log the acting path's remaining gap as ``logprob_gap``.
 
 The distribution the learners optimise is ``softmax(logits / temperature)`` over the whole
 vocabulary, restricted to a ``support`` where there is one. The env's action mask only filters
@@ -55,6 +66,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 # Elements of one chunk of fp32 logits: 2**23 floats = 32 MiB, i.e. 170 rows at vocabulary 49,152.
 CHUNK_ELEMENTS = 2**23
+# With gradients, the forward keeps every chunk's log-softmax for the backward (instead of
+# recomputing it: one LM-head matmul less, a third of the head's cost) while all rows together
+# hold at most this many elements: 2**25 fp32 = 128 MiB, 682 rows at vocabulary 49,152 (a GRPO
+# batch of 16 x 32 tokens). Larger batches recompute, and their peak stays a few chunks.
+KEEP_ELEMENTS = 2**25
 
 _BITS = 2 ** torch.arange(8, dtype=torch.uint8)
 
@@ -164,6 +180,19 @@ def resolve_kv_cache(kv_cache: str, device: str | torch.device, config: Any) -> 
     return kv_cache
 
 
+# The from-scratch settings of LMPolicy.tiny: a high learning rate (a small model at init scale
+# 0.02), no KL penalty (the untrained reference means nothing), and a few hundred episodes per
+# update (with tens, the policy-gradient noise collapses the policy to one constant string
+# before it learns to read the prompt). PPO's target_kl off: the large steps are wanted here.
+TINY_LEARNER_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "kl_coef": 0.0,
+    "target_kl": None,
+    "minibatch_size": 64,
+    "episodes_per_update": 256,
+}
+
+
 # --- chunked log-probs and entropies ------------------------------------------------------------
 
 
@@ -178,7 +207,8 @@ def _chunk_stats(
     support: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-prob of ``targets``, entropy) for one chunk of rows; logits live only in here."""
-    logits = F.linear(hidden, weight, bias).float()
+    with torch.autocast(hidden.device.type, enabled=False):  # the LM head in fp32 (see below)
+        logits = F.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     if temperature != 1.0:
@@ -198,10 +228,13 @@ def _chunk_stats(
 class _ChunkedLogprobs(torch.autograd.Function):
     """Log-probs and entropies with a hand-written, chunked backward.
 
-    Forward keeps nothing but its inputs. Backward recomputes each chunk's softmax and
-    accumulates the LM head's weight gradient in place (``addmm_``), so the whole path needs
-    the gradient buffers themselves plus a few ``chunk x V`` fp32 buffers; autograd-level
-    checkpointing would also allocate a full ``V x H`` weight-gradient partial per chunk.
+    Forward keeps nothing but its inputs (and, when all rows' log-softmax fits in
+    ``KEEP_ELEMENTS``, that log-softmax, so that backward need not recompute it). Backward
+    recomputes each chunk's softmax and accumulates the LM head's weight gradient in place
+    (``addmm_``), so the whole path needs the gradient buffers themselves plus a few ``chunk x V``
+    fp32 buffers; autograd-level checkpointing would also allocate a full ``V x H``
+    weight-gradient partial per chunk. An all-zero entropy gradient (no entropy bonus) skips the
+    entropy terms.
 
     With ``z = logits / T``, ``p = softmax(z)``, ``H = -sum p log p`` and upstream gradients
     ``g`` (log-prob) and ``e`` (entropy): ``dL/dz = g (onehot - p) - e p (log p + H)``.
@@ -212,12 +245,17 @@ class _ChunkedLogprobs(torch.autograd.Function):
         ctx.save_for_backward(hidden, weight, targets, support)
         ctx.temperature, ctx.chunk, ctx.compute_dtype = temperature, chunk, compute_dtype
         w = weight.to(compute_dtype)
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        keep = needs_grad and hidden.shape[0] * weight.shape[0] <= KEEP_ELEMENTS
+        ctx.kept = [] if keep else None
         logps, ents = [], []
         for start in range(0, hidden.shape[0], chunk):
             stop = start + chunk
             logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support, start)
             logps.append(logp_all.gather(-1, targets[start:stop, None]).squeeze(-1))
             ents.append(-probs.mul_(logp_all).sum(-1))
+            if keep:  # not changed above (probs was): backward reads it instead of recomputing
+                ctx.kept.append(logp_all)
             del logp_all, probs  # free this chunk's buffers before the next one is built
         return torch.cat(logps), torch.cat(ents)
 
@@ -230,13 +268,24 @@ class _ChunkedLogprobs(torch.autograd.Function):
         grad_weight = (
             torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         )
-        for start in range(0, hidden.shape[0], chunk):
+        with_entropy = bool(grad_ent.any())  # False without an entropy bonus
+        for index, start in enumerate(range(0, hidden.shape[0], chunk)):
             stop = start + chunk
             h = hidden[start:stop]
-            logp_all, probs = _log_softmax_chunk(h, w, t, support, start)
-            entropy = -(probs * logp_all).sum(-1, keepdim=True)
-            grad = logp_all.add_(entropy).mul_(probs).mul_(-grad_ent[start:stop, None])
-            grad.sub_(probs.mul_(grad_logp[start:stop, None]))
+            if ctx.kept is not None:
+                logp_all, ctx.kept[index] = ctx.kept[index], None
+                probs = logp_all.exp()
+                if support is not None:  # kept with 0 outside the support: probability 0 there
+                    outside = ~unpack_support(support[start:stop], logp_all.shape[-1])
+                    probs.masked_fill_(outside, 0.0)
+            else:
+                logp_all, probs = _log_softmax_chunk(h, w, t, support, start)
+            if with_entropy:
+                entropy = -(probs * logp_all).sum(-1, keepdim=True)
+                grad = logp_all.add_(entropy).mul_(probs).mul_(-grad_ent[start:stop, None])
+                grad.sub_(probs.mul_(grad_logp[start:stop, None]))
+            else:
+                grad = probs.mul_(-grad_logp[start:stop, None])
             grad.scatter_add_(-1, targets[start:stop, None], grad_logp[start:stop, None])
             grad.div_(t)  # chain rule through z = logits / T
             if grad_hidden is not None:
@@ -295,18 +344,19 @@ def token_logprobs(
     row's set.
     Rows are processed ``chunk_size`` at a time (default: ``CHUNK_ELEMENTS // V`` rows), so the
     peak extra memory is a few ``chunk x V`` fp32 buffers whatever ``M`` is, with or without
-    gradients (:class:`_ChunkedLogprobs` recomputes each chunk in backward). Under autocast the
-    matmuls run in the autocast dtype. Returns fp32 ``(M,)`` tensors (entropy None if not asked
-    for). A bias or a final-logit softcap falls back to per-chunk activation checkpointing.
+    gradients (:class:`_ChunkedLogprobs` recomputes each chunk in backward). The LM head runs
+    in fp32 even under bf16 autocast, as :meth:`LMPolicy.act` does when sampling: a bf16 head
+    rounds each logit to 3 significant digits, and acting and the update would score different
+    distributions (SmolLM2, bf16 head: ~0.02 nats per token apart). Returns fp32 ``(M,)`` tensors
+    (entropy None if not asked for). A bias or a final-logit softcap falls back to per-chunk
+    activation checkpointing.
     """
     vocab = weight.shape[0]
     chunk = chunk_size or max(1, CHUNK_ELEMENTS // vocab)
     grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     if bias is None and not softcap:
         device = hidden.device.type
-        dtype = (
-            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        )
+        dtype = torch.float32  # the LM head's compute dtype, under autocast too (see above)
         if hidden.shape[0] == 0:
             empty = hidden.new_zeros(0, dtype=torch.float32)
             return empty, (empty if with_entropy else None)
@@ -506,9 +556,52 @@ def _head_weight_and_bias(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor |
     return weight, bias
 
 
+def _unique_rows(
+    ids: np.ndarray, mask: np.ndarray, steps: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first row of each distinct (ids, mask, steps) row, the inverse map): rows
+    ``unique[inverse]`` equal ``ids`` (and ``mask``, ``steps``)."""
+    parts = [ids, mask] if steps is None else [ids, mask, steps]
+    key = np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts], 1))
+    _, unique, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    # np.unique sorts the distinct rows; relabel them in order of first appearance
+    order = np.argsort(unique, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return unique[order], rank[inverse.reshape(-1)]
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip left padding (what ``generate`` uses)."""
     return (attention_mask.cumsum(-1) - 1).clamp_min_(0)
+
+
+class PositionEmbeddings(nn.Module):
+    """Learned embeddings of where a token stands, added to a causal LM's input embeddings.
+
+    Two tables: the token's position (the position id, counted from the first real prompt
+    token) and its completion step (0 for the prompt; ``1 + t`` for the token that predicts
+    completion token ``t``, i.e. the prompt's last token for ``t = 0``; :meth:`LMPolicy.step_ids`).
+    A causal LM trained from scratch has only relative offsets (RoPE) to go by, so "write the
+    prompt's t-th character at step t" (copy, reverse, sort) hides behind an offset that varies
+    with the prompt's length; with both tables the token at step ``t`` can attend to position
+    ``t`` directly, as the query token of SB3's :class:`~agents.sb3.TokenEmbeddingExtractor`
+    does. Indices past the tables share their last row. Initialised like token embeddings
+    (normal, std 0.02, from ``seed``), not zeros: two zero tables have no gradient to align.
+    """
+
+    def __init__(self, size: int, hidden_size: int, *, seed: int = 0):
+        super().__init__()
+        self.steps = nn.Embedding(size + 2, hidden_size)
+        self.positions = nn.Embedding(size + 2, hidden_size)
+        generator = torch.Generator().manual_seed(seed + 1)
+        for table in (self.steps, self.positions):
+            nn.init.normal_(table.weight, std=0.02, generator=generator)
+
+    def forward(self, steps: torch.Tensor | np.ndarray, position_ids: torch.Tensor) -> torch.Tensor:
+        steps = torch.as_tensor(steps, device=position_ids.device)
+        top = self.steps.num_embeddings - 1
+        return self.steps(steps.clamp(0, top)) + self.positions(position_ids.clamp(0, top))
 
 
 class LMPolicy(nn.Module):
@@ -537,16 +630,10 @@ class LMPolicy(nn.Module):
         value_init_std: std of the value head's initial weights (default 0: the untrained
             critic predicts 0, so it neither dominates the loss nor perturbs the trunk, and with
             no reward there is no value gradient either).
-        step_embedding: give the LM an embedding of the completion step (the observation's
-            ``num_generated``), added to the input embedding of the token that predicts each
-            completion token, for this many steps (0: off). A causal LM trained from scratch
-            otherwise has no direct way to know which completion step it is at, so "write the
-            prompt's t-th character at step t" (copy, reverse, sort) must be found through
-            relative offsets that vary with the prompt's length; RL then settles on one constant
-            string. With it, the tiny LM learns those tasks as fast as SB3's token extractor
-            (which gets ``num_generated`` as a query token). Zero-initialised and not part of the
-            reference; meant for models trained from scratch (``textgym``'s ``tiny`` model and
-            :meth:`tiny`), since the weights it learns are not part of a transformers checkpoint.
+        position_embeddings: add learned embeddings of each token's position and completion
+            step to the LM's input embeddings (:class:`PositionEmbeddings`), for observations of
+            up to this many tokens (0: off). For models trained from scratch
+            (:meth:`LMPolicy.tiny`); the reference keeps a frozen copy of the initial ones.
         seed: seeds the value head's initialisation (the global RNG is not used).
     """
 
@@ -563,7 +650,7 @@ class LMPolicy(nn.Module):
         compile: bool | str = "auto",
         kv_cache: str = "auto",
         value_init_std: float = 0.0,
-        step_embedding: int = 0,
+        position_embeddings: int = 0,
         seed: int = 0,
     ):
         super().__init__()
@@ -591,20 +678,16 @@ class LMPolicy(nn.Module):
         )
         nn.init.zeros_(self.value_head.bias)
         self.value_head.to(self.device)  # fp32 whatever the model's dtype
-        if step_embedding < 0:
-            raise ValueError(f"step_embedding must be >= 0 (0: off), got {step_embedding}")
-        self.step_embedding: nn.Embedding | None = None
-        if step_embedding:
-            # Row 0: prompt tokens; row 1 + t: the token that predicts completion token t (the
-            # prompt's last token for t = 0); steps past the table share its last row. Zeros at
-            # first, so the policy starts as the bare LM (and equal to its reference).
-            self.step_embedding = nn.Embedding(step_embedding + 2, config.hidden_size)
-            self.position_embedding = nn.Embedding(4 * step_embedding, config.hidden_size)
-            g = torch.Generator().manual_seed(seed + 1)
-            nn.init.normal_(self.step_embedding.weight, std=0.02, generator=g)
-            nn.init.normal_(self.position_embedding.weight, std=0.02, generator=g)
-            self.step_embedding.to(self.device)
-            self.position_embedding.to(self.device)
+        if position_embeddings < 0:
+            raise ValueError(
+                f"position_embeddings must be >= 0 (0: off), got {position_embeddings}"
+            )
+        self.position_embeddings: PositionEmbeddings | None = None
+        if position_embeddings:
+            self.position_embeddings = PositionEmbeddings(
+                position_embeddings, config.hidden_size, seed=seed
+            ).to(self.device)
+        self._reference_active = False
         self.precision = precision
         self.amp_dtype = resolve_precision(precision, self.device)
         decoder, _ = _decoder_and_head(model)
@@ -617,6 +700,9 @@ class LMPolicy(nn.Module):
         self._compiled: dict[tuple[int, bool], tuple[nn.Module, Any]] = {}
         self._static: tuple[Any, torch.Tensor] | None = None
         self.ref_model: nn.Module | None = None
+        self.ref_positions: PositionEmbeddings | None = None
+        # Settings a learner built without a config starts from (see LearnerConfig.for_policy).
+        self.learner_defaults: dict[str, Any] = {}
         # What the KL reference is, in words (checkpoints record it with reference_record()).
         self.reference_origin: str | None = None
         self._state: _CacheState | None = None
@@ -653,13 +739,44 @@ class LMPolicy(nn.Module):
         return cls(model, tokenizer, **kwargs)
 
     def step_ids(self, columns: np.ndarray, prompt_len: np.ndarray) -> np.ndarray | None:
-        """The step embedding's row for each column of an observation whose prompt ends at
-        column ``prompt_len`` (per row): 0 for the prompt, ``1 + t`` for column
-        ``prompt_len - 1 + t`` (which predicts completion token ``t``). None without one."""
-        if self.step_embedding is None:
+        """The completion step of each column of observations whose prompt ends at column
+        ``prompt_len`` (per row): 0 for the prompt, ``1 + t`` for column ``prompt_len - 1 + t``
+        (which predicts completion token ``t``). None without position embeddings."""
+        if self.position_embeddings is None:
             return None
-        top = self.step_embedding.num_embeddings - 1
-        return np.clip(columns[None, :] - np.asarray(prompt_len)[:, None] + 2, 0, top)
+        return np.maximum(columns[None, :] - np.asarray(prompt_len)[:, None] + 2, 0)
+
+    @classmethod
+    def tiny(
+        cls,
+        envs: Any,
+        *,
+        n_layer: int = 2,
+        n_embd: int = 64,
+        n_head: int = 4,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> LMPolicy:
+        """A small randomly initialised LM for ``envs`` (a textgym env or vector env), to train
+        from scratch: :func:`textgym.models.tiny_lm` sized to the env's vocabulary and special
+        tokens, with :class:`PositionEmbeddings` covering the observation, seeded. Learners built without a config use
+        :data:`TINY_LEARNER_DEFAULTS` with it (``PPO(LMPolicy.tiny(envs), envs)``; change one
+        with ``PPOConfig.for_policy(policy, seed=1)``). Other keyword arguments go to
+        :class:`LMPolicy` (``precision``, ``temperature``, ...)."""
+        from textgym.models import tiny_lm
+
+        tok = envs.tokenizer
+        space = getattr(envs, "single_action_space", None) or envs.action_space
+        width = int(envs.observation_space["input_ids"].shape[-1])
+        lm = tiny_lm(
+            vocab_size=int(space.n), n_layer=n_layer, n_embd=n_embd, n_head=n_head, seed=seed,
+            max_positions=max(512, width), pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        )  # fmt: skip
+        kwargs.setdefault("position_embeddings", width)
+        policy = cls(lm, tok, seed=seed, **kwargs)
+        policy.learner_defaults = dict(TINY_LEARNER_DEFAULTS)
+        return policy
 
     @property
     def device(self) -> torch.device:
@@ -683,6 +800,9 @@ class LMPolicy(nn.Module):
         adapter off must give the untrained model back: LoRA's ``bias="all"``/``"lora_only"``
         (trained base biases) or base weights unfrozen by hand would move the KL reference with
         training, so they raise ValueError."""
+        if self.position_embeddings is not None and self.ref_positions is None:
+            frozen = copy.deepcopy(self.position_embeddings).requires_grad_(False)
+            object.__setattr__(self, "ref_positions", frozen)  # not trained, not checkpointed
         if self.is_peft:
             self._check_peft_reference()
             self.reference_origin = "the policy with its peft adapter switched off (base weights)"
@@ -743,13 +863,17 @@ class LMPolicy(nn.Module):
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:
-        if self.ref_model is not None:
-            yield self.ref_model
-        elif self.is_peft:
-            with self.model.disable_adapter():
-                yield self.model
-        else:
+        if self.ref_model is None and not self.is_peft:
             raise RuntimeError("no reference model: call policy.ensure_reference() first")
+        self._reference_active = True  # _hidden uses the reference's position embeddings
+        try:
+            if self.ref_model is not None:
+                yield self.ref_model
+            else:
+                with self.model.disable_adapter():
+                    yield self.model
+        finally:
+            self._reference_active = False
 
     # -- trunk, value ----------------------------------------------------------------------------
 
@@ -766,18 +890,15 @@ class LMPolicy(nn.Module):
     ) -> torch.Tensor:
         """Last-layer hidden states. Compiled (if enabled) for full sequences without a cache and,
         ``step=True``, for the static cache's one-token step; eager for prefills. ``steps``: the
-        completion step of each input token (see :meth:`step_ids`), added through the step
-        embedding when the policy has one (the reference model never does)."""
+        completion step of each input token (see :meth:`step_ids`), for the position embeddings
+        if the policy has them (the reference's frozen copy while scoring the reference)."""
         decoder, _ = _decoder_and_head(model)
         inputs = dict(attention_mask=attention_mask, position_ids=position_ids,
                       use_cache=cache is not None, **{self._cache_kw: cache})  # fmt: skip
-        if self.step_embedding is not None and model is self.model and steps is not None:
-            steps = torch.as_tensor(steps, device=input_ids.device)
+        where = self.ref_positions if self._reference_active else self.position_embeddings
+        if where is not None and steps is not None:
             embeds = decoder.get_input_embeddings()(input_ids)
-            where = self.step_embedding(steps) + self.position_embedding(
-                position_ids.clamp(0, self.position_embedding.num_embeddings - 1)
-            )
-            inputs["inputs_embeds"] = embeds + where.to(embeds.dtype)
+            inputs["inputs_embeds"] = embeds + where(steps, position_ids).to(embeds.dtype)
         else:
             inputs["input_ids"] = input_ids
         if self.compile_backend and (cache is None or step):
@@ -807,8 +928,14 @@ class LMPolicy(nn.Module):
         return (hidden.float() * self.value_head.weight[0]).sum(-1) + self.value_head.bias[0]
 
     def _logits(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The acting path's fp32 logits: the LM head runs in fp32 even under bf16 autocast, as
+        in :func:`token_logprobs` (the update path), so that both score the same distribution
+        (a bf16 head alone moves log-probs by ~0.02 nats per token for SmolLM2)."""
         _, head = _decoder_and_head(model)
-        logits = head(hidden).float()
+        weight, bias = _head_weight_and_bias(head)
+        with torch.autocast(hidden.device.type, enabled=False):
+            bias = None if bias is None else bias.float()
+            logits = F.linear(hidden.float(), weight.float(), bias)
         if self.softcap:
             logits = self.softcap * torch.tanh(logits / self.softcap)
         return logits
@@ -1020,7 +1147,20 @@ class LMPolicy(nn.Module):
             self._state = _CacheState(cache, buffer, mask_t.sum(-1), stale, column=width - first)
         else:
             cache = self._new_cache()
-            hidden = self._hidden(self.model, ids_t, mask_t, _positions(mask_t), cache, steps=steps)
+            # Rows with the same context (a GRPO/RLOO group's prompt) are prefilled once and
+            # their cache rows copied: a group of G costs one row's prefill, not G.
+            unique, inverse = _unique_rows(ids[:, first:width], mask[:, first:width], steps)
+            if len(unique) < len(ids):
+                u = torch.from_numpy(unique).to(device)
+                hidden = self._hidden(self.model, ids_t[u], mask_t[u], _positions(mask_t[u]),
+                                      cache, steps=None if steps is None else steps[unique])
+                inverse_t = torch.from_numpy(inverse).to(device)
+                cache.reorder_cache(inverse_t)
+                hidden = hidden[inverse_t]
+            else:
+                hidden = self._hidden(
+                    self.model, ids_t, mask_t, _positions(mask_t), cache, steps=steps
+                )
             # clone: from_numpy shares memory with the env's arrays, which the env may reuse.
             self._state = _CacheState(cache, mask_t.clone(), mask_t.sum(-1), stale)
         rows = torch.arange(len(ids), device=device)

@@ -62,6 +62,9 @@ class REINFORCE(Learner):
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.config.baseline!r}")
         self.baseline: float | None = None  # the moving average
 
+    def advantages_use_policy(self) -> bool:
+        return self.uses_reference()  # returns use the policy only through the KL penalty
+
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
         batch, metrics = self.prepare(rollout)

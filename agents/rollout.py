@@ -60,6 +60,26 @@ class Rollout:
         return Rollout(**moved)
 
 
+def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
+    """Several rollouts of the same env as one (episodes stacked; seconds added)."""
+    if len(rollouts) == 1:
+        return rollouts[0]
+    out = {}
+    for f in fields(Rollout):
+        values = [getattr(r, f.name) for r in rollouts]
+        if f.name == "prompt_len":
+            out[f.name] = values[0]
+        elif f.name == "seconds":
+            out[f.name] = sum(values)
+        elif isinstance(values[0], list):
+            out[f.name] = [x for v in values for x in v]
+        elif values[0] is None:
+            out[f.name] = None
+        else:
+            out[f.name] = torch.cat(values)
+    return Rollout(**out)
+
+
 def _max_new_tokens(envs: Any, length: int) -> int:
     space = envs.single_observation_space["num_generated"]
     return int(np.asarray(space.high).reshape(-1)[0]) if space is not None else length

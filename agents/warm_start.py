@@ -126,7 +126,9 @@ class SupervisedWarmStart:
         if c.max_examples is not None and c.max_examples < n:
             keep = torch.from_numpy(np.sort(self.rng.choice(n, c.max_examples, replace=False)))
             self.batch = {k: v[keep] for k, v in self.batch.items()}
-        params = [p for p in policy.model.parameters() if p.requires_grad]
+        # The LM and its step/position embeddings, if any; not the value head.
+        params = [p for name, p in policy.named_parameters()
+                  if p.requires_grad and not name.startswith("value_head.")]  # fmt: skip
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.history: list[dict[str, float]] = []

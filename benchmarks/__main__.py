@@ -3,9 +3,14 @@
     python -m benchmarks --preset quick            # or: textgym bench --preset quick
     python -m benchmarks --preset tiny --out runs/bench-tiny
     python -m benchmarks --preset quick --agents ppo grpo --no-trl
+    python -m benchmarks --preset quick --agents ppo sb3-ppo --tasks TextGen-Copy-v0
+
+Agents: our learners (ppo, grpo, rloo, reinforce, a2c, nlpo, sft+ppo) and the peers sb3-ppo
+(Stable-Baselines3 PPO, character tasks) and trl-grpo (TRL's GRPOTrainer, SmolLM2 tasks; needs
+trl, else skipped with a note), plus the untrained and random reference rows of every task.
 
 Re-running with the same --out finishes an interrupted benchmark: finished cells are skipped.
-Presets: tiny (seconds, for tests), quick (~15 min on a 2-core CPU), full (one GPU).
+Presets: tiny (seconds, for tests), quick (~20 min on a 2-core CPU), full (one GPU).
 The other benchmark scripts: python -m benchmarks.env_throughput, .rollout_vs_generate,
 .learner_throughput, .logprob_memory, .task_scores, .trl_baseline.
 """
@@ -17,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.presets import PRESETS, get_preset
+from benchmarks.presets import ALL_AGENTS, PEER_AGENTS, PRESETS, get_preset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<preset>)")
-    p.add_argument("--agents", nargs="*", default=None, help="only these agents")
+    p.add_argument("--agents", nargs="*", default=None,
+                   help="only these agents (learners or peers: sb3-ppo, trl-grpo)")  # fmt: skip
     p.add_argument("--tasks", nargs="*", default=None, help="only these env ids")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the preset's")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer comparison")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     p.add_argument("--list", action="store_true", help="print the preset's cells and exit")
+    p.add_argument("--results-md", default=None, metavar="PATH",
+                   help="also write the leaderboard as this preset's section of PATH (e.g. "
+                   "benchmarks/RESULTS.md; its plots go to figures/ beside it)")  # fmt: skip
     return p
 
 
@@ -41,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = get_preset(args.preset)
     if args.agents is not None:
+        known = {a for t in preset.tasks for a in (t.agents or [])} | set(preset.agents)
+        from textgym.cli import AGENTS
+
+        learners = {*AGENTS, *(f"sft+{a}" for a in AGENTS)}
+        unknown = set(args.agents) - known - learners - set(ALL_AGENTS) - set(PEER_AGENTS)
+        if unknown:
+            raise SystemExit(f"unknown agent(s) {', '.join(sorted(unknown))}; preset "
+                             f"{preset.name!r} has {', '.join(sorted(known))}")  # fmt: skip
         preset.agents = list(args.agents)
         for task in preset.tasks:
             if task.agents is not None:
@@ -69,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     results = run_benchmark(preset, out, progress=not args.no_progress, trl=not args.no_trl,
                             log=lambda s: print(s, flush=True))  # fmt: skip
     print(Path(out, "leaderboard.md").read_text())
+    if args.results_md:
+        import shutil
+
+        from benchmarks.harness import results_section, update_results_md
+
+        target = Path(args.results_md)
+        (target.parent / "figures").mkdir(parents=True, exist_ok=True)
+        plots = [Path(out, f"curves-{t['env_id']}.png") for t in results["tasks"]]
+        plots = [plot for plot in plots if plot.exists()]
+        for plot in plots:
+            shutil.copyfile(plot, target.parent / "figures" / plot.name)
+        command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
+        update_results_md(target, results_section(results, plots, command=command), preset.name)
+        print(
+            f"wrote the {preset.name!r} section of {target} (plots in {target.parent / 'figures'})"
+        )
     print(f"total {time.perf_counter() - start:.0f} s "
           f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} skipped)")  # fmt: skip
     return 0

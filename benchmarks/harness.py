@@ -2,7 +2,13 @@
 
 A *cell* is (task, agent, seed). Agent cells train a fresh policy for the task's budget and then
 evaluate it on the test split; the reference rows are ``untrained`` (the initial model, evaluated
-the same way) and ``random`` (tokens uniform over ``action_masks()``). Every cell writes
+the same way) and ``random`` (tokens uniform over ``action_masks()``). Peer rows (``sb3-ppo``,
+``trl-grpo``; :mod:`benchmarks.peers`) train the best-known implementation of the same algorithm
+under the same budget and are evaluated the same way; a peer whose package is missing is skipped
+with a note. Every cell also records ``distinct`` (the share of distinct completions among all
+its test completions) and ``entropy`` (the policy's mean per-token entropy over them), and the
+leaderboard marks a row *not learned* when its completions collapsed or its score is
+indistinguishable from the untrained/random rows (:func:`not_learned`). Every cell writes
 ``cells/<task>/<agent>-seed<k>.json`` atomically when it is done, so an interrupted benchmark
 re-run with the same output folder only runs the cells it has not finished (a cell whose
 settings changed is run again).
@@ -30,6 +36,8 @@ from benchmarks.presets import Preset, TaskSpec
 EVAL_SEED = 1234  # every cell of a task is evaluated on the same test prompts
 BOOTSTRAP = 2000
 REFERENCES = ("untrained", "random")
+COLLAPSED = 0.1  # a row whose share of distinct test completions is below this collapsed
+NOT_LEARNED = "✗"  # the leaderboard's mark of a row that did not learn
 
 
 # -- machine and versions --------------------------------------------------------------------------
@@ -134,8 +142,23 @@ def cell_key(task: TaskSpec, agent: str, seed: int) -> dict[str, Any]:
     spec = asdict(task)
     spec.pop("agents", None)
     spec.pop("seeds", None)
-    spec["config"] = task.agent_config(agent) if agent not in REFERENCES else {}
+    spec["config"] = _agent_settings(task, agent)
     return {"agent": agent, "seed": seed, "task": spec}
+
+
+def _agent_settings(task: TaskSpec, agent: str) -> dict[str, Any]:
+    from benchmarks.peers import PEERS, peer_config
+
+    if agent in REFERENCES or agent == "*":
+        return {}
+    if agent in PEERS:
+        return peer_config(task, agent)
+    return task.agent_config(agent)
+
+
+def distinct_share(completions: list[str]) -> float | None:
+    """Distinct completions / completions (1: all different; 1/n: all the same)."""
+    return len(set(completions)) / len(completions) if completions else None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -176,6 +199,7 @@ def random_policy_eval(envs: Any, n_episodes: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     envs.reset(seed=int(rng.integers(0, 2**31 - 1)), options={"split": "test"})
     allowed = [np.flatnonzero(m) for m in envs.action_masks()]
+    uniform_entropy = float(np.mean([math.log(len(a)) for a in allowed]))
     per_slot = -(-n_episodes // envs.num_envs)
     found: list[list[tuple[dict[str, Any], int]]] = [[] for _ in range(envs.num_envs)]
     steps = np.zeros(envs.num_envs, dtype=int)
@@ -211,8 +235,32 @@ def random_policy_eval(envs: Any, n_episodes: int, seed: int) -> dict[str, Any]:
                 else {"distinct_1": None, "distinct_2": None}
             ),
             "mean_length": float(np.mean(lengths)),
+            "distinct": distinct_share([r["completion"] for r in rows]),
+            "entropy": uniform_entropy,
         },
         "samples": rows[:8],
+    }
+
+
+def _rows_figures(rows: list[dict[str, Any]], mean_length: float, entropy: float | None
+                  ) -> dict[str, Any]:  # fmt: skip
+    """The eval figures of a row without an LMPolicy (a peer): no KL or perplexity."""
+    from agents.evaluation import distinct_n
+
+    scores = [r["score"] for r in rows]
+    completions = [r["completion"] for r in rows]
+    words = any(len(c.split()) > 1 for c in completions)
+    return {
+        "n_episodes": len(scores),
+        "reward_mean": float(np.mean(scores)),
+        "reward_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        "kl": None,
+        "perplexity": None,
+        "distinct_1": distinct_n(completions, 1) if words else None,
+        "distinct_2": distinct_n(completions, 2) if words else None,
+        "mean_length": mean_length,
+        "distinct": distinct_share(completions),
+        "entropy": _finite(entropy),
     }
 
 
@@ -226,7 +274,7 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
     t0 = time.perf_counter()
     eval_envs = make_envs(task.env_id, min(task.num_envs, task.eval_episodes), task.env_kwargs)
     result: dict[str, Any] = {"agent": agent, "seed": seed, "env_id": task.env_id,
-                              "model": task.model}  # fmt: skip
+                              "model": task.model, "greedy": task.greedy}  # fmt: skip
     if agent == "random":
         result.update(random_policy_eval(eval_envs, task.eval_episodes, seed))
         result.update(train_seconds=0.0, episodes=0, tokens=0, tokens_per_s=None, curve=[])
@@ -234,13 +282,43 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
         return result
 
     torch.manual_seed(seed)
+    if agent == "sb3-ppo":
+        from benchmarks.peers import run_sb3_ppo
+
+        peer = run_sb3_ppo(task, seed, eval_envs, greedy=task.greedy)
+        rows = peer.pop("rows")
+        figures = _rows_figures(rows, peer.pop("mean_length"), peer.pop("entropy"))
+        train_seconds = peer["train_seconds"]
+        result.update(
+            **peer,
+            tokens_per_s=peer["tokens"] / train_seconds if train_seconds > 0 else None,
+            scores=[r["score"] for r in rows],
+            eval=figures,
+            samples=rows[:8],
+            wall_seconds=time.perf_counter() - t0,
+        )
+        return result
+
     envs = make_envs(task.env_id, task.num_envs, task.env_kwargs)
     policy = build_policy(task.model, envs, seed=seed, precision=task.precision, tiny=task.tiny)
     curve: list[list[float]] = []
     train_seconds, tokens, episodes, iterations = 0.0, 0, 0, 0
     config: dict[str, Any] = {}
     learner = policy
-    if agent != "untrained":
+    if agent == "trl-grpo":
+        from agents import LMPolicy
+        from benchmarks.peers import run_trl_grpo
+
+        # TRL trains the transformers model alone: wrap it without policy-side extras.
+        policy = LMPolicy(policy.model, policy.tokenizer, precision=task.precision, seed=seed)
+        policy.ensure_reference()  # KL of the evaluation: against the initial model
+        learner = policy
+        peer = run_trl_grpo(task, seed, envs, policy)
+        config, iterations, curve = peer.pop("config"), peer.pop("iterations"), peer.pop("curve")
+        episodes, tokens = peer.pop("episodes"), peer.pop("tokens")
+        train_seconds = peer.pop("train_seconds")
+        result.update(peer)
+    elif agent != "untrained":
         # "sft+<learner>": a supervised warm start on the task's references, then the learner.
         options = task.agent_config(agent)
         warm = options.pop("warm_start", {}) if agent.startswith("sft+") else None
@@ -280,7 +358,9 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
         train_seconds = time.perf_counter() - start
         tokens, episodes, iterations = learner.tokens, learner.episodes, learner.iteration
     ev = evaluate(learner, eval_envs, task.eval_episodes, split="test", seed=EVAL_SEED,
-                  num_samples=task.eval_episodes)  # fmt: skip
+                  num_samples=task.eval_episodes, deterministic=task.greedy,
+                  with_entropy=True)  # fmt: skip
+    completions = [x["completion"] for x in ev.samples]
     result.update(
         config=config,
         iterations=iterations,
@@ -290,7 +370,11 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
         tokens_per_s=tokens / train_seconds if train_seconds > 0 else None,
         curve=[[e, t, _finite(r), _finite(k)] for e, t, r, k in curve],
         scores=[s["score"] for s in ev.samples],
-        eval=_eval_figures(ev.as_dict(), [x["completion"] for x in ev.samples]),
+        eval={
+            **_eval_figures(ev.as_dict(), completions),
+            "distinct": distinct_share(completions),
+            "entropy": _finite(ev.entropy),
+        },
         samples=ev.samples[:8],
         wall_seconds=time.perf_counter() - t0,
     )
@@ -316,10 +400,17 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     if preset.threads:
         torch.set_num_threads(preset.threads)
+    from benchmarks.peers import PEERS, missing
+
     cells = preset.cells()
     started = time.perf_counter()
     ran = skipped = 0
+    notes: dict[str, dict[str, str]] = {}  # env id -> peer -> why it has no row
     for k, (task, agent, seed) in enumerate(cells, start=1):
+        if agent in PEERS and (why := missing(agent)):
+            notes.setdefault(task.env_id, {})[agent] = f"not run: {why}"
+            log(f"[{k}/{len(cells)}] {task.env_id} {agent} seed {seed}: skipped, {why}")
+            continue
         path = cell_path(out, task, agent, seed)
         key = cell_key(task, agent, seed)
         if path.exists():
@@ -332,7 +423,15 @@ def run_benchmark(
                 log(f"[{k}/{len(cells)}] {task.env_id} {agent} seed {seed}: done before, skipped")
                 continue
             log(f"[{k}/{len(cells)}] {task.env_id} {agent} seed {seed}: settings changed, rerun")
-        result = run_cell(task, agent, seed, progress=progress)
+        try:
+            result = run_cell(task, agent, seed, progress=progress)
+        except Exception as e:  # a peer's own failure (an API change...) keeps the rest going
+            if agent not in PEERS:
+                raise
+            why = f"failed: {type(e).__name__}: {e}"
+            notes.setdefault(task.env_id, {})[agent] = why
+            log(f"[{k}/{len(cells)}] {task.env_id} {agent} seed {seed}: {why}")
+            continue
         result["key"] = key
         write_json_atomic(path, result)
         ran += 1
@@ -344,7 +443,7 @@ def run_benchmark(
     trl_result = None
     if preset.trl is not None and trl:
         trl_result = run_trl_cell(preset, out, log=log)
-    results = collect(preset, out, trl_result)
+    results = collect(preset, out, trl_result, notes=notes)
     results["run"] = {"cells_run": ran, "cells_skipped": skipped,
                       "seconds": time.perf_counter() - started}  # fmt: skip
     write_json_atomic(out / "results.json", results)
@@ -374,8 +473,29 @@ def run_trl_cell(preset: Preset, out: Path, log=print) -> dict[str, Any]:
     return result
 
 
-def collect(preset: Preset, out: Path, trl_result: dict | None = None) -> dict[str, Any]:
-    """Read every cell of ``preset`` from ``out`` and aggregate per (task, agent)."""
+def not_learned(row: dict[str, Any], refs: list[dict[str, Any]]) -> str | None:
+    """Why an agent row did not learn, or None: its test completions collapsed (the share of
+    distinct ones below ``COLLAPSED``), or its 95% CI overlaps the untrained or random row's."""
+    if row.get("distinct") is not None and row["distinct"] < COLLAPSED:
+        return "collapsed"
+    lo, hi = row["reward_ci_low"], row["reward_ci_high"]
+    for ref in refs:
+        if (
+            ref["agent"] in REFERENCES
+            and lo <= ref["reward_ci_high"]
+            and ref["reward_ci_low"] <= hi
+        ):
+            return f"= {ref['agent']}"
+    return None
+
+
+def collect(
+    preset: Preset, out: Path, trl_result: dict | None = None, *, notes: dict | None = None
+) -> dict[str, Any]:
+    """Read every cell of ``preset`` from ``out`` and aggregate per (task, agent); ``notes``:
+    per env id, why a peer row is missing (see :func:`run_benchmark`)."""
+    from benchmarks.peers import PEERS, missing
+
     tasks = []
     for task in preset.tasks:
         agents = task.agents if task.agents is not None else preset.agents
@@ -405,15 +525,33 @@ def collect(preset: Preset, out: Path, trl_result: dict | None = None) -> dict[s
                 "reward_mean": mean, "reward_ci_low": lo, "reward_ci_high": hi,
                 "kl": avg("kl"), "perplexity": avg("perplexity"),
                 "distinct_2": avg("distinct_2"), "mean_length": avg("mean_length"),
+                "distinct": avg("distinct"), "entropy": avg("entropy"),
+                "collapsed_seeds": sum(
+                    1 for c in cells
+                    if c["eval"].get("distinct") is not None and c["eval"]["distinct"] < COLLAPSED
+                ),
                 "wall_seconds": float(np.mean([c["wall_seconds"] for c in cells])),
                 "train_seconds": float(np.mean([c["train_seconds"] for c in cells])),
                 "tokens_per_s": float(np.mean(tps)) if tps else None,
                 "episodes": int(np.mean([c["episodes"] for c in cells])),
                 "tokens": int(np.mean([c["tokens"] for c in cells])),
             })  # fmt: skip
+        refs = [r for r in rows if r["agent"] in REFERENCES]
+        for r in rows:
+            r["not_learned"] = None if r["agent"] in REFERENCES else not_learned(r, refs)
+        task_notes = {  # "not run" is moot where cells of an earlier run are there
+            a: why
+            for a, why in (notes or {}).get(task.env_id, {}).items()
+            if not (why.startswith("not run") and a in cells_by_agent)
+        }
+        for agent in agents:
+            if agent in PEERS and agent not in cells_by_agent and agent not in task_notes:
+                why = missing(agent)
+                task_notes[agent] = f"not run: {why}" if why else "not run"
         cells_out = {a: cs for a, cs in cells_by_agent.items()}
         tasks.append({"env_id": task.env_id, "model": task.model, "rows": rows,
-                      "cells": cells_out, "spec": cell_key(task, "*", 0)["task"]})  # fmt: skip
+                      "cells": cells_out, "spec": cell_key(task, "*", 0)["task"],
+                      "notes": task_notes})  # fmt: skip
     return {
         "preset": preset.to_dict(),
         "versions": package_versions(),
@@ -495,38 +633,60 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
         "",
         "Test reward: mean over seeds of the mean test-split reward "
         f"(the same prompts for every row), with a 95% bootstrap CI (seeds, then episodes; "
-        f"{BOOTSTRAP} resamples, seeded). KL: summed per-token log pi - log ref of the sampled "
-        "completions (nats); perplexity of the completions under the untrained model; "
-        "distinct-2: distinct word bigrams / bigrams. Wall: seconds per cell (training + "
-        "evaluation); tokens/s: generated training tokens per training second.",
+        f"{BOOTSTRAP} resamples, seeded); seeds: how many the row has. Each task says whether "
+        "its test completions are greedy or sampled (the random row always samples). "
+        "Distinct: share of distinct completions among all test completions (mean over seeds); "
+        "entropy: the policy's mean per-token entropy over the test completions (nats; random: "
+        "log of the allowed tokens). KL: summed per-token log pi - log ref of the test "
+        "completions (nats; with sampled completions an estimate of KL(pi || ref)); perplexity "
+        "of the completions under the untrained model; distinct-2: distinct word bigrams / "
+        "bigrams. Wall: seconds per cell (training + evaluation); tokens/s: generated training "
+        "tokens per training second. Peers (same budget, evaluated the same way): sb3-ppo = "
+        "Stable-Baselines3 PPO with textgym's token extractor, trl-grpo = TRL's GRPOTrainer "
+        "with our GRPO's settings.",
+        "",
+        f"{NOT_LEARNED} = not learned: the row's test completions collapsed (distinct < "
+        f"{COLLAPSED}: (nearly) all the same) or its 95% CI overlaps the CI of the untrained or "
+        'random row of the same task (= untrained / = random); ✓ = learned. "k/n seeds '
+        "collapsed\": k of the row's n seeds collapsed on their own.",
     ]
     for task in results["tasks"]:
         spec = task["spec"]
         budget = f"{spec['episodes']:,} training episodes ({spec['num_envs']} per iteration)"
         if spec.get("max_tokens"):
             budget += f", at most {spec['max_tokens']:,} tokens"
+        seeds_per_row = ", ".join(f"{r['agent']} {len(r['seeds'])}" for r in task["rows"])
         lines += [
             "",
             f"## {task['env_id']} ({task['model']})",
             "",
-            f"Budget per agent: {budget}; evaluation: {spec['eval_episodes']} test episodes.",
+            f"Budget per agent: {budget}; evaluation: {spec['eval_episodes']} test episodes "
+            f"({'greedy' if spec.get('greedy', True) else 'sampled'}); seeds per row: "
+            f"{seeds_per_row}.",
             "",
-            "| rank | agent | seeds | test reward | 95% CI | KL | perplexity | distinct-2 "
-            "| wall s | tokens/s | tokens |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| rank | agent | seeds | test reward | 95% CI | learned | distinct | entropy | KL "
+            "| perplexity | distinct-2 | wall s | tokens/s | tokens |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         agents = sorted((r for r in task["rows"] if r["agent"] not in REFERENCES),
                         key=lambda r: -r["reward_mean"])  # fmt: skip
         refs = [r for r in task["rows"] if r["agent"] in REFERENCES]
         for rank, r in enumerate([*agents, *refs], start=1):
             label = str(rank) if r["agent"] not in REFERENCES else "ref"
+            why = r.get("not_learned")
+            mark = "ref" if r["agent"] in REFERENCES else f"{NOT_LEARNED} {why}" if why else "✓"
+            if r["agent"] not in REFERENCES and why != "collapsed" and r.get("collapsed_seeds"):
+                mark += f" ({r['collapsed_seeds']}/{len(r['seeds'])} seeds collapsed)"
             lines.append(
                 f"| {label} | {r['agent']} | {len(r['seeds'])} | {_fmt(r['reward_mean'])} "
-                f"| {_fmt(r['reward_ci_low'])}..{_fmt(r['reward_ci_high'])} | {_fmt(r['kl'], 2)} "
+                f"| {_fmt(r['reward_ci_low'])}..{_fmt(r['reward_ci_high'])} | {mark} "
+                f"| {_fmt(r.get('distinct'), 2)} | {_fmt(r.get('entropy'), 2)} | {_fmt(r['kl'], 2)} "
                 f"| {_fmt(r['perplexity'], 1)} | {_fmt(r['distinct_2'])} "
                 f"| {_fmt(r['wall_seconds'], 1)} | {_fmt(r['tokens_per_s'], 0)} "
                 f"| {r['tokens']:,} |"
             )
+        for agent, why in (task.get("notes") or {}).items():
+            lines += ["", f"- {agent}: {why}"]
         png = f"curves-{task['env_id']}.png"
         if plots is None or any(p.name == png for p in plots):
             lines += ["", f"![{task['env_id']} learning curves]({png})"]
@@ -534,6 +694,57 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
     if trl is not None:
         lines += ["", "## Speed vs TRL's GRPOTrainer", "", trl_markdown(trl)]
     return "\n".join(lines) + "\n"
+
+
+def results_section(results: dict[str, Any], plots: list[Path], *, command: str,
+                    figures: str = "figures") -> str:  # fmt: skip
+    """The leaderboard as a section of ``benchmarks/RESULTS.md``: a ``## `textgym bench --preset
+    <name>``` heading, the command and wall time, then the leaderboard one heading level down,
+    its plots linked from ``figures/``, between markers that :func:`update_results_md` finds."""
+    name = results["preset"]["name"]
+    body = leaderboard_markdown(results, plots).split("\n", 1)[1].lstrip("\n")
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines())
+    for plot in plots:
+        body = body.replace(f"]({plot.name})", f"]({figures}/{plot.name})")
+    seconds = (results.get("run") or {}).get("seconds")
+    wall = f"{seconds:,.0f} s ({seconds / 60:.1f} min)" if seconds else "n/a"
+    cells = [c for t in results["tasks"] for cs in t["cells"].values() for c in cs]
+    cell_seconds = sum(c.get("wall_seconds") or 0.0 for c in cells)
+    trl = results.get("trl") or {}
+    trl_seconds = sum(
+        sum(r.get("step_seconds") or []) for r in (trl.get("trainers") or {}).values()
+    )
+    return "\n".join([
+        f"<!-- bench:{name}:start (written by `python -m benchmarks --results-md`) -->",
+        f"## `textgym bench --preset {name}`",
+        "",
+        f"Command: `{command}`. Wall time of this run: {wall} "
+        f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} "
+        f"reused from an earlier run of the same settings); all {len(cells)} cells took "
+        f"{cell_seconds:,.0f} s ({cell_seconds / 60:.1f} min)"
+        + (f", plus {trl_seconds:,.0f} s of TRL speed-comparison steps" if trl_seconds else "")
+        + ".",
+        "",
+        body.rstrip("\n"),
+        f"<!-- bench:{name}:end -->",
+    ])  # fmt: skip
+
+
+def update_results_md(path: str | os.PathLike, section: str, name: str) -> None:
+    """Put ``section`` (from :func:`results_section`) into the Markdown file ``path``: in place
+    of the one between the same preset's markers, else at the end. The rest is kept."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Measured results\n"
+    start, end = f"<!-- bench:{name}:start", f"<!-- bench:{name}:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def trl_markdown(trl: dict[str, Any]) -> str:

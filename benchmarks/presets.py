@@ -1,16 +1,21 @@
 """Benchmark presets: which agents, tasks, seeds and budgets a quality benchmark runs.
 
-* ``tiny``: seconds; for the tests (tiny model, 1 seed, 2 agents, TextGen-Copy-v0).
-* ``quick``: about 15 minutes on a 2-core CPU: the character tasks (Copy, Reverse) with a tiny LM,
-  all five agents x 2 seeds, plus a short SmolLM2-135M run (PPO, GRPO) on TextGen-v0 and the TRL
-  speed comparison when ``trl`` is installed.
+* ``tiny``: seconds; for the tests (tiny model, 1 seed, 2 agents and SB3 PPO, TextGen-Copy-v0).
+* ``quick``: about 20 minutes on a 2-core CPU: the character tasks (Copy, Reverse) with a tiny LM,
+  all agents and SB3 PPO x 3 seeds, plus a short SmolLM2-135M run (PPO, GRPO and TRL's
+  GRPOTrainer, 1 seed) on TextGen-v0 and the TRL speed comparison when ``trl`` is installed.
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
 * ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
   budget (23 minutes measured on a 2-core CPU, 1 thread).
 
 Every agent of a task gets the same budget: ``episodes`` training episodes (``iterations x
 num_envs``), optionally capped at ``max_tokens`` generated tokens, and is then evaluated on the
-same ``eval_episodes`` test prompts (same seed).
+same ``eval_episodes`` test prompts (same seed), greedily unless ``greedy=False``.
+
+Peers (:mod:`benchmarks.peers`) are agent names too: ``sb3-ppo`` (Stable-Baselines3 PPO with the
+token extractor; small vocabularies) and ``trl-grpo`` (TRL's GRPOTrainer with our GRPO's settings;
+language models); their settings go under ``config["sb3-ppo"]`` / ``config["trl-grpo"]`` (the
+``"*"`` entry, our learners' shared settings, does not apply to SB3).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ALL_AGENTS = ("ppo", "grpo", "rloo", "reinforce", "a2c")
+PEER_AGENTS = ("sb3-ppo", "trl-grpo")
 
 
 @dataclass
@@ -40,6 +46,8 @@ class TaskSpec:
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
         config: learner config overrides for every agent (``"*"``) and per agent name.
         time_limit: a safety cap on one cell's training time, seconds (None: none).
+        greedy: evaluate with greedy decoding (deterministic actions; the leaderboard's metric)
+            instead of sampling. The random row samples either way.
     """
 
     env_id: str
@@ -55,6 +63,7 @@ class TaskSpec:
     precision: str = "auto"
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     time_limit: float | None = None
+    greedy: bool = True
 
     def agent_config(self, agent: str) -> dict[str, Any]:
         return {**self.config.get("*", {}), **self.config.get(agent, {})}
@@ -120,11 +129,14 @@ _CHAR_CONFIG = {
     "sft+ppo": {"target_kl": None, "warm_start": {"epochs": 3, "lr": 3e-3, "max_examples": 512}},
 }
 _WITH_SFT = [*ALL_AGENTS, "sft+ppo"]  # tasks with references also get the warm-started row
+_CHAR_AGENTS = [*_WITH_SFT, "sb3-ppo"]  # character tasks: small vocabulary, SB3 PPO as the peer
+_LM_AGENTS = ["ppo", "grpo", "trl-grpo"]  # SmolLM2 tasks: TRL's GRPOTrainer as the peer
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
-        description="seconds: tests of the harness (tiny LM, TextGen-Copy-v0, 2 agents, 1 seed)",
+        description="seconds: tests of the harness (tiny LM, TextGen-Copy-v0, 2 agents and SB3 "
+        "PPO, 1 seed)",
         tasks=[
             TaskSpec(
                 "TextGen-Copy-v0",
@@ -133,21 +145,25 @@ PRESETS: dict[str, Preset] = {
                 eval_episodes=16,
                 tiny={"n_layer": 1, "n_embd": 32},
                 precision="fp32",
-                config=copy.deepcopy(_CHAR_CONFIG),
+                config={
+                    **copy.deepcopy(_CHAR_CONFIG),
+                    "sb3-ppo": {"n_steps": 8, "batch_size": 64, "n_epochs": 1},
+                },  # fmt: skip
             ),
         ],  # fmt: skip
-        agents=["reinforce", "grpo"],
+        agents=["reinforce", "grpo", "sb3-ppo"],
         seeds=[0],
         threads=1,
     ),
     "quick": Preset(
         name="quick",
-        description="about 15 minutes on a 2-core CPU: character tasks with a tiny LM (all agents "
-        "x 2 seeds) and a short SmolLM2-135M run on TextGen-v0",
+        description="about 20 minutes on a 2-core CPU: character tasks with a tiny LM (all agents "
+        "and SB3 PPO x 3 seeds) and a short SmolLM2-135M run on TextGen-v0 (PPO, GRPO, TRL's "
+        "GRPOTrainer; 1 seed)",
         tasks=[
             TaskSpec(
                 "TextGen-Copy-v0",
-                agents=_WITH_SFT,
+                agents=_CHAR_AGENTS,
                 num_envs=16,
                 episodes=2400,
                 eval_episodes=128,
@@ -156,17 +172,17 @@ PRESETS: dict[str, Preset] = {
             ),
             TaskSpec(
                 "TextGen-Reverse-v0",
-                agents=_WITH_SFT,
+                agents=_CHAR_AGENTS,
                 num_envs=16,
                 episodes=2400,
                 eval_episodes=128,
                 precision="fp32",
-                config=copy.deepcopy(_CHAR_CONFIG),
+                config={**copy.deepcopy(_CHAR_CONFIG), "sb3-ppo": {"n_layers": 2}},
             ),
             TaskSpec(
                 "TextGen-v0",
                 model="smollm2-135m",
-                agents=["ppo", "grpo"],
+                agents=_LM_AGENTS,
                 seeds=[0],
                 num_envs=16,
                 episodes=160,
@@ -176,7 +192,7 @@ PRESETS: dict[str, Preset] = {
             ),
         ],  # fmt: skip
         agents=list(ALL_AGENTS),
-        seeds=[0, 1],
+        seeds=[0, 1, 2],
         trl=TRLSpec(iterations=3),
     ),
     "full": Preset(
@@ -185,29 +201,29 @@ PRESETS: dict[str, Preset] = {
         tasks=[
             TaskSpec(
                 "TextGen-Copy-v0",
-                agents=_WITH_SFT,
+                agents=_CHAR_AGENTS,
                 episodes=20_000,
                 eval_episodes=200,
                 config=copy.deepcopy(_CHAR_CONFIG),
             ),
             TaskSpec(
                 "TextGen-Reverse-v0",
-                agents=_WITH_SFT,
+                agents=_CHAR_AGENTS,
                 episodes=20_000,
                 eval_episodes=200,
-                config=copy.deepcopy(_CHAR_CONFIG),
+                config={**copy.deepcopy(_CHAR_CONFIG), "sb3-ppo": {"n_layers": 2}},
             ),
             TaskSpec(
                 "TextGen-Sort-v0",
-                agents=_WITH_SFT,
+                agents=_CHAR_AGENTS,
                 episodes=20_000,
                 eval_episodes=200,
-                config=copy.deepcopy(_CHAR_CONFIG),
+                config={**copy.deepcopy(_CHAR_CONFIG), "sb3-ppo": {"n_layers": 2}},
             ),
             TaskSpec(
                 "TextGen-v0",
                 model="smollm2-135m",
-                agents=[*ALL_AGENTS, "nlpo"],
+                agents=[*ALL_AGENTS, "nlpo", "trl-grpo"],
                 num_envs=64,
                 episodes=12_800,
                 eval_episodes=256,
@@ -216,6 +232,7 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Arithmetic-v0",
                 model="smollm2-135m",
+                agents=[*ALL_AGENTS, "trl-grpo"],
                 num_envs=64,
                 episodes=12_800,
                 eval_episodes=256,
@@ -224,6 +241,7 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Keywords-v0",
                 model="smollm2-135m",
+                agents=[*ALL_AGENTS, "trl-grpo"],
                 num_envs=64,
                 episodes=6_400,
                 eval_episodes=128,

