@@ -189,6 +189,7 @@ TINY_LEARNER_DEFAULTS: dict[str, Any] = {
     "kl_coef": 0.0,
     "target_kl": None,
     "minibatch_size": 64,
+    "update_epochs": 2,
     "episodes_per_update": 256,
 }
 
@@ -1001,9 +1002,7 @@ class LMPolicy(nn.Module):
         with self.autocast():
             fed = input_ids[:, :-1]
             steps = self.step_ids(np.arange(fed.shape[1]), np.array([prompt_len]))
-            hidden = self._hidden(
-                model, fed, attention_mask[:, :-1], _positions(attention_mask[:, :-1]), steps=steps
-            )[:, prompt_len - 1 :]
+            hidden = self._completion_hidden(model, fed, attention_mask[:, :-1], prompt_len, steps)
             weight, bias = _head_weight_and_bias(_decoder_and_head(model)[1])  # LoRA included
             logp, ent = token_logprobs(
                 hidden[mask], weight, targets[mask], bias=bias, temperature=temperature,
@@ -1015,6 +1014,45 @@ class LMPolicy(nn.Module):
         entropies = logp.new_zeros(shape).index_put((mask,), ent) if with_entropy else None
         values = self._value(hidden) * mask if with_values else None
         return TokenStats(logprobs, entropies, values, mask)
+
+    def _completion_hidden(
+        self,
+        model: nn.Module,
+        fed: torch.Tensor,
+        fed_mask: torch.Tensor,
+        prompt_len: int,
+        steps: np.ndarray | None,
+    ) -> torch.Tensor:
+        """Hidden states of positions ``[P - 1, L)`` of ``fed`` ``(B, L)``: those that predict the
+        completion tokens. Rows with the same prompt (a GRPO/RLOO group) share it: the distinct
+        prompts run once, their KV cache rows are copied (differentiably) to every row, and the
+        completions run on top, so a group of G pays one prompt forward and backward, not G.
+        Every row count and shape follows from the batch alone, so the policy and its reference,
+        and the rescoring and the update, score a batch by the same computation. Eager only (a
+        compiled decoder keeps its one full-sequence graph)."""
+        positions = _positions(fed_mask)
+        width = fed.shape[1]
+        shared = None
+        if self.compile_backend is None and 1 < prompt_len < width and fed.shape[0] > 1:
+            unique, inverse = _unique_rows(fed[:, :prompt_len].cpu().numpy(),
+                                           fed_mask[:, :prompt_len].cpu().numpy(), None)  # fmt: skip
+            if len(unique) < fed.shape[0]:
+                shared = unique, inverse
+        if shared is None:
+            return self._hidden(model, fed, fed_mask, positions, steps=steps)[:, prompt_len - 1 :]
+        device = fed.device
+        u, inv = (torch.from_numpy(x).to(device) for x in shared)
+        cache = self._new_cache()
+        prompt = self._hidden(
+            model, fed[u, :prompt_len], fed_mask[u, :prompt_len], positions[u, :prompt_len],
+            cache, steps=None if steps is None else steps[:, :prompt_len],
+        )  # fmt: skip
+        cache.reorder_cache(inv)
+        rest = self._hidden(
+            model, fed[:, prompt_len:], fed_mask, positions[:, prompt_len:], cache,
+            steps=None if steps is None else steps[:, prompt_len:],
+        )  # fmt: skip
+        return torch.cat([prompt[inv, prompt_len - 1 :], rest], dim=1)
 
     # -- acting ----------------------------------------------------------------------------------
 

@@ -323,7 +323,7 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
         options = task.agent_config(agent)
         warm = options.pop("warm_start", {}) if agent.startswith("sft+") else None
         cls = learner_class(agent.removeprefix("sft+"))
-        cfg = cls.Config(seed=seed, progress=False, **options)
+        cfg = cls.Config.for_policy(policy, seed=seed, progress=False, **options)
         if warm is not None:
             from agents import WarmStartConfig, warm_start
 

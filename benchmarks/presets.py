@@ -121,13 +121,13 @@ class Preset:
         return out
 
 
-# Tiny LMs learn the character tasks at a high learning rate; no KL penalty is needed there.
-# "sft+ppo": PPO's settings after a supervised warm start on the task's references.
+# The tiny model brings its own learner defaults (agents.LMPolicy.tiny: lr 1e-3, no KL penalty,
+# 256 episodes per update). "sft+ppo": PPO after a supervised warm start on the references.
 _CHAR_CONFIG = {
-    "*": {"lr": 1e-3, "kl_coef": 0.0},
-    "ppo": {"target_kl": None},
-    "sft+ppo": {"target_kl": None, "warm_start": {"epochs": 3, "lr": 3e-3, "max_examples": 512}},
+    "sft+ppo": {"warm_start": {"epochs": 3, "lr": 3e-3, "max_examples": 512}},
 }
+# The character tasks' budget: 60,000 generated tokens (env token-steps) per cell.
+_CHAR_TOKENS = 60_000
 _WITH_SFT = [*ALL_AGENTS, "sft+ppo"]  # tasks with references also get the warm-started row
 _CHAR_AGENTS = [*_WITH_SFT, "sb3-ppo"]  # character tasks: small vocabulary, SB3 PPO as the peer
 _LM_AGENTS = ["ppo", "grpo", "trl-grpo"]  # SmolLM2 tasks: TRL's GRPOTrainer as the peer
@@ -147,6 +147,7 @@ PRESETS: dict[str, Preset] = {
                 precision="fp32",
                 config={
                     **copy.deepcopy(_CHAR_CONFIG),
+                    "*": {"episodes_per_update": 8},  # one rollout: seconds, not a learning test
                     "sb3-ppo": {"n_steps": 8, "batch_size": 64, "n_epochs": 1},
                 },  # fmt: skip
             ),
@@ -164,8 +165,9 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Copy-v0",
                 agents=_CHAR_AGENTS,
-                num_envs=16,
-                episodes=2400,
+                num_envs=64,
+                episodes=20_000,
+                max_tokens=_CHAR_TOKENS,
                 eval_episodes=128,
                 precision="fp32",
                 config=copy.deepcopy(_CHAR_CONFIG),
@@ -173,8 +175,9 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Reverse-v0",
                 agents=_CHAR_AGENTS,
-                num_envs=16,
-                episodes=2400,
+                num_envs=64,
+                episodes=20_000,
+                max_tokens=_CHAR_TOKENS,
                 eval_episodes=128,
                 precision="fp32",
                 config={**copy.deepcopy(_CHAR_CONFIG), "sb3-ppo": {"n_layers": 2}},

@@ -280,3 +280,47 @@ def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=0)
     stats = policy.evaluate(shared.input_ids, shared.attention_mask, shared.prompt_len)
     torch.testing.assert_close(shared.logprobs, stats.logprobs.detach(), atol=1e-5, rtol=0)
+
+
+def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch):
+    import numpy as np
+
+    from agents import policy as policy_module
+
+    envs = make_envs(8)
+    policy = make_policy(value_init_std=0.1)
+    policy.ensure_reference()
+    rollout = collect_rollout(policy, envs, seeds=[3] * 4 + [5] * 4,
+                              generator=torch.Generator().manual_seed(2))  # fmt: skip
+    sizes: list[tuple[int, int]] = []
+    hidden = policy._hidden
+
+    def spy(model, input_ids, *args, **kwargs):
+        sizes.append(tuple(input_ids.shape))
+        return hidden(model, input_ids, *args, **kwargs)
+
+    def run():
+        policy.zero_grad(set_to_none=True)
+        stats = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+        (stats.logprobs.sum() + stats.entropies.sum() + stats.values.sum()).backward()
+        grads = [p.grad.clone() for p in policy.parameters() if p.grad is not None]
+        return stats, grads
+
+    monkeypatch.setattr(policy, "_hidden", spy)
+    shared, shared_grads = run()
+    assert [s[0] for s in sizes] == [2, 8]  # the two prompts once, then every completion
+    monkeypatch.setattr(policy_module, "_unique_rows",
+                        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))))
+    sizes.clear()
+    full, full_grads = run()
+    assert [s[0] for s in sizes] == [8]
+    for name in ("logprobs", "entropies", "values"):
+        torch.testing.assert_close(getattr(shared, name), getattr(full, name), atol=2e-5, rtol=0)
+    for a, b in zip(shared_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # policy and reference score a batch the same way: a KL of exactly 0 at the start
+    ref = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len,
+                          reference=True)  # fmt: skip
+    with torch.no_grad():
+        own = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+    assert torch.equal(ref.logprobs, own.logprobs)

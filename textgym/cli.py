@@ -175,22 +175,16 @@ def make_envs(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> Any
 def build_policy(
     model: str, envs: Any, *, seed: int = 0, precision: str = "auto", tiny: dict | None = None
 ) -> Any:
-    """An :class:`agents.LMPolicy` for ``envs``: ``"tiny"`` is a randomly initialised
-    :func:`~textgym.models.tiny_lm` (seeded) sized to the env's vocabulary and special tokens;
+    """An :class:`agents.LMPolicy` for ``envs``: ``"tiny"`` is :meth:`agents.LMPolicy.tiny` (a
+    seeded random tiny LM sized to the env, with its from-scratch learner defaults);
     anything else goes to :func:`~textgym.models.load_lm` (``"smollm2-135m"``, an HF id or a
     folder) and must share the env's tokenizer."""
     from agents import LMPolicy
     from textgym.char_tokenizer import CharTokenizer
-    from textgym.models import tiny_lm
 
     tok = envs.tokenizer
     if model == "tiny":
-        size = {**TINY, **(tiny or {})}
-        lm = tiny_lm(
-            vocab_size=int(envs.single_action_space.n), seed=seed, pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **size,
-        )  # fmt: skip
-        return LMPolicy(lm, tok, precision=precision, seed=seed)
+        return LMPolicy.tiny(envs, seed=seed, precision=precision, **{**TINY, **(tiny or {})})
     if isinstance(tok, CharTokenizer):
         raise SystemExit(
             f"this environment uses the character tokenizer (vocabulary {len(tok)}); "
@@ -349,8 +343,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     envs = make_envs(run["env_id"], run["num_envs"], run["env_kwargs"])
     policy = build_policy(run["model"], envs, seed=run["seed"], precision=run["precision"])
     try:
-        config = cls.Config(
-            seed=run["seed"], log_dir=str(out_dir), checkpoint_dir=str(out_dir / "checkpoints"),
+        config = cls.Config.for_policy(
+            policy, seed=run["seed"], log_dir=str(out_dir), checkpoint_dir=str(out_dir / "checkpoints"),
             checkpoint_every=run["checkpoint_every"], progress=not args.no_progress,
             **{"tensorboard": has_tensorboard(), **run["config"]},
         )  # fmt: skip
