@@ -242,7 +242,9 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, support, temperature, chunk, compute_dtype):  # noqa: D102
+    def forward(  # noqa: D102
+        ctx, hidden, weight, targets, support, temperature, chunk, compute_dtype, with_entropy=True
+    ):
         ctx.save_for_backward(hidden, weight, targets, support)
         ctx.temperature, ctx.chunk, ctx.compute_dtype = temperature, chunk, compute_dtype
         w = weight.to(compute_dtype)
@@ -252,13 +254,16 @@ class _ChunkedLogprobs(torch.autograd.Function):
         logps, ents = [], []
         for start in range(0, hidden.shape[0], chunk):
             stop = start + chunk
-            logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support, start)
+            logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support,
+                                                 start, with_probs=with_entropy)  # fmt: skip
             logps.append(logp_all.gather(-1, targets[start:stop, None]).squeeze(-1))
-            ents.append(-probs.mul_(logp_all).sum(-1))
+            if with_entropy:  # else the entropies are zeros, and no softmax is built
+                ents.append(-probs.mul_(logp_all).sum(-1))
             if keep:  # not changed above (probs was): backward reads it instead of recomputing
                 ctx.kept.append(logp_all)
             del logp_all, probs  # free this chunk's buffers before the next one is built
-        return torch.cat(logps), torch.cat(ents)
+        logp = torch.cat(logps)
+        return logp, (torch.cat(ents) if with_entropy else torch.zeros_like(logp))
 
     @staticmethod
     def backward(ctx, grad_logp, grad_ent):  # noqa: D102
@@ -288,7 +293,8 @@ class _ChunkedLogprobs(torch.autograd.Function):
             else:
                 grad = probs.mul_(-grad_logp[start:stop, None])
             grad.scatter_add_(-1, targets[start:stop, None], grad_logp[start:stop, None])
-            grad.div_(t)  # chain rule through z = logits / T
+            if t != 1.0:
+                grad.div_(t)  # chain rule through z = logits / T
             if grad_hidden is not None:
                 grad_hidden[start:stop] = (grad.to(dtype) @ w).to(hidden.dtype)
             if grad_weight is not None:
@@ -296,7 +302,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
             del grad, logp_all, probs  # free this chunk's buffers before the next one is built
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def _log_softmax_chunk(
@@ -305,11 +311,13 @@ def _log_softmax_chunk(
     temperature: float,
     support: torch.Tensor | None,
     start: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_probs: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log_softmax, softmax) of one chunk's logits (rows ``[start, start + len(hidden))`` of
     the batch), restricted to the packed ``support`` if given. Outside the support the
     probability is 0 and the returned log-prob is 0, not -inf, so that ``p * log p`` and the
-    backward's ``p * (log p + H)`` are 0 there rather than NaN."""
+    backward's ``p * (log p + H)`` are 0 there rather than NaN. ``with_probs=False``: the
+    softmax is not built (None), the log-softmax is the same."""
     logits = F.linear(hidden.to(weight.dtype), weight).float()
     if temperature != 1.0:
         logits.div_(temperature)
@@ -319,7 +327,7 @@ def _log_softmax_chunk(
         logits.masked_fill_(outside, float("-inf"))
     logp_all = torch.log_softmax(logits, dim=-1)
     del logits
-    probs = logp_all.exp()
+    probs = logp_all.exp() if with_probs else None
     if outside is not None:
         logp_all.masked_fill_(outside, 0.0)
     return logp_all, probs
@@ -363,7 +371,7 @@ def token_logprobs(
             return empty, (empty if with_entropy else None)
         with torch.autocast(device, enabled=False):
             logp, ent = _ChunkedLogprobs.apply(
-                hidden, weight, targets, support, temperature, chunk, dtype
+                hidden, weight, targets, support, temperature, chunk, dtype, with_entropy
             )
         return logp, (ent if with_entropy else None)
     logps, ents = [], []
@@ -1034,8 +1042,8 @@ class LMPolicy(nn.Module):
         width = fed.shape[1]
         shared = None
         if self.compile_backend is None and 1 < prompt_len < width and fed.shape[0] > 1:
-            unique, inverse = _unique_rows(fed[:, :prompt_len].cpu().numpy(),
-                                           fed_mask[:, :prompt_len].cpu().numpy(), None)  # fmt: skip
+            prompts = fed[:, :prompt_len].cpu().numpy(), fed_mask[:, :prompt_len].cpu().numpy()
+            unique, inverse = _unique_rows(*prompts, None)
             if len(unique) < fed.shape[0]:
                 shared = unique, inverse
         if shared is None:

@@ -64,8 +64,6 @@ def test_zero_rewards_leave_a_tiny_policy_unchanged(name):
 @pytest.mark.parametrize("name", ["grpo", "ppo", "rloo"])
 def test_zero_rewards_leave_smollm2_unchanged(name):
     """The reported case: SmolLM2 answers no arithmetic prompt, every reward is 0."""
-    envs = gym.make_vec(
-        "TextGen-Arithmetic-v0", num_envs=4, scorer=zero_scorer, max_new_tokens=8
-    )
+    envs = gym.make_vec("TextGen-Arithmetic-v0", num_envs=4, scorer=zero_scorer, max_new_tokens=8)
     policy = LMPolicy.from_pretrained("smollm2-135m", precision="fp32")
     assert_no_drift(policy, envs, name)
