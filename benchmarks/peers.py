@@ -35,18 +35,17 @@ PEERS = ("sb3-ppo", "trl-grpo")
 TRL_MISSING = "trl is not installed (pip install 'textgym[trl]')"
 SB3_MISSING = "stable-baselines3 is not installed (pip install 'textgym[sb3]')"
 
-# SB3 PPO settings: those of tests/test_sb3.py's copy-task test (a constant learning rate: the
-# budget is in episodes, so SB3's total_timesteps, where a linear schedule ends, is not known up
-# front). On quick's TextGen-Copy-v0 budget (2,400 episodes, ~15k steps, seed 0) they gave a
-# greedy test score of 0.24, README's recipe (n_steps 64, batch 256, lr 1e-3, clip 0.1) 0.14.
+# SB3 PPO settings: SB3's own defaults (2,048 env steps per update, minibatches of 64, 10
+# epochs, lr 3e-4, no entropy bonus), with ``n_steps`` per env = 2,048 // num_envs so that an
+# update sees SB3's default batch whatever the task's num_envs; the project's token extractor.
 SB3_PPO_DEFAULTS: dict[str, Any] = {
-    "n_steps": 32,
-    "batch_size": 128,
-    "n_epochs": 4,
-    "learning_rate": 3e-3,
+    "n_steps": None,
+    "batch_size": 64,
+    "n_epochs": 10,
+    "learning_rate": 3e-4,
     "clip_range": 0.2,
-    "ent_coef": 0.01,
-    "gamma": 1.0,
+    "ent_coef": 0.0,
+    "gamma": 0.99,
     "gae_lambda": 0.95,
     # token_policy_kwargs("ppo", ...)
     "embed_dim": 64,
@@ -172,6 +171,8 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
     extractor = {k: options.pop(k) for k in _EXTRACTOR_KEYS if k in options}
     hidden = extractor.pop("hidden", [64])
     env = make_sb3_env(task.env_id, n_envs=task.num_envs, seed=seed, **task.env_kwargs)
+    if options.get("n_steps") is None:
+        options["n_steps"] = max(1, 2048 // task.num_envs)
     model = PPO("MultiInputPolicy", env, seed=seed, verbose=0, device="cpu",
                 policy_kwargs=token_policy_kwargs("ppo", hidden=hidden, **extractor),
                 **options)  # fmt: skip

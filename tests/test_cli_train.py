@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     result = run(
         "train", "--env", "TextGen-Copy-v0", "--agent", "grpo", "--model", "tiny",
         "--episodes", "16", "--num-envs", "8", "--lr", "1e-3", "--group-size", "4",
-        "--config", '{"ent_coef": 0.0}', "--out", str(out), "--threads", "1", "--no-progress",
+        "--config", '{"ent_coef": 0.01, "episodes_per_update": 8}', "--out", str(out), "--threads", "1", "--no-progress",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return out, result
@@ -42,7 +42,11 @@ def test_train_writes_run_config_checkpoint_and_logs(trained):
     run_cfg = json.loads((out / "run.json").read_text())
     assert run_cfg["env_id"] == "TextGen-Copy-v0" and run_cfg["agent"] == "grpo"
     assert run_cfg["model"] == "tiny" and run_cfg["seed"] == 0
-    assert run_cfg["config"] == {"ent_coef": 0.0, "lr": 1e-3, "group_size": 4}
+    # episodes_per_update=8: one rollout per update (the tiny model's default is 256 episodes);
+    # ent_coef > 0 moves the policy even when all 16 episodes score 0 (no reward, no change)
+    assert run_cfg["config"] == {
+        "ent_coef": 0.01, "episodes_per_update": 8, "lr": 1e-3, "group_size": 4
+    }  # fmt: skip
     assert run_cfg["config_resolved"]["group_size"] == 4
     assert (out / "checkpoints" / "latest").read_text() == "iter-000002"
     assert (out / "checkpoints" / "iter-000002" / "model.safetensors").exists()
