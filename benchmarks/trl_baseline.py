@@ -17,8 +17,8 @@ of each of our learners), with the same torch threads:
 measured rounds (model loading and ``warmup`` rounds excluded); ``reward`` = the mean training
 reward over them.
 
-    python -m benchmarks.trl_baseline --threads 2 --learners grpo --beta 0
-    python -m benchmarks.trl_baseline --threads 2 --learners grpo --beta 0.04 --iterations 8
+    python -m benchmarks.trl_baseline --threads 1 --learners grpo --iterations 6 --beta 0
+    python -m benchmarks.trl_baseline --threads 1 --learners grpo --iterations 6 --beta 0.04
 
 Without ``trl`` installed (``pip install 'textgym[trl]'``) it reports "not run" and why.
 """
