@@ -1,8 +1,9 @@
 """Benchmark presets: which agents, tasks, seeds and budgets a quality benchmark runs.
 
 * ``tiny``: seconds; for the tests (tiny model, 1 seed, 2 agents and SB3 PPO, TextGen-Copy-v0).
-* ``quick``: about 20 minutes on a 2-core CPU: the character tasks (Copy, Reverse) with a tiny LM,
-  all agents and SB3 PPO x 3 seeds, plus a short SmolLM2-135M run (PPO, GRPO and TRL's
+* ``quick``: about an hour on a 2-core CPU (the character tasks' 54 cells took 42 minutes, the SB3
+  ones 4 minutes each): the character tasks (Copy, Reverse) with a tiny LM at 60,000 token-steps
+  per cell, all agents and SB3 PPO x 3 seeds, plus a short SmolLM2-135M run (PPO, GRPO and TRL's
   GRPOTrainer, 1 seed) on TextGen-v0 and the TRL speed comparison when ``trl`` is installed.
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
 * ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
@@ -158,8 +159,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         name="quick",
-        description="about 20 minutes on a 2-core CPU: character tasks with a tiny LM (all agents "
-        "and SB3 PPO x 3 seeds) and a short SmolLM2-135M run on TextGen-v0 (PPO, GRPO, TRL's "
+        description="about an hour on a 2-core CPU: character tasks with a tiny LM at 60,000 "
+        "token-steps per cell (all agents and SB3 PPO x 3 seeds) and a short SmolLM2-135M run on TextGen-v0 (PPO, GRPO, TRL's "
         "GRPOTrainer; 1 seed)",
         tasks=[
             TaskSpec(

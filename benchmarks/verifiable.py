@@ -158,8 +158,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     cpu = cpu_description()
-    print(f"CPU: {cpu['model']}, flags {' '.join(cpu['flags']) or '-'}, "
-          f"{cpu['torch_threads']} torch threads; precision {args.precision}", flush=True)
+    print(
+        f"CPU: {cpu['model']}, flags {' '.join(cpu['flags']) or '-'}, "
+        f"{cpu['torch_threads']} torch threads; precision {args.precision}",
+        flush=True,
+    )
 
     env_kwargs = _parse(args.env_set)
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
@@ -180,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             max_examples=args.warm_start_examples))  # fmt: skip
         result["warm_start"] = {"history": ws.history, "examples": ws.num_examples,
                                 "seconds": time.perf_counter() - t0}  # fmt: skip
-        print(f"warm start: {ws.num_examples} references x {args.warm_start_epochs} epochs, "
-              f"{time.perf_counter() - t0:.0f} s, last NLL {ws.history[-1]['loss']:.3f}")
+        print(
+            f"warm start: {ws.num_examples} references x {args.warm_start_epochs} epochs, "
+            f"{time.perf_counter() - t0:.0f} s, last NLL {ws.history[-1]['loss']:.3f}"
+        )
         result["after_warm_start"] = measure(policy, eval_envs, args.eval_episodes,
                                              args.eval_seed, args.samples, "warm start")  # fmt: skip
 
