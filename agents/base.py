@@ -484,7 +484,9 @@ class Learner:
                     stats = self.policy.evaluate(*args, **kwargs)
                     old[index, :width], values[index, :width] = stats.logprobs, stats.values
                 if reference:
-                    ref[index, :width] = self.policy.evaluate(*args, reference=True, **kwargs).logprobs
+                    ref[index, :width] = self.policy.evaluate(
+                        *args, reference=True, **kwargs
+                    ).logprobs
         if deferred:  # gradient_epochs fills old_logprobs and logs kl / logprob_gap
             batch["acting_logprobs"] = rollout.logprobs
             batch["kl"] = torch.zeros_like(old)
@@ -879,7 +881,7 @@ def read_checkpoint_state(path: Path) -> dict:
 def verify_checkpoint_files(path: Path, state: dict) -> None:
     """Every file state.json lists has the sha256 it was saved with (CheckpointError if not)."""
     hashes = state.get("files")
-    for name, digest in (hashes.items() if isinstance(hashes, dict) else ()):
+    for name, digest in hashes.items() if isinstance(hashes, dict) else ():
         other = Path(path) / name
         if other.is_file() and _sha256(other) != digest:
             raise CheckpointError(

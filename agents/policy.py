@@ -1144,7 +1144,10 @@ class LMPolicy(nn.Module):
                 if rebuild.any():
                     rows = np.flatnonzero(rebuild)
                     hidden[torch.from_numpy(rows).to(device)] = self._prefill_rows(
-                        ids_np[rows], mask_np[rows], last[rows], rows,
+                        ids_np[rows],
+                        mask_np[rows],
+                        last[rows],
+                        rows,
                         None if steps is None else steps[rows],
                     )
             logits = self._logits(self.model, hidden)
@@ -1198,8 +1201,14 @@ class LMPolicy(nn.Module):
             unique, inverse = _unique_rows(ids[:, first:width], mask[:, first:width], steps)
             if len(unique) < len(ids):
                 u = torch.from_numpy(unique).to(device)
-                hidden = self._hidden(self.model, ids_t[u], mask_t[u], _positions(mask_t[u]),
-                                      cache, steps=None if steps is None else steps[unique])
+                hidden = self._hidden(
+                    self.model,
+                    ids_t[u],
+                    mask_t[u],
+                    _positions(mask_t[u]),
+                    cache,
+                    steps=None if steps is None else steps[unique],
+                )
                 inverse_t = torch.from_numpy(inverse).to(device)
                 cache.reorder_cache(inverse_t)
                 hidden = hidden[inverse_t]

@@ -94,8 +94,11 @@ def _quiet(fn: Any, *args: Any) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dry-run", action="store_true",
-                   help="CPU, tiny sizes: check that every section runs (figures mean nothing)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="CPU, tiny sizes: check that every section runs (figures mean nothing)",
+    )
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds; sections that would start later are skipped")  # fmt: skip
@@ -165,8 +168,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry = {"ok": True, "seconds": time.perf_counter() - t0, **_as_dict(result),
                      "printed": printed}  # fmt: skip
         except Exception as e:  # record it, keep the other sections
-            entry = {"ok": False, "seconds": time.perf_counter() - t0,
-                     "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            entry = {
+                "ok": False,
+                "seconds": time.perf_counter() - t0,
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
         report["sections"][name] = entry
         print(f"[{name}] {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']:.1f} s: "
               f"{_headline(name, entry)}", flush=True)  # fmt: skip
@@ -193,12 +200,15 @@ def _headline(name: str, entry: dict[str, Any]) -> str:
                     f"KL at init {entry['kl_at_init']:.2e}")  # fmt: skip
         if name == "rollout_vs_generate":
             r = entry
-            return (f"env {r['env_tokens_per_s']:,.0f} tok/s, generate "
-                    f"{r['generate_tokens_per_s']:,.0f} tok/s, ratio {r['ratio']:.3f}")
+            return (
+                f"env {r['env_tokens_per_s']:,.0f} tok/s, generate "
+                f"{r['generate_tokens_per_s']:,.0f} tok/s, ratio {r['ratio']:.3f}"
+            )
         if name == "gpu_paths":
             return "; ".join(
                 f"{r['kv_cache']}/{r['compile']}: {r['rollout_tokens_per_s']:,.0f} tok/s, "
-                f"update {r['update_ms']:.0f} ms" for r in entry["result"]
+                f"update {r['update_ms']:.0f} ms"
+                for r in entry["result"]
             )
         if name == "logprob_memory":
             return "; ".join(f"{mode}: {m['ratio']:.3f}x naive"

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+
     autocast = policy.autocast if policy.amp_dtype is not None else contextlib.nullcontext
 
     def run_env(seed: int) -> float:

@@ -271,8 +271,11 @@ def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     assert batch_sizes[0] == 2  # the prefill: one row per distinct prompt
     assert set(batch_sizes[1:]) == {8}  # then every slot steps
     # The same episodes as a prefill of every row (rounding apart), and the update's log-probs.
-    monkeypatch.setattr(policy_module, "_unique_rows",
-                        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))))
+    monkeypatch.setattr(
+        policy_module,
+        "_unique_rows",
+        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))),
+    )
     calls = len(batch_sizes)
     plain = collect_rollout(policy, envs, seeds=seeds, generator=torch.Generator().manual_seed(1))
     assert batch_sizes[calls] == 8  # this time the prefill had every row
@@ -309,8 +312,11 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
     monkeypatch.setattr(policy, "_hidden", spy)
     shared, shared_grads = run()
     assert [s[0] for s in sizes] == [2, 8]  # the two prompts once, then every completion
-    monkeypatch.setattr(policy_module, "_unique_rows",
-                        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))))
+    monkeypatch.setattr(
+        policy_module,
+        "_unique_rows",
+        lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))),
+    )
     sizes.clear()
     full, full_grads = run()
     assert [s[0] for s in sizes] == [8]
