@@ -21,7 +21,7 @@ import textgym  # noqa: F401  (registers the envs)
 from agents import LEARNERS, LMPolicy, distributed, evaluate
 
 
-def _parse(items: list[str]) -> dict:
+def parse_assignments(items: list[str]) -> dict:
     """``KEY=VALUE`` pairs; values are JSON (numbers, true/false, null) or plain strings."""
     out = {}
     for item in items:
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cls = LEARNERS[args.learner]
     overrides = {k: v for k, v in (("lr", args.lr), ("kl_coef", args.kl_coef)) if v is not None}
-    overrides.update(_parse(args.set))
-    env_kwargs = _parse(args.env_set)
+    overrides.update(parse_assignments(args.set))
+    env_kwargs = parse_assignments(args.env_set)
     config = cls.Config(seed=args.seed, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
                         **overrides)  # fmt: skip
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)

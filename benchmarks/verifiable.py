@@ -32,17 +32,7 @@ import torch
 import textgym  # noqa: F401  (registers the envs)
 from agents import LEARNERS, LMPolicy, WarmStartConfig, evaluate, warm_start
 from agents.rollout import Rollout
-
-
-def _parse(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+from agents.train import parse_assignments
 
 
 def cpu_description() -> dict[str, Any]:
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
 
-    env_kwargs = _parse(args.env_set)
+    env_kwargs = parse_assignments(args.env_set)
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     eval_envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     if args.model == "tiny":
@@ -198,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides["group_size"] = args.group_size
         if args.drop_flat_groups:
             cls = with_flat_group_dropping(cls)
-    overrides.update(_parse(args.set))
+    overrides.update(parse_assignments(args.set))
     config = cls.Config.for_policy(policy, seed=args.seed, **overrides)
     agent = cls(policy, envs, config)
     t1 = time.perf_counter()
