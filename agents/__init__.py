@@ -34,8 +34,13 @@ from agents.warm_start import SupervisedWarmStart, WarmStartConfig, warm_start
 
 # The learners by the names the command lines and benchmarks use.
 LEARNERS: dict[str, type[Learner]] = {
-    "ppo": PPO, "grpo": GRPO, "rloo": RLOO, "reinforce": REINFORCE, "a2c": A2C, "nlpo": NLPO,
-}  # fmt: skip
+    "ppo": PPO,
+    "grpo": GRPO,
+    "rloo": RLOO,
+    "reinforce": REINFORCE,
+    "a2c": A2C,
+    "nlpo": NLPO,
+}
 
 __all__ = [
     "A2C",

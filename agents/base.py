@@ -283,8 +283,11 @@ class Learner:
                 self.history.append(row)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.3f}",
-                                    tok_s=f"{row['tokens_per_s']:.0f}")  # fmt: skip
+                    bar.set_postfix(
+                        reward=f"{row['reward']:.3f}",
+                        kl=f"{row['kl']:.3f}",
+                        tok_s=f"{row['tokens_per_s']:.0f}",
+                    )
                 if (
                     c.checkpoint_dir
                     and c.checkpoint_every
@@ -302,13 +305,18 @@ class Learner:
     def train_iteration(self) -> dict[str, float]:
         """One iteration: a rollout, then :meth:`update`; returns the logged row."""
         t0 = time.perf_counter()
-        rollout = cat_rollouts([
-            collect_rollout(
-                self.acting_policy(), self.envs, seeds=self._rollout_seeds(),
-                split=self.config.train_split, generator=self.generator,
-            )
-            for _ in range(self.rollouts_per_update)
-        ])  # fmt: skip
+        rollout = cat_rollouts(
+            [
+                collect_rollout(
+                    self.acting_policy(),
+                    self.envs,
+                    seeds=self._rollout_seeds(),
+                    split=self.config.train_split,
+                    generator=self.generator,
+                )
+                for _ in range(self.rollouts_per_update)
+            ]
+        )
         self.iteration += 1
         world = self.dist.world_size
         self.episodes += rollout.num_envs * world
@@ -475,8 +483,9 @@ class Learner:
         old, values = torch.zeros_like(rollout.logprobs), torch.zeros_like(rollout.values)
         ref = torch.zeros_like(rollout.logprobs)
         with torch.no_grad():
-            for index, mb, mb_prompt_len in self.minibatches(batch, rollout.prompt_len,
-                                                             self._orders[0]):  # fmt: skip
+            for index, mb, mb_prompt_len in self.minibatches(
+                batch, rollout.prompt_len, self._orders[0]
+            ):
                 args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
                 kwargs = dict(with_entropy=False, mask=mb["mask"], support=mb.get("support"))
                 width = int(mb["mask"].shape[1])
@@ -541,9 +550,12 @@ class Learner:
                 args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
                 if reference_in_loss and epoch > 0:
                     mb["ref_logprobs"] = self.policy.evaluate(
-                        *args, with_entropy=False, reference=True, mask=mb["mask"],
+                        *args,
+                        with_entropy=False,
+                        reference=True,
+                        mask=mb["mask"],
                         support=mb.get("support"),
-                    ).logprobs  # fmt: skip
+                    ).logprobs
                 stats = self.policy.evaluate(
                     *args, with_values=with_values, mask=mb["mask"], support=mb.get("support")
                 )
@@ -670,8 +682,9 @@ class Learner:
             save_file(rng, str(tmp / "rng.safetensors"))
             extra = self.extra_tensors()
             if extra:
-                save_file({k: v.contiguous() for k, v in extra.items()},
-                          str(tmp / "extra.safetensors"))  # fmt: skip
+                save_file(
+                    {k: v.contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors")
+                )
             state = {
                 "learner": type(self).__name__,
                 "iteration": self.iteration,
@@ -767,8 +780,18 @@ class Learner:
             raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
         state = read_checkpoint_state(path)
         file = path / "state.json"
-        required = ("learner", "iteration", "episodes", "tokens", "skipped_updates", "kl_coef",
-                    "best_eval", "evals_without_improvement", "numpy_rng", "extra")  # fmt: skip
+        required = (
+            "learner",
+            "iteration",
+            "episodes",
+            "tokens",
+            "skipped_updates",
+            "kl_coef",
+            "best_eval",
+            "evals_without_improvement",
+            "numpy_rng",
+            "extra",
+        )
         if any(k not in state for k in required):
             raise CheckpointError(f"{file}: missing fields (needs {', '.join(required)})")
         if state["learner"] != type(self).__name__:
@@ -905,8 +928,11 @@ def check_model_file(file: Path, policy: Any) -> None:
     present = {own[k].data_ptr() for k in shapes if k in own}
     unexpected = sorted(set(shapes) - set(own))
     missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
-    wrong = [f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
-             for k in shapes if k in own and shapes[k] != tuple(own[k].shape)]  # fmt: skip
+    wrong = [
+        f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
+        for k in shapes
+        if k in own and shapes[k] != tuple(own[k].shape)
+    ]
     if unexpected or missing or wrong:
         detail = "; ".join(
             [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)

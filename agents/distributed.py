@@ -87,9 +87,11 @@ def setup(backend: str | None = None, timeout_s: float = 1800) -> DistInfo:
     if backend == "nccl":
         torch.cuda.set_device(info.local_rank)
     dist.init_process_group(
-        backend, rank=info.rank, world_size=info.world_size,
+        backend,
+        rank=info.rank,
+        world_size=info.world_size,
         timeout=datetime.timedelta(seconds=timeout_s),
-    )  # fmt: skip
+    )
     return info
 
 
@@ -128,8 +130,10 @@ def all_reduce_gradients(params: list[torch.nn.Parameter], local_ok: bool = True
     world = dist.get_world_size()
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     device = _comm_device(params[0]) if params else torch.device("cpu")
-    flat = torch.cat([g.detach().reshape(-1).to(device, torch.float32) for g in grads]
-                     + [torch.tensor([0.0 if local_ok else 1.0], device=device)])  # fmt: skip
+    flat = torch.cat(
+        [g.detach().reshape(-1).to(device, torch.float32) for g in grads]
+        + [torch.tensor([0.0 if local_ok else 1.0], device=device)]
+    )
     dist.all_reduce(flat)
     if flat[-1].item() > 0:
         return False

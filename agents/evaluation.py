@@ -136,23 +136,39 @@ def evaluate(
     lengths: list[int] = []
     while len(scores) < n_episodes:
         seeds = rng.integers(0, 2**31 - 1, size=envs.num_envs).tolist()
-        ro = collect_rollout(actor, envs, seeds=seeds, split=split,
-                             deterministic=deterministic, generator=generator)  # fmt: skip
+        ro = collect_rollout(
+            actor, envs, seeds=seeds, split=split, deterministic=deterministic, generator=generator
+        )
         take = min(ro.num_envs, n_episodes - len(scores))
         ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
         # Both sides recomputed the same way (not the acting-time log-probs, which differ from a
         # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
-        ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
-                              mask=mask).logprobs  # fmt: skip
+        ref = policy.evaluate(
+            ids, attn, ro.prompt_len, with_entropy=False, reference=True, mask=mask
+        ).logprobs
         support = None if ro.support is None else ro.support[:take]
-        logp = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=with_entropy,
-                               with_values=False, mask=mask, support=support)  # fmt: skip
+        logp = policy.evaluate(
+            ids,
+            attn,
+            ro.prompt_len,
+            with_entropy=with_entropy,
+            with_values=False,
+            mask=mask,
+            support=support,
+        )
         if with_entropy:
             entropy_sum += float(logp.entropies.sum())
         kls += (logp.logprobs - ref).sum(-1).tolist()
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
-            ref = policy.evaluate(ids, attn, ro.prompt_len, with_entropy=False, reference=True,
-                                  temperature=1.0, mask=mask).logprobs  # fmt: skip
+            ref = policy.evaluate(
+                ids,
+                attn,
+                ro.prompt_len,
+                with_entropy=False,
+                reference=True,
+                temperature=1.0,
+                mask=mask,
+            ).logprobs
         nll -= float(ref.sum())
         tokens += int(mask.sum())
         scores += ro.scores[:take].tolist()
@@ -163,8 +179,9 @@ def evaluate(
         parts = distributed.gather_objects(
             (scores, kls, nll, tokens, prompts, completions, lengths, entropy_sum)
         )
-        scores, kls, prompts, completions, lengths = ([x for part in parts for x in part[i]]
-                                                      for i in (0, 1, 4, 5, 6))  # fmt: skip
+        scores, kls, prompts, completions, lengths = (
+            [x for part in parts for x in part[i]] for i in (0, 1, 4, 5, 6)
+        )
         nll, tokens = sum(part[2] for part in parts), sum(part[3] for part in parts)
         entropy_sum = sum(part[7] for part in parts)
     values = np.asarray(scores, dtype=np.float64)

@@ -123,9 +123,13 @@ class NLPO(PPO):
         if self.mask_policy is None:
             model = copy.deepcopy(p.model).eval().requires_grad_(False)
             self.mask_policy = _RecordingPolicy(
-                model, precision=p.precision, temperature=p.temperature, chunk_size=p.chunk_size,
-                compile=p.compile_backend or False, kv_cache=p.kv_cache,
-            )  # fmt: skip
+                model,
+                precision=p.precision,
+                temperature=p.temperature,
+                chunk_size=p.chunk_size,
+                compile=p.compile_backend or False,
+                kv_cache=p.kv_cache,
+            )
         else:
             self._load_mask_weights(self._trainable(p.model))
         self._mask_iteration = self.iteration

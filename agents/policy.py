@@ -254,8 +254,9 @@ class _ChunkedLogprobs(torch.autograd.Function):
         logps, ents = [], []
         for start in range(0, hidden.shape[0], chunk):
             stop = start + chunk
-            logp_all, probs = _log_softmax_chunk(hidden[start:stop], w, temperature, support,
-                                                 start, with_probs=with_entropy)  # fmt: skip
+            logp_all, probs = _log_softmax_chunk(
+                hidden[start:stop], w, temperature, support, start, with_probs=with_entropy
+            )
             logps.append(logp_all.gather(-1, targets[start:stop, None]).squeeze(-1))
             if with_entropy:  # else the entropies are zeros, and no softmax is built
                 ents.append(-probs.mul_(logp_all).sum(-1))
@@ -377,10 +378,15 @@ def token_logprobs(
     logps, ents = [], []
     for start in range(0, hidden.shape[0], chunk):
         args = (
-            hidden[start : start + chunk], weight, bias, targets[start : start + chunk],
-            temperature, softcap, with_entropy,
+            hidden[start : start + chunk],
+            weight,
+            bias,
+            targets[start : start + chunk],
+            temperature,
+            softcap,
+            with_entropy,
             None if support is None else support[start : start + chunk],
-        )  # fmt: skip
+        )
         if grad:
             logp, ent = checkpoint(_chunk_stats, *args, use_reentrant=False)
         else:
@@ -778,10 +784,16 @@ class LMPolicy(nn.Module):
         space = getattr(envs, "single_action_space", None) or envs.action_space
         width = int(envs.observation_space["input_ids"].shape[-1])
         lm = tiny_lm(
-            vocab_size=int(space.n), n_layer=n_layer, n_embd=n_embd, n_head=n_head, seed=seed,
-            max_positions=max(512, width), pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        )  # fmt: skip
+            vocab_size=int(space.n),
+            n_layer=n_layer,
+            n_embd=n_embd,
+            n_head=n_head,
+            seed=seed,
+            max_positions=max(512, width),
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         kwargs.setdefault("position_embeddings", width)
         policy = cls(lm, tok, seed=seed, **kwargs)
         policy.learner_defaults = dict(TINY_LEARNER_DEFAULTS)
@@ -839,9 +851,10 @@ class LMPolicy(nn.Module):
                 )
         adapters = self._adapter_names()
         outside = [
-            n for n, p in self.model.named_parameters()
+            n
+            for n, p in self.model.named_parameters()
             if p.requires_grad and not any(f".{a}." in f".{n}." for a in adapters)
-        ]  # fmt: skip
+        ]
         if outside:
             raise ValueError(
                 f"{len(outside)} trainable parameter(s) are not part of the peft adapter "
@@ -902,8 +915,12 @@ class LMPolicy(nn.Module):
         completion step of each input token (see :meth:`step_ids`), for the position embeddings
         if the policy has them (the reference's frozen copy while scoring the reference)."""
         decoder, _ = _decoder_and_head(model)
-        inputs = dict(attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=cache is not None, **{self._cache_kw: cache})  # fmt: skip
+        inputs = dict(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=cache is not None,
+            **{self._cache_kw: cache},
+        )
         where = self.ref_positions if self._reference_active else self.position_embeddings
         if where is not None and steps is not None:
             embeds = decoder.get_input_embeddings()(input_ids)
@@ -987,10 +1004,30 @@ class LMPolicy(nn.Module):
             support = support.to(self.device)[mask]
         if reference:
             with torch.no_grad(), self._reference() as ref:
-                return self._evaluate(ref, input_ids, attention_mask, prompt_len, mask, targets,
-                                      temperature, with_entropy, False, support)  # fmt: skip
-        return self._evaluate(self.model, input_ids, attention_mask, prompt_len, mask, targets,
-                              temperature, with_entropy, with_values, support)  # fmt: skip
+                return self._evaluate(
+                    ref,
+                    input_ids,
+                    attention_mask,
+                    prompt_len,
+                    mask,
+                    targets,
+                    temperature,
+                    with_entropy,
+                    False,
+                    support,
+                )
+        return self._evaluate(
+            self.model,
+            input_ids,
+            attention_mask,
+            prompt_len,
+            mask,
+            targets,
+            temperature,
+            with_entropy,
+            with_values,
+            support,
+        )
 
     def _evaluate(
         self,
@@ -1013,10 +1050,16 @@ class LMPolicy(nn.Module):
             hidden = self._completion_hidden(model, fed, attention_mask[:, :-1], prompt_len, steps)
             weight, bias = _head_weight_and_bias(_decoder_and_head(model)[1])  # LoRA included
             logp, ent = token_logprobs(
-                hidden[mask], weight, targets[mask], bias=bias, temperature=temperature,
-                with_entropy=with_entropy, chunk_size=self.chunk_size, softcap=self.softcap,
+                hidden[mask],
+                weight,
+                targets[mask],
+                bias=bias,
+                temperature=temperature,
+                with_entropy=with_entropy,
+                chunk_size=self.chunk_size,
+                softcap=self.softcap,
                 support=support,
-            )  # fmt: skip
+            )
         shape = mask.shape
         logprobs = logp.new_zeros(shape).index_put((mask,), logp)
         entropies = logp.new_zeros(shape).index_put((mask,), ent) if with_entropy else None
@@ -1052,14 +1095,22 @@ class LMPolicy(nn.Module):
         u, inv = (torch.from_numpy(x).to(device) for x in shared)
         cache = self._new_cache()
         prompt = self._hidden(
-            model, fed[u, :prompt_len], fed_mask[u, :prompt_len], positions[u, :prompt_len],
-            cache, steps=None if steps is None else steps[:, :prompt_len],
-        )  # fmt: skip
+            model,
+            fed[u, :prompt_len],
+            fed_mask[u, :prompt_len],
+            positions[u, :prompt_len],
+            cache,
+            steps=None if steps is None else steps[:, :prompt_len],
+        )
         cache.reorder_cache(inv)
         rest = self._hidden(
-            model, fed[:, prompt_len:], fed_mask, positions[:, prompt_len:], cache,
+            model,
+            fed[:, prompt_len:],
+            fed_mask,
+            positions[:, prompt_len:],
+            cache,
             steps=None if steps is None else steps[:, prompt_len:],
-        )  # fmt: skip
+        )
         return torch.cat([prompt[inv, prompt_len - 1 :], rest], dim=1)
 
     # -- acting ----------------------------------------------------------------------------------
@@ -1160,8 +1211,14 @@ class LMPolicy(nn.Module):
         if not deterministic:
             # Top-k/top-p truncate the distribution sampled from: its set becomes the step's
             # support (returned packed), so that the update scores that same distribution.
-            kept = sampling_support(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    mask_bias=mask_bias, support=support)  # fmt: skip
+            kept = sampling_support(
+                logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                mask_bias=mask_bias,
+                support=support,
+            )
             if kept is not None:
                 support, top_k, top_p = kept, 0, 1.0
         tokens, logp = sample_tokens(
@@ -1261,8 +1318,15 @@ class LMPolicy(nn.Module):
             if skip.any():  # masked_fill_, not boolean indexing: no device sync per step
                 state.mask.masked_fill_(torch.from_numpy(skip).to(device)[:, None], 0)
             state.mask[:, column] = 1
-            hidden = self._hidden(self.model, tokens, state.mask, state.next_pos[:, None],
-                                  state.cache, step=True, steps=steps)  # fmt: skip
+            hidden = self._hidden(
+                self.model,
+                tokens,
+                state.mask,
+                state.next_pos[:, None],
+                state.cache,
+                step=True,
+                steps=steps,
+            )
             state.column = column + 1
         state.next_pos += fed
         return hidden[:, -1]

@@ -130,8 +130,23 @@ def collect_rollout(
     # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
     # until its outermost region exits, so they are cast once per rollout, not once per step.
     with policy.autocast():
-        _steps(policy, envs, obs, action_mask, deterministic, generator, tokens, rewards,
-               logprobs, values, lengths, done, completions, finals, supports)  # fmt: skip
+        _steps(
+            policy,
+            envs,
+            obs,
+            action_mask,
+            deterministic,
+            generator,
+            tokens,
+            rewards,
+            logprobs,
+            values,
+            lengths,
+            done,
+            completions,
+            finals,
+            supports,
+        )
     if not done.all():
         raise RuntimeError(
             f"{int((~done).sum())} episode(s) did not end within max_new_tokens={horizon} steps"

@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--minutes", type=float, default=None, help="training time budget")
     p.add_argument("--eval-episodes", type=int, default=64)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", default="auto",
-                   help="torch.compile backend, 'off', or 'auto' (inductor on CUDA)")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        default="auto",
+        help="torch.compile backend, 'off', or 'auto' (inductor on CUDA)",
+    )
     p.add_argument("--kv-cache", default="auto", choices=["auto", "dynamic", "static"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--lr", type=float, default=None)
@@ -53,10 +56,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--log-dir", default=None)
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="other config fields, e.g. --set update_epochs=4 minibatch_size=8")  # fmt: skip
-    p.add_argument("--env-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="env arguments, e.g. --env-set max_new_tokens=16")  # fmt: skip
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other config fields, e.g. --set update_epochs=4 minibatch_size=8",
+    )
+    p.add_argument(
+        "--env-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env arguments, e.g. --env-set max_new_tokens=16",
+    )
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -66,14 +79,18 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {k: v for k, v in (("lr", args.lr), ("kl_coef", args.kl_coef)) if v is not None}
     overrides.update(parse_assignments(args.set))
     env_kwargs = parse_assignments(args.env_set)
-    config = cls.Config(seed=args.seed, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
-                        **overrides)  # fmt: skip
+    config = cls.Config(
+        seed=args.seed, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir, **overrides
+    )
     envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     eval_envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
     policy = LMPolicy.from_pretrained(
-        args.model, precision=args.precision, device=distributed.default_device(),
-        compile=args.compile, kv_cache=args.kv_cache,
-    )  # fmt: skip
+        args.model,
+        precision=args.precision,
+        device=distributed.default_device(),
+        compile=args.compile,
+        kv_cache=args.kv_cache,
+    )
     agent = cls(policy, envs, config)
     if args.resume:
         agent.resume()

@@ -127,8 +127,11 @@ class SupervisedWarmStart:
             keep = torch.from_numpy(np.sort(self.rng.choice(n, c.max_examples, replace=False)))
             self.batch = {k: v[keep] for k, v in self.batch.items()}
         # The LM and its step/position embeddings, if any; not the value head.
-        params = [p for name, p in policy.named_parameters()
-                  if p.requires_grad and not name.startswith("value_head.")]  # fmt: skip
+        params = [
+            p
+            for name, p in policy.named_parameters()
+            if p.requires_grad and not name.startswith("value_head.")
+        ]
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.history: list[dict[str, float]] = []
@@ -141,9 +144,12 @@ class SupervisedWarmStart:
         """Mean negative log-likelihood of the completion tokens of rows ``index``."""
         mb, prompt_len = select(self.batch, index, self.prompt_len)
         stats = self.policy.evaluate(
-            mb["input_ids"], mb["attention_mask"], prompt_len, with_entropy=False,
+            mb["input_ids"],
+            mb["attention_mask"],
+            prompt_len,
+            with_entropy=False,
             with_values=False,
-        )  # fmt: skip
+        )
         mask = stats.mask
         return -masked_mean(stats.logprobs, mask), int(mask.sum())
 

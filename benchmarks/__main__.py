@@ -27,22 +27,32 @@ from benchmarks.presets import ALL_AGENTS, PEER_AGENTS, PRESETS, get_preset
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="textgym bench", description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        prog="textgym bench",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<preset>)")
-    p.add_argument("--agents", nargs="*", default=None,
-                   help="only these agents (learners or peers: sb3-ppo, trl-grpo)")  # fmt: skip
+    p.add_argument(
+        "--agents",
+        nargs="*",
+        default=None,
+        help="only these agents (learners or peers: sb3-ppo, trl-grpo)",
+    )
     p.add_argument("--tasks", nargs="*", default=None, help="only these env ids")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 instead of the preset's")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL GRPOTrainer comparison")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     p.add_argument("--list", action="store_true", help="print the preset's cells and exit")
-    p.add_argument("--results-md", default=None, metavar="PATH",
-                   help="also write the leaderboard as this preset's section of PATH (e.g. "
-                   "benchmarks/RESULTS.md; its plots go to figures/ beside it)")  # fmt: skip
+    p.add_argument(
+        "--results-md",
+        default=None,
+        metavar="PATH",
+        help="also write the leaderboard as this preset's section of PATH (e.g. "
+        "benchmarks/RESULTS.md; its plots go to figures/ beside it)",
+    )
     return p
 
 
@@ -56,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         learners = {*AGENTS, *(f"sft+{a}" for a in AGENTS)}
         unknown = set(args.agents) - known - learners - set(ALL_AGENTS) - set(PEER_AGENTS)
         if unknown:
-            raise SystemExit(f"unknown agent(s) {', '.join(sorted(unknown))}; preset "
-                             f"{preset.name!r} has {', '.join(sorted(known))}")  # fmt: skip
+            raise SystemExit(
+                f"unknown agent(s) {', '.join(sorted(unknown))}; preset "
+                f"{preset.name!r} has {', '.join(sorted(known))}"
+            )
         preset.agents = list(args.agents)
         for task in preset.tasks:
             if task.agents is not None:
@@ -83,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or f"runs/bench-{preset.name}"
     start = time.perf_counter()
     print(f"benchmark preset {preset.name!r} ({preset.description}) -> {out}", flush=True)
-    results = run_benchmark(preset, out, progress=not args.no_progress, trl=not args.no_trl,
-                            log=lambda s: print(s, flush=True))  # fmt: skip
+    results = run_benchmark(
+        preset,
+        out,
+        progress=not args.no_progress,
+        trl=not args.no_trl,
+        log=lambda s: print(s, flush=True),
+    )
     print(Path(out, "leaderboard.md").read_text())
     if args.results_md:
         import shutil
@@ -102,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"wrote the {preset.name!r} section of {target} (plots in {target.parent / 'figures'})"
         )
-    print(f"total {time.perf_counter() - start:.0f} s "
-          f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} skipped)")  # fmt: skip
+    print(
+        f"total {time.perf_counter() - start:.0f} s "
+        f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} skipped)"
+    )
     return 0
 
 

@@ -58,24 +58,37 @@ def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, 
     else:
         policy = LMPolicy.from_pretrained(model, device=device, precision="bf16")
     agent = PPO(policy, envs, PPO.Config(progress=False, kl_coef=0.05))
-    rollout = collect_rollout(policy, envs, seeds=list(range(num_envs)),
-                              generator=torch.Generator(policy.device).manual_seed(0))  # fmt: skip
+    rollout = collect_rollout(
+        policy,
+        envs,
+        seeds=list(range(num_envs)),
+        generator=torch.Generator(policy.device).manual_seed(0),
+    )
     batch, metrics = agent.prepare(rollout)
     mask = batch["mask"]
     gap = (rollout.logprobs.to(mask.device) - batch["old_logprobs"]).abs()[mask]
     lo, hi = math.inf, -math.inf
     with torch.no_grad():
         for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.evaluate(mb["input_ids"], mb["attention_mask"], prompt_len,
-                                    mask=mb["mask"], support=mb.get("support"))  # fmt: skip
+            stats = policy.evaluate(
+                mb["input_ids"],
+                mb["attention_mask"],
+                prompt_len,
+                mask=mb["mask"],
+                support=mb.get("support"),
+            )
             ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
             lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
     return {
-        "model": model, "num_envs": num_envs, "max_new_tokens": horizon,
-        "acting_vs_update_mean": float(gap.mean()), "acting_vs_update_max": float(gap.max()),
-        "first_update_ratio_min": lo, "first_update_ratio_max": hi,
+        "model": model,
+        "num_envs": num_envs,
+        "max_new_tokens": horizon,
+        "acting_vs_update_mean": float(gap.mean()),
+        "acting_vs_update_max": float(gap.max()),
+        "first_update_ratio_min": lo,
+        "first_update_ratio_max": hi,
         "kl_at_init": metrics["kl"],
-    }  # fmt: skip
+    }
 
 
 def trl_compare(spec: Any, precision: str, device: str) -> dict[str, Any]:
@@ -100,8 +113,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="CPU, tiny sizes: check that every section runs (figures mean nothing)",
     )
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds; sections that would start later are skipped")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds; sections that would start later are skipped",
+    )
     p.add_argument("--only", nargs="*", default=None, help="run only these sections")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -124,34 +141,94 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if dry:
         sections = {
             "bf16_gap": lambda: _quiet(bf16_gap, "tiny", 4, 8, device),
-            "rollout_vs_generate": lambda: _quiet(rollout_vs_generate.main, [
-                "--model", model, "--num-envs", "2", "--max-new-tokens", "4", "--repeats", "1",
-                "--precision", "bf16"]),
-            "gpu_paths": lambda: _quiet(gpu_paths.main, [
-                "--model", "tiny", "--num-envs", "2", "--max-new-tokens", "4", "--repeats", "1",
-                "--backend", "eager"]),
-            "logprob_memory": lambda: _quiet(logprob_memory.main, [
-                "--batch", "2", "--length", "8", "--vocab", "4096", "--hidden", "64",
-                "--device", "cpu"]),
+            "rollout_vs_generate": lambda: _quiet(
+                rollout_vs_generate.main,
+                [
+                    "--model",
+                    model,
+                    "--num-envs",
+                    "2",
+                    "--max-new-tokens",
+                    "4",
+                    "--repeats",
+                    "1",
+                    "--precision",
+                    "bf16",
+                ],
+            ),
+            "gpu_paths": lambda: _quiet(
+                gpu_paths.main,
+                [
+                    "--model",
+                    "tiny",
+                    "--num-envs",
+                    "2",
+                    "--max-new-tokens",
+                    "4",
+                    "--repeats",
+                    "1",
+                    "--backend",
+                    "eager",
+                ],
+            ),
+            "logprob_memory": lambda: _quiet(
+                logprob_memory.main,
+                [
+                    "--batch",
+                    "2",
+                    "--length",
+                    "8",
+                    "--vocab",
+                    "4096",
+                    "--hidden",
+                    "64",
+                    "--device",
+                    "cpu",
+                ],
+            ),
             "trl": lambda: _quiet(
-                trl_compare, replace(TRLSpec(), model="tiny", prompts=2, group_size=2,
-                                     max_new_tokens=4, iterations=1, warmup=1, learners=["grpo"]),
-                "fp32", "cpu"),
-        }  # fmt: skip
+                trl_compare,
+                replace(
+                    TRLSpec(),
+                    model="tiny",
+                    prompts=2,
+                    group_size=2,
+                    max_new_tokens=4,
+                    iterations=1,
+                    warmup=1,
+                    learners=["grpo"],
+                ),
+                "fp32",
+                "cpu",
+            ),
+        }
     else:
         sections = {
             "bf16_gap": lambda: _quiet(bf16_gap, model, 16, 32, device),
-            "rollout_vs_generate": lambda: _quiet(rollout_vs_generate.main, [
-                "--model", model, "--repeats", "5", "--precision", "auto"]),
+            "rollout_vs_generate": lambda: _quiet(
+                rollout_vs_generate.main,
+                ["--model", model, "--repeats", "5", "--precision", "auto"],
+            ),
             "gpu_paths": lambda: _quiet(gpu_paths.main, ["--model", model, "--repeats", "3"]),
-            "logprob_memory": lambda: _quiet(logprob_memory.main, [
-                "--batch", "16", "--length", "256", "--device", device]),
+            "logprob_memory": lambda: _quiet(
+                logprob_memory.main, ["--batch", "16", "--length", "256", "--device", device]
+            ),
             "trl": lambda: _quiet(
-                trl_compare, replace(TRLSpec(), model=model, prompts=8, group_size=8,
-                                     max_new_tokens=64, iterations=4, warmup=1,
-                                     learners=["grpo"]),
-                "bf16", device),
-        }  # fmt: skip
+                trl_compare,
+                replace(
+                    TRLSpec(),
+                    model=model,
+                    prompts=8,
+                    group_size=8,
+                    max_new_tokens=64,
+                    iterations=4,
+                    warmup=1,
+                    learners=["grpo"],
+                ),
+                "bf16",
+                device,
+            ),
+        }
     if args.only:
         sections = {k: v for k, v in sections.items() if k in args.only}
     report: dict[str, Any] = {"environment": env, "sections": {}}
@@ -165,8 +242,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             result, printed = run()
-            entry = {"ok": True, "seconds": time.perf_counter() - t0, **_as_dict(result),
-                     "printed": printed}  # fmt: skip
+            entry = {
+                "ok": True,
+                "seconds": time.perf_counter() - t0,
+                **_as_dict(result),
+                "printed": printed,
+            }
         except Exception as e:  # record it, keep the other sections
             entry = {
                 "ok": False,
@@ -175,8 +256,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "traceback": traceback.format_exc(),
             }
         report["sections"][name] = entry
-        print(f"[{name}] {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']:.1f} s: "
-              f"{_headline(name, entry)}", flush=True)  # fmt: skip
+        print(
+            f"[{name}] {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']:.1f} s: "
+            f"{_headline(name, entry)}",
+            flush=True,
+        )
     report["seconds"] = time.perf_counter() - start
     print(json.dumps({"environment": env, "seconds": round(report["seconds"], 1)}))
     if args.json:
@@ -194,10 +278,12 @@ def _headline(name: str, entry: dict[str, Any]) -> str:
         return entry["error"]
     try:
         if name == "bf16_gap":
-            return (f"|acting - update| log-prob mean {entry['acting_vs_update_mean']:.2e}, "
-                    f"max {entry['acting_vs_update_max']:.2e}; first-update ratios "
-                    f"{entry['first_update_ratio_min']:.6f}..{entry['first_update_ratio_max']:.6f}; "
-                    f"KL at init {entry['kl_at_init']:.2e}")  # fmt: skip
+            return (
+                f"|acting - update| log-prob mean {entry['acting_vs_update_mean']:.2e}, "
+                f"max {entry['acting_vs_update_max']:.2e}; first-update ratios "
+                f"{entry['first_update_ratio_min']:.6f}..{entry['first_update_ratio_max']:.6f}; "
+                f"KL at init {entry['kl_at_init']:.2e}"
+            )
         if name == "rollout_vs_generate":
             r = entry
             return (
@@ -211,8 +297,9 @@ def _headline(name: str, entry: dict[str, Any]) -> str:
                 for r in entry["result"]
             )
         if name == "logprob_memory":
-            return "; ".join(f"{mode}: {m['ratio']:.3f}x naive"
-                             for mode, m in entry["modes"].items())  # fmt: skip
+            return "; ".join(
+                f"{mode}: {m['ratio']:.3f}x naive" for mode, m in entry["modes"].items()
+            )
         if name == "trl":
             if entry.get("error"):
                 return f"not run: {entry['error']}"

@@ -43,8 +43,12 @@ def measure(policy: LMPolicy, envs, n: int, horizon: int, repeats: int) -> dict:
     def rollout(seed: int):
         _sync(device)
         t0 = time.perf_counter()
-        ro = collect_rollout(policy, envs, seeds=list(range(n)),
-                             generator=torch.Generator(device=device).manual_seed(seed))  # fmt: skip
+        ro = collect_rollout(
+            policy,
+            envs,
+            seeds=list(range(n)),
+            generator=torch.Generator(device=device).manual_seed(seed),
+        )
         _sync(device)
         assert ro.num_tokens == n * horizon
         return ro, time.perf_counter() - t0
@@ -95,8 +99,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
             model = tiny_lm(vocab_size=int(envs.single_action_space.n), n_layer=2, n_embd=64)
             return LMPolicy(model, precision=args.precision, kv_cache=kv_cache, compile=compile)
-        return LMPolicy.from_pretrained(args.model, precision=args.precision, kv_cache=kv_cache,
-                                        compile=compile)  # fmt: skip
+        return LMPolicy.from_pretrained(
+            args.model, precision=args.precision, kv_cache=kv_cache, compile=compile
+        )
 
     rows = []
     for kv_cache, compile in [("dynamic", False), ("static", False), ("static", args.backend)]:
@@ -108,8 +113,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row["rollout_speedup"] = row["rollout_tokens_per_s"] / base["rollout_tokens_per_s"]
             row["update_speedup"] = base["update_ms"] / row["update_ms"]
         rows.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)  # fmt: skip
+        print(
+            json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

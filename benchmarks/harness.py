@@ -211,8 +211,11 @@ def random_policy_eval(envs: Any, n_episodes: int, seed: int) -> dict[str, Any]:
         for i in done:
             if len(found[i]) < per_slot:
                 score = float(infos["score"][i]) if "score" in infos else float(rewards[i])
-                row = {"prompt": str(infos["prompt"][i]),
-                       "completion": str(infos["completion"][i]), "score": score}  # fmt: skip
+                row = {
+                    "prompt": str(infos["prompt"][i]),
+                    "completion": str(infos["completion"][i]),
+                    "score": score,
+                }
                 found[i].append((row, int(steps[i])))
         steps[done] = -1  # NextStep autoreset: the next step of a finished slot is its reset
     ordered = [found[i][k] for k in range(per_slot) for i in range(envs.num_envs)][:n_episodes]
@@ -242,8 +245,9 @@ def random_policy_eval(envs: Any, n_episodes: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _rows_figures(rows: list[dict[str, Any]], mean_length: float, entropy: float | None
-                  ) -> dict[str, Any]:  # fmt: skip
+def _rows_figures(
+    rows: list[dict[str, Any]], mean_length: float, entropy: float | None
+) -> dict[str, Any]:
     """The eval figures of a row without an LMPolicy (a peer): no KL or perplexity."""
     from agents.evaluation import distinct_n
 
@@ -273,8 +277,13 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
 
     t0 = time.perf_counter()
     eval_envs = make_envs(task.env_id, min(task.num_envs, task.eval_episodes), task.env_kwargs)
-    result: dict[str, Any] = {"agent": agent, "seed": seed, "env_id": task.env_id,
-                              "model": task.model, "greedy": task.greedy}  # fmt: skip
+    result: dict[str, Any] = {
+        "agent": agent,
+        "seed": seed,
+        "env_id": task.env_id,
+        "model": task.model,
+        "greedy": task.greedy,
+    }
     if agent == "random":
         result.update(random_policy_eval(eval_envs, task.eval_episodes, seed))
         result.update(train_seconds=0.0, episodes=0, tokens=0, tokens_per_s=None, curve=[])
@@ -338,8 +347,12 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=task.episodes, desc=f"{task.env_id} {agent} seed {seed}",
-                       unit="ep", leave=False)  # fmt: skip
+            bar = tqdm(
+                total=task.episodes,
+                desc=f"{task.env_id} {agent} seed {seed}",
+                unit="ep",
+                leave=False,
+            )
         start = time.perf_counter()
         while learner.episodes < task.episodes:
             if task.max_tokens is not None and learner.tokens >= task.max_tokens:
@@ -357,9 +370,16 @@ def run_cell(task: TaskSpec, agent: str, seed: int, *, progress: bool = False) -
             bar.close()
         train_seconds = time.perf_counter() - start
         tokens, episodes, iterations = learner.tokens, learner.episodes, learner.iteration
-    ev = evaluate(learner, eval_envs, task.eval_episodes, split="test", seed=EVAL_SEED,
-                  num_samples=task.eval_episodes, deterministic=task.greedy,
-                  with_entropy=True)  # fmt: skip
+    ev = evaluate(
+        learner,
+        eval_envs,
+        task.eval_episodes,
+        split="test",
+        seed=EVAL_SEED,
+        num_samples=task.eval_episodes,
+        deterministic=task.greedy,
+        with_entropy=True,
+    )
     completions = [x["completion"] for x in ev.samples]
     result.update(
         config=config,
@@ -444,8 +464,11 @@ def run_benchmark(
     if preset.trl is not None and trl:
         trl_result = run_trl_cell(preset, out, log=log)
     results = collect(preset, out, trl_result, notes=notes)
-    results["run"] = {"cells_run": ran, "cells_skipped": skipped,
-                      "seconds": time.perf_counter() - started}  # fmt: skip
+    results["run"] = {
+        "cells_run": ran,
+        "cells_skipped": skipped,
+        "seconds": time.perf_counter() - started,
+    }
     write_json_atomic(out / "results.json", results)
     plots = plot_curves(results, out)
     (out / "leaderboard.md").write_text(leaderboard_markdown(results, plots))
@@ -519,23 +542,32 @@ def collect(
                 return float(np.mean(vals)) if vals else None
 
             tps = [c["tokens_per_s"] for c in cells if c.get("tokens_per_s")]
-            rows.append({
-                "agent": agent,
-                "seeds": [c["seed"] for c in cells],
-                "reward_mean": mean, "reward_ci_low": lo, "reward_ci_high": hi,
-                "kl": avg("kl"), "perplexity": avg("perplexity"),
-                "distinct_2": avg("distinct_2"), "mean_length": avg("mean_length"),
-                "distinct": avg("distinct"), "entropy": avg("entropy"),
-                "collapsed_seeds": sum(
-                    1 for c in cells
-                    if c["eval"].get("distinct") is not None and c["eval"]["distinct"] < COLLAPSED
-                ),
-                "wall_seconds": float(np.mean([c["wall_seconds"] for c in cells])),
-                "train_seconds": float(np.mean([c["train_seconds"] for c in cells])),
-                "tokens_per_s": float(np.mean(tps)) if tps else None,
-                "episodes": int(np.mean([c["episodes"] for c in cells])),
-                "tokens": int(np.mean([c["tokens"] for c in cells])),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "agent": agent,
+                    "seeds": [c["seed"] for c in cells],
+                    "reward_mean": mean,
+                    "reward_ci_low": lo,
+                    "reward_ci_high": hi,
+                    "kl": avg("kl"),
+                    "perplexity": avg("perplexity"),
+                    "distinct_2": avg("distinct_2"),
+                    "mean_length": avg("mean_length"),
+                    "distinct": avg("distinct"),
+                    "entropy": avg("entropy"),
+                    "collapsed_seeds": sum(
+                        1
+                        for c in cells
+                        if c["eval"].get("distinct") is not None
+                        and c["eval"]["distinct"] < COLLAPSED
+                    ),
+                    "wall_seconds": float(np.mean([c["wall_seconds"] for c in cells])),
+                    "train_seconds": float(np.mean([c["train_seconds"] for c in cells])),
+                    "tokens_per_s": float(np.mean(tps)) if tps else None,
+                    "episodes": int(np.mean([c["episodes"] for c in cells])),
+                    "tokens": int(np.mean([c["tokens"] for c in cells])),
+                }
+            )
         refs = [r for r in rows if r["agent"] in REFERENCES]
         for r in rows:
             r["not_learned"] = None if r["agent"] in REFERENCES else not_learned(r, refs)
@@ -549,9 +581,16 @@ def collect(
                 why = missing(agent)
                 task_notes[agent] = f"not run: {why}" if why else "not run"
         cells_out = {a: cs for a, cs in cells_by_agent.items()}
-        tasks.append({"env_id": task.env_id, "model": task.model, "rows": rows,
-                      "cells": cells_out, "spec": cell_key(task, "*", 0)["task"],
-                      "notes": task_notes})  # fmt: skip
+        tasks.append(
+            {
+                "env_id": task.env_id,
+                "model": task.model,
+                "rows": rows,
+                "cells": cells_out,
+                "spec": cell_key(task, "*", 0)["task"],
+                "notes": task_notes,
+            }
+        )
     return {
         "preset": preset.to_dict(),
         "versions": package_versions(),
@@ -596,8 +635,9 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
         for row in task["rows"]:
             if row["agent"] in REFERENCES:
                 color, style = styles[row["agent"]]
-                ax.axhline(row["reward_mean"], color=color, linestyle=style,
-                           label=f"{row['agent']} (test)")  # fmt: skip
+                ax.axhline(
+                    row["reward_mean"], color=color, linestyle=style, label=f"{row['agent']} (test)"
+                )
         ax.set_xlabel("training episodes")
         ax.set_ylabel("mean training reward (smoothed)")
         ax.set_title(f"{task['env_id']} ({task['model']})")
@@ -668,8 +708,10 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
             "| perplexity | distinct-2 | wall s | tokens/s | tokens |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        agents = sorted((r for r in task["rows"] if r["agent"] not in REFERENCES),
-                        key=lambda r: -r["reward_mean"])  # fmt: skip
+        agents = sorted(
+            (r for r in task["rows"] if r["agent"] not in REFERENCES),
+            key=lambda r: -r["reward_mean"],
+        )
         refs = [r for r in task["rows"] if r["agent"] in REFERENCES]
         for rank, r in enumerate([*agents, *refs], start=1):
             label = str(rank) if r["agent"] not in REFERENCES else "ref"
@@ -696,8 +738,9 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
     return "\n".join(lines) + "\n"
 
 
-def results_section(results: dict[str, Any], plots: list[Path], *, command: str,
-                    figures: str = "figures") -> str:  # fmt: skip
+def results_section(
+    results: dict[str, Any], plots: list[Path], *, command: str, figures: str = "figures"
+) -> str:
     """The leaderboard as a section of ``benchmarks/RESULTS.md``: a ``## `textgym bench --preset
     <name>``` heading, the command and wall time, then the leaderboard one heading level down,
     its plots linked from ``figures/``, between markers that :func:`update_results_md` finds."""
@@ -714,20 +757,22 @@ def results_section(results: dict[str, Any], plots: list[Path], *, command: str,
     trl_seconds = sum(
         sum(r.get("step_seconds") or []) for r in (trl.get("trainers") or {}).values()
     )
-    return "\n".join([
-        f"<!-- bench:{name}:start (written by `python -m benchmarks --results-md`) -->",
-        f"## `textgym bench --preset {name}`",
-        "",
-        f"Command: `{command}`. Wall time of this run: {wall} "
-        f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} "
-        f"reused from an earlier run of the same settings); all {len(cells)} cells took "
-        f"{cell_seconds:,.0f} s ({cell_seconds / 60:.1f} min)"
-        + (f", plus {trl_seconds:,.0f} s of TRL speed-comparison steps" if trl_seconds else "")
-        + ".",
-        "",
-        body.rstrip("\n"),
-        f"<!-- bench:{name}:end -->",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"<!-- bench:{name}:start (written by `python -m benchmarks --results-md`) -->",
+            f"## `textgym bench --preset {name}`",
+            "",
+            f"Command: `{command}`. Wall time of this run: {wall} "
+            f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} "
+            f"reused from an earlier run of the same settings); all {len(cells)} cells took "
+            f"{cell_seconds:,.0f} s ({cell_seconds / 60:.1f} min)"
+            + (f", plus {trl_seconds:,.0f} s of TRL speed-comparison steps" if trl_seconds else "")
+            + ".",
+            "",
+            body.rstrip("\n"),
+            f"<!-- bench:{name}:end -->",
+        ]
+    )
 
 
 def update_results_md(path: str | os.PathLike, section: str, name: str) -> None:

@@ -42,8 +42,14 @@ def fraction_of_a(prompts, completions, references):
 
 
 def run(learner: str, scorer, iterations: int, seed: int, lr: float) -> list[dict[str, float]]:
-    envs = gym.make_vec("TextGen-v0", num_envs=8, prompts=PROMPTS, scorer=scorer,
-                        tokenizer="char", max_new_tokens=12)  # fmt: skip
+    envs = gym.make_vec(
+        "TextGen-v0",
+        num_envs=8,
+        prompts=PROMPTS,
+        scorer=scorer,
+        tokenizer="char",
+        max_new_tokens=12,
+    )
     vocab = int(envs.single_action_space.n)
     policy = LMPolicy(tiny_lm(vocab_size=vocab, seed=seed), precision="fp32")
     cls = LEARNERS[learner]
@@ -64,9 +70,11 @@ def plot(before: dict, after: dict, png: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    panels = (("zero", "kl", "zero reward: KL to reference (nats)"),
-              ("zero", "max_change", "zero reward: max |parameter change|"),
-              ("real", "reward", "real reward: training reward"))  # fmt: skip
+    panels = (
+        ("zero", "kl", "zero reward: KL to reference (nats)"),
+        ("zero", "max_change", "zero reward: max |parameter change|"),
+        ("real", "reward", "real reward: training reward"),
+    )
     for data, label, style in ((before, "before", "--"), (after, "after", "-")):
         for ax, (run_name, field, title) in zip(axes, panels):
             curves = np.array([[r[field] for r in rows] for rows in data[run_name]])
@@ -75,8 +83,10 @@ def plot(before: dict, after: dict, png: str) -> None:
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("iteration")
     axes[0].legend()
-    fig.suptitle(f"{after['learner'].upper()} default config, tiny LM, {after['seeds']} seeds "
-                 f"(mean)", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        f"{after['learner'].upper()} default config, tiny LM, {after['seeds']} seeds (mean)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
@@ -98,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     result = {"learner": args.learner, "seeds": args.seeds, "machine": platform.processor()}
     for key, scorer in (("zero", zero), ("real", fraction_of_a)):
-        result[key] = [run(args.learner, scorer, args.iterations, s, args.lr)
-                       for s in range(args.seeds)]  # fmt: skip
+        result[key] = [
+            run(args.learner, scorer, args.iterations, s, args.lr) for s in range(args.seeds)
+        ]
         last = [rows[-1] for rows in result[key]]
         print(
             f"{key}: final reward {np.mean([r['reward'] for r in last]):.3f}, "

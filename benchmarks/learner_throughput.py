@@ -62,13 +62,19 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad(), autocast():
             model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                max_new_tokens=horizon, min_new_tokens=horizon, top_k=0, top_p=1.0,
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                max_new_tokens=horizon,
+                min_new_tokens=horizon,
+                top_k=0,
+                top_p=1.0,
                 pad_token_id=policy.tokenizer.pad_token_id,
-            )  # fmt: skip
+            )
         with autocast():
-            logits = model(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
-                           position_ids=positions).logits[:, ro.prompt_len - 1 : -1]  # fmt: skip
+            logits = model(
+                input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=positions
+            ).logits[:, ro.prompt_len - 1 : -1]
             loss = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]),
                 ro.input_ids[:, ro.prompt_len :].reshape(-1),
@@ -94,20 +100,29 @@ def main(argv: list[str] | None = None) -> dict:
             times.append(time.perf_counter() - t0)
         seconds = statistics.median(times)
         rows[cls.__name__] = {
-            "seconds": seconds, "samples_per_s": n / seconds, "efficiency": floor / seconds,
+            "seconds": seconds,
+            "samples_per_s": n / seconds,
+            "efficiency": floor / seconds,
             "rollout_tokens_per_s": agent.history[-1]["tokens_per_s"],
-        }  # fmt: skip
+        }
         del agent
 
-    print(f"{args.model}, {n} completions x {horizon} tokens, "
-          f"{policy.amp_dtype or torch.float32}, {torch.get_num_threads()} threads\n")  # fmt: skip
+    print(
+        f"{args.model}, {n} completions x {horizon} tokens, "
+        f"{policy.amp_dtype or torch.float32}, {torch.get_num_threads()} threads\n"
+    )
     print("| | s / iteration | samples/s | floor / iteration |")
     print("|---|---|---|---|")
     for key, row in rows.items():
         eff = f"{row['efficiency']:.2f}" if "efficiency" in row else "1"
         print(f"| {key} | {row['seconds']:.1f} | {row['samples_per_s']:.2f} | {eff} |")
-    result = {"model": args.model, "num_envs": n, "max_new_tokens": horizon,
-              "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
+    result = {
+        "model": args.model,
+        "num_envs": n,
+        "max_new_tokens": horizon,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

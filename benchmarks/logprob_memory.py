@@ -95,10 +95,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     rows = args.batch * args.length
-    results = {"batch": args.batch, "length": args.length, "vocab": args.vocab,
-               "hidden": args.hidden, "device": args.device, "modes": {}}  # fmt: skip
-    print(f"log-prob + entropy of {args.batch} x {args.length} tokens, V = {args.vocab:,}, "
-          f"hidden {args.hidden}, {args.device}\n")  # fmt: skip
+    results = {
+        "batch": args.batch,
+        "length": args.length,
+        "vocab": args.vocab,
+        "hidden": args.hidden,
+        "device": args.device,
+        "modes": {},
+    }
+    print(
+        f"log-prob + entropy of {args.batch} x {args.length} tokens, V = {args.vocab:,}, "
+        f"hidden {args.hidden}, {args.device}\n"
+    )
     print("| mode | naive peak | chunked peak | ratio | naive s | chunked s |")
     print("|---|---|---|---|---|---|")
     for train in (False, True):
@@ -107,12 +115,17 @@ def main(argv: list[str] | None = None) -> dict:
         chunked = measure("chunked", train, rows, args.hidden, args.vocab, args.device)
         ratio = chunked[0] / naive[0]
         results["modes"][mode] = {
-            "naive_bytes": naive[0], "chunked_bytes": chunked[0], "ratio": ratio,
-            "naive_seconds": naive[1], "chunked_seconds": chunked[1],
+            "naive_bytes": naive[0],
+            "chunked_bytes": chunked[0],
+            "ratio": ratio,
+            "naive_seconds": naive[1],
+            "chunked_seconds": chunked[1],
             "loss_diff": abs(naive[2] - chunked[2]),
-        }  # fmt: skip
-        print(f"| {mode} | {naive[0] / 2**20:,.0f} MiB | {chunked[0] / 2**20:,.0f} MiB | "
-              f"{ratio:.3f}x | {naive[1]:.2f} | {chunked[1]:.2f} |")  # fmt: skip
+        }
+        print(
+            f"| {mode} | {naive[0] / 2**20:,.0f} MiB | {chunked[0] / 2**20:,.0f} MiB | "
+            f"{ratio:.3f}x | {naive[1]:.2f} | {chunked[1]:.2f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

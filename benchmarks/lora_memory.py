@@ -74,15 +74,18 @@ def run(model: str = "smollm2-135m", lora_r: int = 16) -> list[dict]:
             "import json, sys; from benchmarks.lora_memory import measure; "
             f"print(json.dumps(measure({model!r}, {r or None})))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | weights MiB | trainable params | AdamW state MiB | total MiB | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| variant | weights MiB | trainable params | AdamW state MiB | total MiB | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     lines += [
         f"| {r['variant']} | {r['weights_mib']} | {r['trainable_params']:,} | "
         f"{r['optimizer_state_mib']} | {r['total_mib']} | {r['peak_rss_mib']} |"

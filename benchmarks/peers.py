@@ -143,8 +143,11 @@ def sb3_evaluate(
             obs, rewards, terminated, truncated, infos = envs.step(actions.astype(np.int64))
             for i in np.flatnonzero(live & (terminated | truncated)):
                 score = float(infos["score"][i]) if "score" in infos else float(rewards[i])
-                batch[i] = {"prompt": str(infos["prompt"][i]),
-                            "completion": str(infos["completion"][i]), "score": score}  # fmt: skip
+                batch[i] = {
+                    "prompt": str(infos["prompt"][i]),
+                    "completion": str(infos["completion"][i]),
+                    "score": score,
+                }
                 done[i] = True
         take = min(n, n_episodes - len(rows))
         rows += batch[:take]  # type: ignore[arg-type]
@@ -173,9 +176,15 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
     env = make_sb3_env(task.env_id, n_envs=task.num_envs, seed=seed, **task.env_kwargs)
     if options.get("n_steps") is None:
         options["n_steps"] = max(1, 2048 // task.num_envs)
-    model = PPO("MultiInputPolicy", env, seed=seed, verbose=0, device="cpu",
-                policy_kwargs=token_policy_kwargs("ppo", hidden=hidden, **extractor),
-                **options)  # fmt: skip
+    model = PPO(
+        "MultiInputPolicy",
+        env,
+        seed=seed,
+        verbose=0,
+        device="cpu",
+        policy_kwargs=token_policy_kwargs("ppo", hidden=hidden, **extractor),
+        **options,
+    )
     curve: list[list[float]] = []
     state = {"episodes": 0, "returns": [], "stop": None}
 
@@ -202,8 +211,14 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
 
         def _on_rollout_end(self) -> None:
             if state["returns"]:
-                curve.append([state["episodes"], self.num_timesteps,
-                              float(np.mean(state["returns"])), math.nan])  # fmt: skip
+                curve.append(
+                    [
+                        state["episodes"],
+                        self.num_timesteps,
+                        float(np.mean(state["returns"])),
+                        math.nan,
+                    ]
+                )
                 state["returns"] = []
 
     upper = (
@@ -214,11 +229,11 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
     model.learn(total_timesteps=int(upper), callback=Budget())
     train_seconds = time.perf_counter() - start
     if state["returns"]:  # the last, partial rollout (SB3 does not train on it)
-        curve.append([state["episodes"], model.num_timesteps, float(np.mean(state["returns"])),
-                      math.nan])  # fmt: skip
+        curve.append(
+            [state["episodes"], model.num_timesteps, float(np.mean(state["returns"])), math.nan]
+        )
     env.close()
-    ev = sb3_evaluate(model, eval_envs, task.eval_episodes, seed=_eval_seed(),
-                      deterministic=greedy)  # fmt: skip
+    ev = sb3_evaluate(model, eval_envs, task.eval_episodes, seed=_eval_seed(), deterministic=greedy)
     out = {
         "config": {**peer_config(task, "sb3-ppo"), "algorithm": "stable_baselines3.PPO"},
         "iterations": len(curve),
@@ -320,7 +335,7 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
             {"activation_checkpointing": False}
             if "activation_checkpointing" in GRPOConfig.__dataclass_fields__
             else {"gradient_checkpointing": False}
-        ),  # fmt: skip
+        ),
         **extra,
     )
     start = time.perf_counter()  # set again when training starts
@@ -328,8 +343,9 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
     class Budget(TrainerCallback):
         def on_step_end(self, args, st, control, **kwargs):
             if state["rewards"]:
-                curve.append([state["episodes"], state["tokens"],
-                              float(np.mean(state["rewards"])), math.nan])  # fmt: skip
+                curve.append(
+                    [state["episodes"], state["tokens"], float(np.mean(state["rewards"])), math.nan]
+                )
                 state["rewards"] = []
             if task.max_tokens is not None and state["tokens"] >= task.max_tokens:
                 control.should_training_stop = True
@@ -347,8 +363,14 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
         model.save_pretrained(tmp.name)
         model.config._name_or_path = tmp.name
     model.train()
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[Budget()])  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Budget()],
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the harness prints its own line per cell

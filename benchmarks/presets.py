@@ -150,9 +150,9 @@ PRESETS: dict[str, Preset] = {
                     **copy.deepcopy(_CHAR_CONFIG),
                     "*": {"episodes_per_update": 8},  # one rollout: seconds, not a learning test
                     "sb3-ppo": {"n_steps": 8, "batch_size": 64, "n_epochs": 1},
-                },  # fmt: skip
+                },
             ),
-        ],  # fmt: skip
+        ],
         agents=["reinforce", "grpo", "sb3-ppo"],
         seeds=[0],
         threads=1,
@@ -194,7 +194,7 @@ PRESETS: dict[str, Preset] = {
                 precision="fp32",
                 config={"*": {"lr": 5e-5}},
             ),
-        ],  # fmt: skip
+        ],
         agents=list(ALL_AGENTS),
         seeds=[0, 1, 2],
         trl=TRLSpec(iterations=3),
@@ -251,7 +251,7 @@ PRESETS: dict[str, Preset] = {
                 eval_episodes=128,
                 config={"*": {"lr": 2e-5}},
             ),
-        ],  # fmt: skip
+        ],
         agents=list(ALL_AGENTS),
         seeds=[0, 1, 2],
         trl=TRLSpec(prompts=16, group_size=4, iterations=10, warmup=2),
@@ -270,7 +270,7 @@ PRESETS: dict[str, Preset] = {
                 precision="fp32",
                 config={"*": {"lr": 5e-5}},
             ),
-        ],  # fmt: skip
+        ],
         agents=["ppo", "nlpo"],
         seeds=[0],
         threads=1,

@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
     def run_env(seed: int) -> float:
         t0 = time.perf_counter()
         # seeds 0..n-1: the prompts of envs.reset(seed=0), which generate gets
-        ro = collect_rollout(policy, envs, seeds=list(range(n)),
-                             generator=torch.Generator(device).manual_seed(seed))  # fmt: skip
+        ro = collect_rollout(
+            policy, envs, seeds=list(range(n)), generator=torch.Generator(device).manual_seed(seed)
+        )
         assert ro.num_tokens == n * horizon
         sync()
         return time.perf_counter() - t0
@@ -74,10 +75,16 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         with autocast():
             out = model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                max_new_tokens=horizon, min_new_tokens=horizon, temperature=1.0, top_k=0,
-                top_p=1.0, pad_token_id=policy.tokenizer.pad_token_id,
-            )  # fmt: skip
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                max_new_tokens=horizon,
+                min_new_tokens=horizon,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                pad_token_id=policy.tokenizer.pad_token_id,
+            )
         assert out.shape == (n, prompt_ids.shape[1] + horizon)
         sync()
         return time.perf_counter() - t0
@@ -90,20 +97,30 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = n * horizon
     env_tps, gen_tps = tokens / statistics.median(env_s), tokens / statistics.median(gen_s)
     result = {
-        "model": args.model, "num_envs": n, "max_new_tokens": horizon,
-        "precision": str(policy.amp_dtype or torch.float32), "threads": torch.get_num_threads(),
-        "env_seconds": env_s, "generate_seconds": gen_s,
-        "env_tokens_per_s": env_tps, "generate_tokens_per_s": gen_tps, "ratio": env_tps / gen_tps,
+        "model": args.model,
+        "num_envs": n,
+        "max_new_tokens": horizon,
+        "precision": str(policy.amp_dtype or torch.float32),
+        "threads": torch.get_num_threads(),
+        "env_seconds": env_s,
+        "generate_seconds": gen_s,
+        "env_tokens_per_s": env_tps,
+        "generate_tokens_per_s": gen_tps,
+        "ratio": env_tps / gen_tps,
         "ratio_of_best": min(gen_s) / min(env_s),
-    }  # fmt: skip
-    print(f"{args.model}, N={n}, T={horizon}, {result['precision']}, "
-          f"{result['threads']} threads, median of {args.repeats}\n")  # fmt: skip
+    }
+    print(
+        f"{args.model}, N={n}, T={horizon}, {result['precision']}, "
+        f"{result['threads']} threads, median of {args.repeats}\n"
+    )
     print("| path | tokens/s | s per batch |")
     print("|---|---|---|")
     print(f"| TextGenVectorEnv + LMPolicy | {env_tps:,.0f} | {statistics.median(env_s):.2f} |")
     print(f"| model.generate | {gen_tps:,.0f} | {statistics.median(gen_s):.2f} |")
-    print(f"\nratio (env / generate): {result['ratio']:.3f} of medians, "
-          f"{result['ratio_of_best']:.3f} of the fastest runs")  # fmt: skip
+    print(
+        f"\nratio (env / generate): {result['ratio']:.3f} of medians, "
+        f"{result['ratio_of_best']:.3f} of the fastest runs"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

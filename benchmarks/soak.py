@@ -35,8 +35,14 @@ def rss_mib() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
-def run(episodes: int = 5120, num_envs: int = 64, warmup: int = 10, threads: int = 1,
-        tolerance_mib: float = 8.0, seed: int = 0) -> dict:  # fmt: skip
+def run(
+    episodes: int = 5120,
+    num_envs: int = 64,
+    warmup: int = 10,
+    threads: int = 1,
+    tolerance_mib: float = 8.0,
+    seed: int = 0,
+) -> dict:
     import gymnasium as gym
     import torch
 

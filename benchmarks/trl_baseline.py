@@ -91,10 +91,10 @@ def _policy(spec: TRLSpec, envs: Any, precision: str, device: str) -> Any:
     from textgym.cli import build_policy
 
     if spec.model == "tiny":
-        return build_policy("tiny", envs, seed=spec.seed, precision=precision,
-                            tiny={"n_layer": 1, "n_embd": 16}).to(device)  # fmt: skip
-    return LMPolicy.from_pretrained(spec.model, device=device, precision=precision,
-                                    seed=spec.seed)  # fmt: skip
+        return build_policy(
+            "tiny", envs, seed=spec.seed, precision=precision, tiny={"n_layer": 1, "n_embd": 16}
+        ).to(device)
+    return LMPolicy.from_pretrained(spec.model, device=device, precision=precision, seed=spec.seed)
 
 
 def _trl_trainer(
@@ -160,9 +160,13 @@ def _trl_trainer(
     )
     log(f"  trl: GRPOTrainer, {steps} steps of {batch} completions")
     trainer = GRPOTrainer(
-        model=model, reward_funcs=vader_reward, args=args, train_dataset=dataset,
-        processing_class=tokenizer, callbacks=callbacks,
-    )  # fmt: skip
+        model=model,
+        reward_funcs=vader_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
     trainer._textgym_ref_dir = ref_dir  # removed with the trainer
     return trainer
 
@@ -177,8 +181,16 @@ def _our_learner(
     envs = _envs(spec)
     policy = _policy(spec, envs, precision, device)
     cls = learner_class(learner)
-    common = dict(seed=spec.seed, lr=spec.lr, kl_coef=spec.beta, progress=False, update_epochs=1,
-                  minibatch_size=None, weight_decay=0.0, max_grad_norm=1.0)  # fmt: skip
+    common = dict(
+        seed=spec.seed,
+        lr=spec.lr,
+        kl_coef=spec.beta,
+        progress=False,
+        update_epochs=1,
+        minibatch_size=None,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+    )
     if learner in ("grpo", "rloo"):
         common["group_size"] = spec.group_size
     if learner == "ppo":
@@ -255,9 +267,14 @@ def compare(
     import torch
 
     spec = spec or TRLSpec()
-    settings = {**asdict(spec), "threads": torch.get_num_threads(), "precision": precision,
-                "device": device, "statistic": "median of alternating rounds",
-                **cpu_info()}  # fmt: skip
+    settings = {
+        **asdict(spec),
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "device": device,
+        "statistic": "median of alternating rounds",
+        **cpu_info(),
+    }
     if str(device).startswith("cuda"):
         settings["gpu"] = torch.cuda.get_device_name()
     try:
@@ -279,8 +296,10 @@ def compare(
         if name != "trl_grpo" and base and r["samples_per_s"]
     }
     for name, r in trainers.items():
-        log(f"  {name}: {r['samples_per_s']:.2f} samples/s, reward {r['reward_mean']:.3f}"
-            + (f", {ratios[name]:.2f}x TRL" if name in ratios else ""))  # fmt: skip
+        log(
+            f"  {name}: {r['samples_per_s']:.2f} samples/s, reward {r['reward_mean']:.3f}"
+            + (f", {ratios[name]:.2f}x TRL" if name in ratios else "")
+        )
     return {"settings": settings, "trainers": trainers, "ratios": ratios}
 
 
@@ -312,11 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=defaults.iterations)
     p.add_argument("--warmup", type=int, default=defaults.warmup)
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--beta", type=float, default=defaults.beta,
-                   help="KL weight on both sides (TRL's beta, our kl_coef); 0: no reference")  # fmt: skip
+    p.add_argument(
+        "--beta",
+        type=float,
+        default=defaults.beta,
+        help="KL weight on both sides (TRL's beta, our kl_coef); 0: no reference",
+    )
     p.add_argument("--learners", nargs="*", default=defaults.learners)
-    p.add_argument("--trl-gradient-checkpointing", action="store_true",
-                   help="TRL's default (activation checkpointing); off here by default")  # fmt: skip
+    p.add_argument(
+        "--trl-gradient-checkpointing",
+        action="store_true",
+        help="TRL's default (activation checkpointing); off here by default",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -324,10 +350,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = replace(defaults, model=args.model, prompts=args.prompts, group_size=args.group_size,
-                   max_new_tokens=args.max_new_tokens, iterations=args.iterations,
-                   warmup=args.warmup, lr=args.lr, beta=args.beta, learners=list(args.learners),
-                   trl_gradient_checkpointing=args.trl_gradient_checkpointing)  # fmt: skip
+    spec = replace(
+        defaults,
+        model=args.model,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        iterations=args.iterations,
+        warmup=args.warmup,
+        lr=args.lr,
+        beta=args.beta,
+        learners=list(args.learners),
+        trl_gradient_checkpointing=args.trl_gradient_checkpointing,
+    )
     result = compare(spec)
     print(markdown(result))
     if args.json:

@@ -48,8 +48,11 @@ def cpu_description() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {"model": model, "flags": [f for f in wanted if f in flags],
-            "torch_threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "model": model,
+        "flags": [f for f in wanted if f in flags],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def drop_flat_groups(rollout: Rollout, group_size: int) -> tuple[Rollout | None, int]:
@@ -92,23 +95,37 @@ def with_flat_group_dropping(cls: type) -> type:
     return Dropping
 
 
-def measure(policy_or_agent: Any, envs: Any, episodes: int, seed: int, samples: int,
-            label: str) -> dict[str, Any]:  # fmt: skip
+def measure(
+    policy_or_agent: Any, envs: Any, episodes: int, seed: int, samples: int, label: str
+) -> dict[str, Any]:
     """Sampled and greedy evaluations on the test split; prints the figures and samples."""
     out: dict[str, Any] = {}
     for mode, greedy in (("sampled", False), ("greedy", True)):
         t0 = time.perf_counter()
-        res = evaluate(policy_or_agent, envs, episodes, split="test", seed=seed,
-                       deterministic=greedy, num_samples=episodes)  # fmt: skip
+        res = evaluate(
+            policy_or_agent,
+            envs,
+            episodes,
+            split="test",
+            seed=seed,
+            deterministic=greedy,
+            num_samples=episodes,
+        )
         completions = [s["completion"] for s in res.samples]
         distinct = len(set(completions)) / max(len(completions), 1)
-        out[mode] = {**res.as_dict(), "distinct_completions": distinct,
-                     "seconds": time.perf_counter() - t0,
-                     "samples": res.samples[:samples]}  # fmt: skip
+        out[mode] = {
+            **res.as_dict(),
+            "distinct_completions": distinct,
+            "seconds": time.perf_counter() - t0,
+            "samples": res.samples[:samples],
+        }
         lo, hi = res.reward_ci
-        print(f"[{label}] {mode:7s} reward {res.reward_mean:.3f} (95% CI {lo:.3f}..{hi:.3f}, "
-              f"n={res.n_episodes}), distinct completions {distinct:.2f}, KL {res.kl:.2f}, "
-              f"length {res.mean_length:.1f}", flush=True)  # fmt: skip
+        print(
+            f"[{label}] {mode:7s} reward {res.reward_mean:.3f} (95% CI {lo:.3f}..{hi:.3f}, "
+            f"n={res.n_episodes}), distinct completions {distinct:.2f}, KL {res.kl:.2f}, "
+            f"length {res.mean_length:.1f}",
+            flush=True,
+        )
         if mode == "sampled":
             for s in res.samples[:samples]:
                 print(f"    {s['prompt'][-60:]!r} -> {s['completion']!r} ({s['score']:.2f})")
@@ -124,8 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--episodes", type=int, default=1_000_000, help="RL episode cap")
     p.add_argument("--warm-start-epochs", type=int, default=0)
     p.add_argument("--warm-start-lr", type=float, default=1e-4)
-    p.add_argument("--warm-start-examples", type=int, default=None,
-                   help="use at most this many train references")  # fmt: skip
+    p.add_argument(
+        "--warm-start-examples",
+        type=int,
+        default=None,
+        help="use at most this many train references",
+    )
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-5)
@@ -137,10 +158,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--eval-seed", type=int, default=1234)
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="other learner config fields")  # fmt: skip
-    p.add_argument("--env-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="env arguments, e.g. reward_mode=dense")  # fmt: skip
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="other learner config fields"
+    )
+    p.add_argument(
+        "--env-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env arguments, e.g. reward_mode=dense",
+    )
     p.add_argument("--out", default=None, help="write the results (JSON) here")
     args = p.parse_args(argv)
     if args.threads:
@@ -163,22 +190,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         policy = LMPolicy.from_pretrained(args.model, precision=args.precision)
 
     result: dict[str, Any] = {"args": vars(args), "cpu": cpu}
-    result["before"] = measure(policy, eval_envs, args.eval_episodes, args.eval_seed,
-                               args.samples, "untrained")  # fmt: skip
+    result["before"] = measure(
+        policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "untrained"
+    )
 
     t0 = time.perf_counter()
     if args.warm_start_epochs:
-        ws = warm_start(policy, envs, WarmStartConfig(
-            epochs=args.warm_start_epochs, lr=args.warm_start_lr, seed=args.seed,
-            max_examples=args.warm_start_examples))  # fmt: skip
-        result["warm_start"] = {"history": ws.history, "examples": ws.num_examples,
-                                "seconds": time.perf_counter() - t0}  # fmt: skip
+        ws = warm_start(
+            policy,
+            envs,
+            WarmStartConfig(
+                epochs=args.warm_start_epochs,
+                lr=args.warm_start_lr,
+                seed=args.seed,
+                max_examples=args.warm_start_examples,
+            ),
+        )
+        result["warm_start"] = {
+            "history": ws.history,
+            "examples": ws.num_examples,
+            "seconds": time.perf_counter() - t0,
+        }
         print(
             f"warm start: {ws.num_examples} references x {args.warm_start_epochs} epochs, "
             f"{time.perf_counter() - t0:.0f} s, last NLL {ws.history[-1]['loss']:.3f}"
         )
-        result["after_warm_start"] = measure(policy, eval_envs, args.eval_episodes,
-                                             args.eval_seed, args.samples, "warm start")  # fmt: skip
+        result["after_warm_start"] = measure(
+            policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "warm start"
+        )
 
     cls = LEARNERS[args.learner]
     overrides: dict[str, Any] = {"lr": args.lr, "progress": False}
@@ -197,9 +236,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     history = agent.history
     dropped = sum(r.get("dropped_groups", 0) for r in history)
     kept = sum(r.get("kept_groups", 0) for r in history)
-    print(f"{cls.__name__}: {agent.episodes} episodes, {agent.iteration} updates in "
-          f"{train_seconds:.0f} s ({agent.stop_reason}); flat groups dropped "
-          f"{dropped:.0f} of {dropped + kept:.0f}", flush=True)  # fmt: skip
+    print(
+        f"{cls.__name__}: {agent.episodes} episodes, {agent.iteration} updates in "
+        f"{train_seconds:.0f} s ({agent.stop_reason}); flat groups dropped "
+        f"{dropped:.0f} of {dropped + kept:.0f}",
+        flush=True,
+    )
     result["train"] = {
         "learner": cls.__name__,
         "config": {k: v for k, v in vars(config).items()},
@@ -211,16 +253,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "groups_kept": kept,
         "reward_curve": [[r.get("episodes"), r.get("reward")] for r in history],
     }
-    result["after"] = measure(agent, eval_envs, args.eval_episodes, args.eval_seed,
-                              args.samples, "trained")  # fmt: skip
+    result["after"] = measure(
+        agent, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "trained"
+    )
     result["total_seconds"] = time.perf_counter() - started
     b, a = result["before"]["sampled"], result["after"]["sampled"]
     separated = a["reward_ci_low"] > b["reward_ci_high"]
     result["cis_separated"] = separated
-    print(f"sampled reward {b['reward_mean']:.3f} [{b['reward_ci_low']:.3f}, "
-          f"{b['reward_ci_high']:.3f}] -> {a['reward_mean']:.3f} [{a['reward_ci_low']:.3f}, "
-          f"{a['reward_ci_high']:.3f}]: 95% CIs {'do not overlap' if separated else 'overlap'}; "
-          f"total {result['total_seconds'] / 60:.1f} min")  # fmt: skip
+    print(
+        f"sampled reward {b['reward_mean']:.3f} [{b['reward_ci_low']:.3f}, "
+        f"{b['reward_ci_high']:.3f}] -> {a['reward_mean']:.3f} [{a['reward_ci_low']:.3f}, "
+        f"{a['reward_ci_high']:.3f}]: 95% CIs {'do not overlap' if separated else 'overlap'}; "
+        f"total {result['total_seconds'] / 60:.1f} min"
+    )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1, default=str)

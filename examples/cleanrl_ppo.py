@@ -179,9 +179,11 @@ def to_tensors(obs: dict[str, np.ndarray], device: torch.device):
 def evaluate(agent: Agent, args: Args, device: torch.device) -> float:
     """Mean score of greedy (argmax) completions of ``eval_episodes`` test-split prompts."""
     envs = gym.make_vec(
-        args.env_id, num_envs=args.num_envs, autoreset_mode="SameStep",
+        args.env_id,
+        num_envs=args.num_envs,
+        autoreset_mode="SameStep",
         **{**json.loads(args.env_kwargs), "reward_mode": "sparse"},
-    )  # fmt: skip
+    )
     obs, _ = envs.reset(seed=args.seed + 10_000, options={"split": "test"})
     mask = torch.as_tensor(np.array(envs.action_masks()[0]), device=device)
     scores: list[float] = []
@@ -218,9 +220,11 @@ def train(args: Args) -> dict[str, float]:
     # the first observation of the next one, so `next_done` below marks a boundary exactly as
     # in CleanRL's classic loop.
     envs = gym.make_vec(
-        args.env_id, num_envs=args.num_envs, autoreset_mode="SameStep",
+        args.env_id,
+        num_envs=args.num_envs,
+        autoreset_mode="SameStep",
         **json.loads(args.env_kwargs),
-    )  # fmt: skip
+    )
     assert isinstance(envs.single_action_space, gym.spaces.Discrete), "token ids only"
     obs_space = envs.single_observation_space
     vocab_size = int(envs.single_action_space.n)

@@ -19,15 +19,17 @@ def dialogue_envs(num_envs: int = 8, **kwargs) -> gym.vector.VectorEnv:
     return gym.make_vec(GUESS, num_envs=num_envs, **kwargs)
 
 
-@pytest.mark.parametrize("mode,kv_cache", [("NextStep", "dynamic"), ("SameStep", "dynamic"),
-                                           ("NextStep", "static")])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode,kv_cache", [("NextStep", "dynamic"), ("SameStep", "dynamic"), ("NextStep", "static")]
+)
 def test_acting_matches_a_full_forward_across_partner_replies(mode, kv_cache):
     """Each partner reply adds several tokens at once; the KV cache must take them all in, so
     the acting-time log-probs equal those of one forward pass over the whole dialogue."""
     policy = make_policy(kv_cache=kv_cache)
     envs = dialogue_envs(autoreset_mode=mode)
-    rollout = collect_rollout(policy, envs, seeds=list(range(8)),
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rollout = collect_rollout(
+        policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(0)
+    )
     P = rollout.prompt_len
     attention = rollout.attention_mask[:, P:].bool()
     assert (rollout.mask <= attention).all() and (attention & ~rollout.mask).any()  # replies

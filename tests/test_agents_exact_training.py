@@ -41,8 +41,9 @@ def _lora_policy(**lora) -> LMPolicy:
 
 def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adapter():
     policy = _lora_policy(target_modules=["q_proj", "lm_head"], init_lora_weights=False)
-    ro = collect_rollout(policy, make_envs(4), seeds=[0, 1, 2, 3],
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    ro = collect_rollout(
+        policy, make_envs(4), seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
     stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     torch.testing.assert_close(stats.logprobs.detach(), ro.logprobs, atol=1e-5, rtol=0)
     stats.logprobs.sum().backward()
@@ -59,10 +60,12 @@ def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adap
 
 @pytest.mark.parametrize("bias", ["all", "lora_only"])
 def test_lora_that_trains_base_biases_is_refused(bias):
-    policy = _lora_policy(target_modules=["q_proj", "v_proj"], bias=bias,
-                          model={"attention_bias": True})  # fmt: skip
-    assert any(p.requires_grad and n.endswith("base_layer.bias")
-               for n, p in policy.named_parameters())  # fmt: skip
+    policy = _lora_policy(
+        target_modules=["q_proj", "v_proj"], bias=bias, model={"attention_bias": True}
+    )
+    assert any(
+        p.requires_grad and n.endswith("base_layer.bias") for n, p in policy.named_parameters()
+    )
     with pytest.raises(ValueError, match=f"bias={bias!r}.*bias='none'"):
         PPO(policy, make_envs(), PPOConfig(**COMMON))
 
@@ -128,8 +131,9 @@ def test_sample_tokens_returns_log_probs_of_the_truncated_distribution():
 @pytest.mark.parametrize("sampling", [{"top_k": 5}, {"top_p": 0.5}])
 def test_top_k_top_p_rollouts_record_and_score_the_sampled_distribution(sampling):
     policy = make_policy(**sampling)
-    ro = collect_rollout(policy, make_envs(4), seeds=[0, 1, 2, 3],
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    ro = collect_rollout(
+        policy, make_envs(4), seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
     assert ro.support is not None
     kept = unpack_support(ro.support, VOCAB)[ro.mask]
     actions = ro.input_ids[:, ro.prompt_len :][ro.mask]
@@ -175,8 +179,11 @@ def test_grpo_loss_aggregations():
     with pytest.raises(ValueError, match="loss_type must be one of"):
         GRPO(make_policy(), make_envs(), GRPOConfig(**COMMON, loss_type="seq"))
     with pytest.raises(ValueError, match="dr_grpo.*scale_rewards=False"):
-        GRPO(make_policy(), make_envs(), GRPOConfig(**COMMON, loss_type="dr_grpo",
-                                                    scale_rewards=True))  # fmt: skip
+        GRPO(
+            make_policy(),
+            make_envs(),
+            GRPOConfig(**COMMON, loss_type="dr_grpo", scale_rewards=True),
+        )
     scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0])
     agent = GRPO(make_policy(), make_envs(), GRPOConfig(**COMMON, loss_type="dr_grpo"))
     # Dr. GRPO: advantages centred, not divided by the group's std.

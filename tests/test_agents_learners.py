@@ -80,8 +80,13 @@ def test_baseline_none_and_reward_threshold_stop():
 
 
 def _ppo(tmp_path, **kwargs) -> PPO:
-    config = PPOConfig(**{**COMMON, "kl_coef": 0.01}, minibatch_size=4, adaptive_kl=True,
-                       checkpoint_dir=str(tmp_path / "ckpt"), **kwargs)  # fmt: skip
+    config = PPOConfig(
+        **{**COMMON, "kl_coef": 0.01},
+        minibatch_size=4,
+        adaptive_kl=True,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        **kwargs,
+    )
     return PPO(make_policy(), make_envs(), config)
 
 
@@ -114,8 +119,11 @@ def test_checkpoint_layout_is_safe(tmp_path):
     assert (root / "latest").read_text() == "iter-000003"
     folder = root / "iter-000003"
     assert {p.name for p in folder.iterdir()} == {
-        "model.safetensors", "optimizer.pt", "rng.safetensors", "state.json",
-    }  # fmt: skip
+        "model.safetensors",
+        "optimizer.pt",
+        "rng.safetensors",
+        "state.json",
+    }
     torch.load(folder / "optimizer.pt", weights_only=True)  # no arbitrary unpickling needed
     state = json.loads((folder / "state.json").read_text())
     assert state["iteration"] == 3 and state["learner"] == "PPO"
@@ -164,15 +172,29 @@ def test_nonfinite_gradient_is_skipped():
 
 def test_csv_tensorboard_and_patience(tmp_path):
     pytest.importorskip("tensorboard")
-    config = PPOConfig(**{**COMMON, "lr": 0.0}, log_dir=str(tmp_path / "logs"), eval_every=1,
-                       eval_episodes=8, patience=1, update_epochs=1)  # fmt: skip
+    config = PPOConfig(
+        **{**COMMON, "lr": 0.0},
+        log_dir=str(tmp_path / "logs"),
+        eval_every=1,
+        eval_episodes=8,
+        patience=1,
+        update_epochs=1,
+    )
     agent = PPO(make_policy(), make_envs(), config, eval_envs=make_envs())
     agent.learn(iterations=10)  # lr 0: the eval reward cannot improve after the first eval
     assert agent.iteration == 2 and "did not improve" in agent.stop_reason
     lines = (tmp_path / "logs" / "progress.csv").read_text().splitlines()
     header = lines[0].split(",")
-    for column in ("reward", "kl", "entropy", "pg_loss", "vf_loss", "clip_frac", "tokens_per_s",
-                   "eval_reward"):  # fmt: skip
+    for column in (
+        "reward",
+        "kl",
+        "entropy",
+        "pg_loss",
+        "vf_loss",
+        "clip_frac",
+        "tokens_per_s",
+        "eval_reward",
+    ):
         assert column in header
     assert len(lines) == 3
     assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
@@ -210,9 +232,11 @@ def test_groups_share_a_prompt():
 
 def test_rollout_works_with_same_step_autoreset():
     ro = collect_rollout(
-        make_policy(), make_envs(4, autoreset_mode="SameStep"), seeds=[0, 1, 2, 3],
+        make_policy(),
+        make_envs(4, autoreset_mode="SameStep"),
+        seeds=[0, 1, 2, 3],
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     assert ro.mask.any(1).all()
     # One character per token (char tokenizer); a final EOS adds a token but no text.
     for i, (text, n) in enumerate(zip(ro.completions, ro.lengths.tolist())):

@@ -286,9 +286,15 @@ def test_gpu_path_selection():
     assert resolve_kv_cache("static", "cpu", llama) == "static"
     with pytest.raises(ValueError, match="kv_cache must be one of"):
         resolve_kv_cache("paged", "cpu", llama)
-    sliding = transformers.MistralConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                                         num_attention_heads=2, num_key_value_heads=1,
-                                         vocab_size=VOCAB, sliding_window=8)  # fmt: skip
+    sliding = transformers.MistralConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=VOCAB,
+        sliding_window=8,
+    )
     assert resolve_kv_cache("auto", "cuda", sliding) == "dynamic"
     with pytest.raises(ValueError, match="sliding-window"):
         resolve_kv_cache("static", "cuda", sliding)
@@ -326,8 +332,9 @@ def test_compiled_paths_equal_eager_and_the_step_compiles_once():
         else:
             torch.testing.assert_close(torch.stack(logps), expected, atol=1e-5, rtol=0)
     assert graphs[0] == graphs[1] == 0 and graphs[2] == graphs[3] == 1  # one graph, 34 more steps
-    ro = collect_rollout(eager, make_envs(8), seeds=list(range(8)),
-                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+    ro = collect_rollout(
+        eager, make_envs(8), seeds=list(range(8)), generator=torch.Generator().manual_seed(1)
+    )
     for rows in (slice(0, 8), slice(0, 3)):  # two minibatch shapes
         ids, attn, mask = ro.input_ids[rows], ro.attention_mask[rows], ro.mask[rows]
         results = []
@@ -350,8 +357,9 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_a_warning():
     torch._dynamo.reset()
     policy, eager = make_policy(), make_policy()
     policy.compile_backend = failing_backend  # what resolve_compile hands torch.compile
-    ro = collect_rollout(eager, make_envs(4), seeds=list(range(4)),
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    ro = collect_rollout(
+        eager, make_envs(4), seeds=list(range(4)), generator=torch.Generator().manual_seed(0)
+    )
     with pytest.warns(UserWarning, match="torch.compile .* failed, running eagerly"):
         stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     assert policy.compile_backend is None

@@ -27,10 +27,22 @@ CELLS = ["untrained-seed0", "random-seed0", "reinforce-seed0", "grpo-seed0", "sb
 
 def bench(out, *extra: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "textgym.cli", "bench", "--preset", "tiny", "--out", str(out),
-         "--no-progress", *extra],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "textgym.cli",
+            "bench",
+            "--preset",
+            "tiny",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -117,8 +129,9 @@ def test_an_interrupted_benchmark_runs_only_the_missing_cells(tiny_bench):
 def test_results_md_section_replaces_only_its_own(tiny_bench, tmp_path):
     out, _ = tiny_bench
     results = json.loads((out / "results.json").read_text())
-    section = results_section(results, [out / "curves-TextGen-Copy-v0.png"],
-                              command="python -m benchmarks --preset tiny")  # fmt: skip
+    section = results_section(
+        results, [out / "curves-TextGen-Copy-v0.png"], command="python -m benchmarks --preset tiny"
+    )
     md = tmp_path / "RESULTS.md"
     md.write_text("# Measured results\n\nintro\n\n## NLPO vs PPO\n\nkept\n")
     update_results_md(md, section, "tiny")
@@ -173,10 +186,17 @@ def _tiny_lm_task(**kwargs):
     from benchmarks.presets import TaskSpec
 
     # TextGen-v0 (SmolLM2's tokenizer) with a tiny random LM: the trl-grpo path in seconds.
-    return TaskSpec("TextGen-v0", num_envs=4, episodes=8, eval_episodes=4,
-                    env_kwargs={"max_new_tokens": 4}, tiny={"n_layer": 1, "n_embd": 16},
-                    precision="fp32", config={"*": {"lr": 1e-3}, "grpo": {"group_size": 2}},
-                    **kwargs)  # fmt: skip
+    return TaskSpec(
+        "TextGen-v0",
+        num_envs=4,
+        episodes=8,
+        eval_episodes=4,
+        env_kwargs={"max_new_tokens": 4},
+        tiny={"n_layer": 1, "n_embd": 16},
+        precision="fp32",
+        config={"*": {"lr": 1e-3}, "grpo": {"group_size": 2}},
+        **kwargs,
+    )
 
 
 def test_trl_grpo_cell_trains_and_is_evaluated_through_textgym():
@@ -209,6 +229,8 @@ def test_a_missing_peer_is_skipped_with_a_note(tmp_path, monkeypatch):
     (task,) = results["tasks"]
     assert task["notes"] == {"trl-grpo": "not run: trl is not installed (test)"}
     assert [r["agent"] for r in task["rows"]] == ["untrained", "random"]
-    assert "- trl-grpo: not run: trl is not installed (test)" in (
-        tmp_path / "leaderboard.md").read_text()  # fmt: skip
+    assert (
+        "- trl-grpo: not run: trl is not installed (test)"
+        in (tmp_path / "leaderboard.md").read_text()
+    )
     assert any("trl-grpo seed 0: skipped" in line for line in logs)

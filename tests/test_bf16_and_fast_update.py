@@ -39,13 +39,20 @@ def first_update_figures(agent, policy, rollout) -> dict[str, float]:
     lo, hi = math.inf, -math.inf
     with torch.no_grad():
         for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.evaluate(mb["input_ids"], mb["attention_mask"], prompt_len,
-                                    mask=mb["mask"])  # fmt: skip
+            stats = policy.evaluate(
+                mb["input_ids"], mb["attention_mask"], prompt_len, mask=mb["mask"]
+            )
             ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
             lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
     gap = (rollout.logprobs - batch["old_logprobs"]).abs()[rollout.mask]
-    return {"lo": lo, "hi": hi, "kl": metrics["kl"], "gap_mean": float(gap.mean()),
-            "gap_max": float(gap.max()), "logged_gap": metrics["logprob_gap"]}  # fmt: skip
+    return {
+        "lo": lo,
+        "hi": hi,
+        "kl": metrics["kl"],
+        "gap_mean": float(gap.mean()),
+        "gap_max": float(gap.max()),
+        "logged_gap": metrics["logprob_gap"],
+    }
 
 
 # -- the fp32 LM head under bf16 autocast ----------------------------------------------------------
@@ -78,8 +85,9 @@ def test_bf16_first_update_ratios_start_at_one_tiny():
     policy = _bf16_policy()
     envs = make_envs(8, max_new_tokens=8)
     agent = PPO(policy, envs, PPO.Config(progress=False, kl_coef=0.05, minibatch_size=4))
-    rollout = collect_rollout(policy, envs, seeds=list(range(8)),
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rollout = collect_rollout(
+        policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(0)
+    )
     f = first_update_figures(agent, policy, rollout)
     assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
     assert f["kl"] == 0.0  # policy and reference scored by the same forward
@@ -95,8 +103,9 @@ def test_bf16_first_update_ratios_start_at_one_smollm2():
     envs = gym.make_vec("TextGen-v0", num_envs=4, max_new_tokens=16)
     policy = LMPolicy.from_pretrained("smollm2-135m", precision="bf16")
     agent = PPO(policy, envs, PPO.Config(progress=False, kl_coef=0.05))
-    rollout = collect_rollout(policy, envs, seeds=[1, 2, 3, 4],
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rollout = collect_rollout(
+        policy, envs, seeds=[1, 2, 3, 4], generator=torch.Generator().manual_seed(0)
+    )
     f = first_update_figures(agent, policy, rollout)
     assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
     assert f["kl"] == 0.0
@@ -153,12 +162,21 @@ def test_deferral_only_for_one_full_batch_step_without_policy_advantages():
     envs = make_envs(8)
     grpo = GRPO(make_policy(), envs, GRPO.Config(progress=False, group_size=4))
     assert not grpo.advantages_use_policy()
-    minibatched = GRPO(make_policy(), envs, GRPO.Config(progress=False, group_size=4,
-                                                          minibatch_size=4))  # fmt: skip
-    assert REINFORCE(make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.0)) \
-        .advantages_use_policy() is False  # fmt: skip
-    assert REINFORCE(make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.1)) \
-        .advantages_use_policy() is True  # fmt: skip
+    minibatched = GRPO(
+        make_policy(), envs, GRPO.Config(progress=False, group_size=4, minibatch_size=4)
+    )
+    assert (
+        REINFORCE(
+            make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.0)
+        ).advantages_use_policy()
+        is False
+    )
+    assert (
+        REINFORCE(
+            make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.1)
+        ).advantages_use_policy()
+        is True
+    )
     assert PPO(make_policy(), envs, PPO.Config(progress=False)).advantages_use_policy()
     rollout = collect_rollout(grpo.policy, envs, seeds=[0] * 4 + [1] * 4)
     assert "old_logprobs" not in grpo.prepare(rollout)[0]
@@ -177,8 +195,13 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
 
     report = gpu_check.main(["--dry-run", "--json", str(tmp_path / "gpu.json")])
     sections = report["sections"]
-    assert set(sections) == {"bf16_gap", "rollout_vs_generate", "gpu_paths", "logprob_memory",
-                             "trl"}  # fmt: skip
+    assert set(sections) == {
+        "bf16_gap",
+        "rollout_vs_generate",
+        "gpu_paths",
+        "logprob_memory",
+        "trl",
+    }
     failed = {k: v.get("error") for k, v in sections.items() if not v.get("ok")}
     assert not failed, failed
     gap = sections["bf16_gap"]
@@ -193,15 +216,27 @@ def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
     info = cpu_info()
     assert set(info["flags"]) >= {"amx_bf16", "avx512_bf16"}
     result = {
-        "settings": {"model": "m", "prompts": 4, "group_size": 4, "max_new_tokens": 32,
-                     "iterations": 4, "warmup": 1, "lr": 1e-5, "threads": 2, "beta": 0.0,
-                     "precision": "fp32", "device": "cpu", "trl_version": "x", **info},
-        "trainers": {"trl_grpo": {"samples_per_s": 1.0, "reward_mean": 0.1,
-                                  "seconds_per_iteration": 16.0},
-                     "ours_grpo": {"samples_per_s": 2.0, "reward_mean": 0.1,
-                                   "seconds_per_iteration": 8.0}},
+        "settings": {
+            "model": "m",
+            "prompts": 4,
+            "group_size": 4,
+            "max_new_tokens": 32,
+            "iterations": 4,
+            "warmup": 1,
+            "lr": 1e-5,
+            "threads": 2,
+            "beta": 0.0,
+            "precision": "fp32",
+            "device": "cpu",
+            "trl_version": "x",
+            **info,
+        },
+        "trainers": {
+            "trl_grpo": {"samples_per_s": 1.0, "reward_mean": 0.1, "seconds_per_iteration": 16.0},
+            "ours_grpo": {"samples_per_s": 2.0, "reward_mean": 0.1, "seconds_per_iteration": 8.0},
+        },
         "ratios": {"ours_grpo": 2.0},
-    }  # fmt: skip
+    }
     text = markdown(result)
     assert "amx_bf16" in text and "avx512_bf16" in text and "precision fp32" in text
     assert "| ours_grpo | 2.00 | 2.00x |" in text
@@ -293,8 +328,9 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
     envs = make_envs(8)
     policy = make_policy(value_init_std=0.1)
     policy.ensure_reference()
-    rollout = collect_rollout(policy, envs, seeds=[3] * 4 + [5] * 4,
-                              generator=torch.Generator().manual_seed(2))  # fmt: skip
+    rollout = collect_rollout(
+        policy, envs, seeds=[3] * 4 + [5] * 4, generator=torch.Generator().manual_seed(2)
+    )
     sizes: list[tuple[int, int]] = []
     hidden = policy._hidden
 
@@ -325,8 +361,9 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
     for a, b in zip(shared_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     # policy and reference score a batch the same way: a KL of exactly 0 at the start
-    ref = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len,
-                          reference=True)  # fmt: skip
+    ref = policy.evaluate(
+        rollout.input_ids, rollout.attention_mask, rollout.prompt_len, reference=True
+    )
     with torch.no_grad():
         own = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
     assert torch.equal(ref.logprobs, own.logprobs)

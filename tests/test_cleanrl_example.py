@@ -42,14 +42,21 @@ def test_cleanrl_ppo_learns_small_copy(cleanrl):
     first episodes' (near-random) returns."""
     args = cleanrl.parse_args(
         [
-            "--env-id", "TextGen-Copy-v0",
+            "--env-id",
+            "TextGen-Copy-v0",
             "--env-kwargs",
             '{"reward_mode": "dense", "max_new_tokens": 4, "max_prompt_tokens": 5,'
             ' "task_kwargs": {"alphabet": "abc", "min_len": 3, "max_len": 3, "n_train": 27}}',
-            "--total-timesteps", "20000", "--learning-rate", "3e-3", "--threads", "1",
-            "--eval-episodes", "64",
+            "--total-timesteps",
+            "20000",
+            "--learning-rate",
+            "3e-3",
+            "--threads",
+            "1",
+            "--eval-episodes",
+            "64",
         ]
-    )  # fmt: skip
+    )
     result = cleanrl.train(args)
     print(result)
     assert result["last_return"] > result["first_return"] + 0.3

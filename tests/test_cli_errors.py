@@ -18,9 +18,24 @@ from safetensors.torch import load_file, save_file
 
 from textgym.cli import main
 
-TRAIN = ["train", "--env", "TextGen-Copy-v0", "--agent", "reinforce", "--model", "tiny",
-         "--episodes", "8", "--num-envs", "4", "--threads", "1", "--no-progress",
-         "--checkpoint-every", "1"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--env",
+    "TextGen-Copy-v0",
+    "--agent",
+    "reinforce",
+    "--model",
+    "tiny",
+    "--episodes",
+    "8",
+    "--num-envs",
+    "4",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--checkpoint-every",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +83,17 @@ def _eval(run: Path) -> list[str]:
 
 
 def _resume(run: Path) -> list[str]:
-    return ["train", "--out", str(run), "--resume", "--episodes", "12", "--threads", "1",
-            "--no-progress"]  # fmt: skip
+    return [
+        "train",
+        "--out",
+        str(run),
+        "--resume",
+        "--episodes",
+        "12",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
 
 
 DAMAGE = {
@@ -129,8 +153,12 @@ def test_negative_counts_are_refused_by_the_parser(tmp_path, flag, capsys):
 
 def test_no_traceback_through_the_console_script(run_dir):
     _poison(_ckpt(run_dir) / "model.safetensors")
-    result = subprocess.run([sys.executable, "-m", "textgym.cli", *_eval(run_dir)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "textgym.cli", *_eval(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "NaN/inf" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -151,5 +179,7 @@ def test_nan_weights_are_refused_by_resume_even_without_hashes(run_dir):
     with pytest.raises(CheckpointError, match="holds NaN/inf"):
         from textgym.cli import build_policy, make_envs
 
-        check_model_file(_ckpt(run_dir) / "model.safetensors",
-                         build_policy("tiny", make_envs("TextGen-Copy-v0", 2)))  # fmt: skip
+        check_model_file(
+            _ckpt(run_dir) / "model.safetensors",
+            build_policy("tiny", make_envs("TextGen-Copy-v0", 2)),
+        )

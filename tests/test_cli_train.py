@@ -28,10 +28,29 @@ def rows(path) -> list[dict]:
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "copy"
     result = run(
-        "train", "--env", "TextGen-Copy-v0", "--agent", "grpo", "--model", "tiny",
-        "--episodes", "16", "--num-envs", "8", "--lr", "1e-3", "--group-size", "4",
-        "--config", '{"ent_coef": 0.01, "episodes_per_update": 8}', "--out", str(out), "--threads", "1", "--no-progress",
-    )  # fmt: skip
+        "train",
+        "--env",
+        "TextGen-Copy-v0",
+        "--agent",
+        "grpo",
+        "--model",
+        "tiny",
+        "--episodes",
+        "16",
+        "--num-envs",
+        "8",
+        "--lr",
+        "1e-3",
+        "--group-size",
+        "4",
+        "--config",
+        '{"ent_coef": 0.01, "episodes_per_update": 8}',
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -45,8 +64,11 @@ def test_train_writes_run_config_checkpoint_and_logs(trained):
     # episodes_per_update=8: one rollout per update (the tiny model's default is 256 episodes);
     # ent_coef > 0 moves the policy even when all 16 episodes score 0 (no reward, no change)
     assert run_cfg["config"] == {
-        "ent_coef": 0.01, "episodes_per_update": 8, "lr": 1e-3, "group_size": 4
-    }  # fmt: skip
+        "ent_coef": 0.01,
+        "episodes_per_update": 8,
+        "lr": 1e-3,
+        "group_size": 4,
+    }
     assert run_cfg["config_resolved"]["group_size"] == 4
     assert (out / "checkpoints" / "latest").read_text() == "iter-000002"
     assert (out / "checkpoints" / "iter-000002" / "model.safetensors").exists()
@@ -67,8 +89,18 @@ def test_resume_continues_from_the_folder_alone(trained):
 def test_eval_of_a_checkpoint_and_of_the_untrained_model(trained, tmp_path):
     out, _ = trained
     report = tmp_path / "eval.json"
-    result = run("eval", str(out), "--episodes", "16", "--samples", "3", "--json", str(report),
-                 "--threads", "1")  # fmt: skip
+    result = run(
+        "eval",
+        str(out),
+        "--episodes",
+        "16",
+        "--samples",
+        "3",
+        "--json",
+        str(report),
+        "--threads",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     assert "GRPO checkpoint" in result.stdout and "test split" in result.stdout
     assert "reward " in result.stdout and "perplexity" in result.stdout
@@ -77,8 +109,9 @@ def test_eval_of_a_checkpoint_and_of_the_untrained_model(trained, tmp_path):
     assert figures["n_episodes"] == 16 and len(figures["samples"]) == 3
     assert figures["kl"] != 0  # the checkpoint moved away from the untrained model
 
-    untrained = run("eval", "--env", "TextGen-Copy-v0", "--model", "tiny", "--episodes", "8",
-                    "--threads", "1")  # fmt: skip
+    untrained = run(
+        "eval", "--env", "TextGen-Copy-v0", "--model", "tiny", "--episodes", "8", "--threads", "1"
+    )
     assert untrained.returncode == 0, untrained.stderr
     assert "untrained tiny" in untrained.stdout and "KL 0.000" in untrained.stdout.replace("-", "")
 
@@ -91,11 +124,21 @@ def test_train_and_eval_input_errors(tmp_path, trained):
     assert missing.returncode != 0 and "no run.json" in missing.stderr
     no_env = run("train", "--out", str(tmp_path / "x"))
     assert no_env.returncode != 0 and "--env" in no_env.stderr
-    char = run("train", "--env", "TextGen-Copy-v0", "--model", "smollm2-135m",
-               "--out", str(tmp_path / "y"))  # fmt: skip
+    char = run(
+        "train", "--env", "TextGen-Copy-v0", "--model", "smollm2-135m", "--out", str(tmp_path / "y")
+    )
     assert char.returncode != 0 and "--model tiny" in char.stderr
-    bad_json = run("train", "--env", "TextGen-Copy-v0", "--model", "tiny", "--env-kwargs", "{x",
-                   "--out", str(tmp_path / "z"))  # fmt: skip
+    bad_json = run(
+        "train",
+        "--env",
+        "TextGen-Copy-v0",
+        "--model",
+        "tiny",
+        "--env-kwargs",
+        "{x",
+        "--out",
+        str(tmp_path / "z"),
+    )
     assert bad_json.returncode != 0 and "--env-kwargs is not valid JSON" in bad_json.stderr
     unknown = run("eval", "--env", "TextGen-Nope-v0", "--model", "tiny")
     assert unknown.returncode != 0 and "textgym list" in unknown.stderr
@@ -108,8 +151,19 @@ def test_help_documents_the_commands():
     for command in ("train", "eval", "bench"):
         assert command in top.stdout
     train = run("train", "--help")
-    for flag in ("--env", "--agent", "--model", "--episodes", "--out", "--resume", "--lr",
-                 "--kl-coef", "--num-envs", "--env-kwargs", "--seed"):  # fmt: skip
+    for flag in (
+        "--env",
+        "--agent",
+        "--model",
+        "--episodes",
+        "--out",
+        "--resume",
+        "--lr",
+        "--kl-coef",
+        "--num-envs",
+        "--env-kwargs",
+        "--seed",
+    ):
         assert flag in train.stdout
     bench = run("bench", "--help")
     assert bench.returncode == 0 and "--preset" in bench.stdout and "quick" in bench.stdout
@@ -124,15 +178,48 @@ def test_eval_of_an_nlpo_run_acts_under_its_mask(tmp_path):
     from textgym.cli import build_policy, main, make_envs
 
     out = tmp_path / "nlpo"
-    trained = run("train", "--env", "TextGen-Copy-v0", "--agent", "nlpo", "--model", "tiny",
-                  "--episodes", "24", "--num-envs", "8", "--lr", "1e-3", "--out", str(out),
-                  "--config", '{"nlpo_update_every": 2, "nlpo_top_p": 0.5}',
-                  "--threads", "1", "--no-progress")  # fmt: skip
+    trained = run(
+        "train",
+        "--env",
+        "TextGen-Copy-v0",
+        "--agent",
+        "nlpo",
+        "--model",
+        "tiny",
+        "--episodes",
+        "24",
+        "--num-envs",
+        "8",
+        "--lr",
+        "1e-3",
+        "--out",
+        str(out),
+        "--config",
+        '{"nlpo_update_every": 2, "nlpo_top_p": 0.5}',
+        "--threads",
+        "1",
+        "--no-progress",
+    )
     assert trained.returncode == 0, trained.stderr
     report = tmp_path / "eval.json"
     torch.set_num_threads(1)
-    assert main(["eval", str(out), "--episodes", "8", "--num-envs", "8", "--eval-seed", "3",
-                 "--json", str(report)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(out),
+                "--episodes",
+                "8",
+                "--num-envs",
+                "8",
+                "--eval-seed",
+                "3",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     kl = json.loads(report.read_text())["kl"]
     run_cfg = json.loads((out / "run.json").read_text())
 

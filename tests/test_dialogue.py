@@ -187,8 +187,7 @@ def test_random_play_ends_within_the_budget():
 
 
 def test_lm_partner_answers_in_one_batch_and_is_deterministic():
-    partner = LMPartner(tiny_lm(vocab_size=99, seed=0), CHAR, max_new_tokens=4,
-                        max_reply_tokens=3)  # fmt: skip
+    partner = LMPartner(tiny_lm(vocab_size=99, seed=0), CHAR, max_new_tokens=4, max_reply_tokens=3)
     env = DialogueEnv(partner=partner, max_turns=2)
     assert env.core.max_reply_tokens == 3
     results = []

@@ -19,8 +19,16 @@ ITERATIONS = 3
 # One minibatch, one epoch, no whitening, fixed-length completions (no EOS): every rank has the
 # same number of tokens, so the mean of the ranks' losses is the loss of the union of the batches
 # and the averaged gradient is the single-process gradient.
-CONFIG = dict(lr=3e-3, seed=0, progress=False, kl_coef=0.01, minibatch_size=None,
-              update_epochs=1, normalize_advantages=False, target_kl=None)  # fmt: skip
+CONFIG = dict(
+    lr=3e-3,
+    seed=0,
+    progress=False,
+    kl_coef=0.01,
+    minibatch_size=None,
+    update_epochs=1,
+    normalize_advantages=False,
+    target_kl=None,
+)
 
 
 def _free_port() -> int:
@@ -30,8 +38,13 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     import agents.base
 
@@ -43,20 +56,34 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         return rollouts[-1]
 
     agents.base.collect_rollout = recording
-    config = PPOConfig(**CONFIG, checkpoint_dir=os.path.join(out, "ckpt"), checkpoint_every=ITERATIONS,
-                       eval_every=ITERATIONS, eval_episodes=8)  # fmt: skip
-    agent = PPO(make_policy(seed=rank), make_envs(N, stop_on_eos=False), config,
-                eval_envs=make_envs(N, stop_on_eos=False))  # fmt: skip
+    config = PPOConfig(
+        **CONFIG,
+        checkpoint_dir=os.path.join(out, "ckpt"),
+        checkpoint_every=ITERATIONS,
+        eval_every=ITERATIONS,
+        eval_episodes=8,
+    )
+    agent = PPO(
+        make_policy(seed=rank),
+        make_envs(N, stop_on_eos=False),
+        config,
+        eval_envs=make_envs(N, stop_on_eos=False),
+    )
     assert agent.dist == D.DistInfo(rank, world, rank)
     agent.learn(iterations=ITERATIONS)
-    final_eval = evaluate(agent, make_envs(N, stop_on_eos=False), 2 * N, split="test", seed=7,
-                          gather=True)  # fmt: skip
+    final_eval = evaluate(
+        agent, make_envs(N, stop_on_eos=False), 2 * N, split="test", seed=7, gather=True
+    )
     torch.save(
-        {"params": {k: v.detach().clone() for k, v in agent.policy.state_dict().items()},
-         "rollouts": [vars(r) for r in rollouts], "history": agent.history,
-         "episodes": agent.episodes, "eval": final_eval.as_dict()},
+        {
+            "params": {k: v.detach().clone() for k, v in agent.policy.state_dict().items()},
+            "rollouts": [vars(r) for r in rollouts],
+            "history": agent.history,
+            "episodes": agent.episodes,
+            "eval": final_eval.as_dict(),
+        },
         os.path.join(out, f"rank{rank}.pt"),
-    )  # fmt: skip
+    )
     D.cleanup()
 
 
@@ -87,8 +114,10 @@ def test_evaluation_gathers_every_ranks_episodes(two_ranks):
     # = rank 0's N episodes (seed 7) and rank 1's (seed 8), evaluated in one process.
     policy = make_policy()
     policy.load_state_dict(r0["params"])
-    parts = [evaluate(policy, make_envs(N, stop_on_eos=False), N, split="test", seed=7 + rank)
-             for rank in (0, 1)]  # fmt: skip
+    parts = [
+        evaluate(policy, make_envs(N, stop_on_eos=False), N, split="test", seed=7 + rank)
+        for rank in (0, 1)
+    ]
     expected = sum(p.reward_mean for p in parts) / 2
     assert r0["eval"]["reward_mean"] == pytest.approx(expected, abs=1e-6)
 

@@ -141,8 +141,12 @@ def test_scorer_results_that_are_not_real_finite_numbers(value, message):
 
 
 def test_scorer_results_that_are_fine():
-    for value in (lambda c: torch.full((len(c),), 0.5), lambda c: [np.float64(0.5)] * len(c),
-                  lambda c: [1] * len(c), lambda c: [torch.tensor(0.5)] * len(c)):  # fmt: skip
+    for value in (
+        lambda c: torch.full((len(c),), 0.5),
+        lambda c: [np.float64(0.5)] * len(c),
+        lambda c: [1] * len(c),
+        lambda c: [torch.tensor(0.5)] * len(c),
+    ):
         env = TextGenEnv(**{**KW, "scorer": Flaky(value=value)}, reward_mode="dense")
         env.reset(seed=0)
         assert env.step(37)[1] in (0.5, 1.0)
@@ -277,8 +281,14 @@ def test_stable_baselines3_defaults():
         envs.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = PPO("MultiInputPolicy", make_vec_env("TextGen-Copy-v0", n_envs=2), n_steps=8,
-                    batch_size=8, n_epochs=1, device="cpu")  # fmt: skip
+        model = PPO(
+            "MultiInputPolicy",
+            make_vec_env("TextGen-Copy-v0", n_envs=2),
+            n_steps=8,
+            batch_size=8,
+            n_epochs=1,
+            device="cpu",
+        )
         model.learn(16)
 
 

@@ -200,8 +200,9 @@ def _bad_seeds(vector: bool):
     bad = st.one_of(st.integers(-5, -1), st.text(max_size=2), st.floats(), st.just([1]))
     good = st.one_of(st.none(), st.integers(0, 2**16), st.integers(0, 99).map(np.int64))
     if vector:
-        good = st.one_of(good, st.lists(st.one_of(st.none(), st.integers(0, 9)), min_size=N,
-                                        max_size=N))  # fmt: skip
+        good = st.one_of(
+            good, st.lists(st.one_of(st.none(), st.integers(0, 9)), min_size=N, max_size=N)
+        )
         # One bad entry among good ones: the old code had re-seeded the slots before it.
         bad = st.one_of(bad, st.tuples(st.integers(0, 9), st.integers(0, 9), bad).map(list))
     return st.one_of(good, bad)
@@ -234,8 +235,14 @@ def _actions(vector: bool, vocab: int):
         )
     else:
         good = st.one_of(valid, valid.map(np.int64))
-        bad = st.one_of(st.integers(-3, -1), st.integers(vocab, vocab + 3), st.floats(),
-                        st.text(max_size=2), st.none(), st.booleans())  # fmt: skip
+        bad = st.one_of(
+            st.integers(-3, -1),
+            st.integers(vocab, vocab + 3),
+            st.floats(),
+            st.text(max_size=2),
+            st.none(),
+            st.booleans(),
+        )
     return st.one_of(good, good, bad)
 
 
@@ -272,8 +279,12 @@ def _future(env, vector: bool) -> list:
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
 @pytest.mark.parametrize("env_id", IDS)
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=6, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=6,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_rejected_calls_change_nothing_for_every_id(env_id, vector, data):
     env, reference, fail = _pair(env_id, vector)

@@ -55,9 +55,12 @@ def _start(tmp_path: Path, ckpt: Path, mode: str, **env) -> subprocess.Popen:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     return subprocess.Popen(
-        [sys.executable, str(script), str(ckpt), mode], env={**os.environ, **env},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, str(script), str(ckpt), mode],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -187,7 +190,7 @@ def _edit_state(path: Path) -> None:
         "bit-flipped-model",
         "bit-flipped-rng",
         "edited-state",
-    ],  # fmt: skip
+    ],
 )
 def test_corrupted_checkpoint_gives_a_clear_error(checkpoint, damage, message):
     damage(checkpoint)

@@ -133,8 +133,10 @@ def test_terminal_batch_on_one_screen_with_retries_and_log(tmp_path):
     assert screen.count("rating for [1/3]") == 5  # asked again after each invalid answer
     rows = read_ratings(log)
     assert [(r["prompt"], r["completion"], r["rating"], r["reward"]) for r in rows] == [
-        ("p1", "c1", 5, 1.0), ("p2", "c2", 1, 0.0), ("p3", "c3", 3, 0.5),
-    ]  # fmt: skip
+        ("p1", "c1", 5, 1.0),
+        ("p2", "c2", 1, 0.0),
+        ("p3", "c3", 3, 0.5),
+    ]
     assert rows[1]["reference"] == "ref two" and rows[0]["scale"] == [1, 5]
     assert all(r["time"].endswith("+00:00") and r["unix"] > 1e9 for r in rows)
     assert len({r["batch"] for r in rows}) == 1 and [r["item"] for r in rows] == [0, 1, 2]
@@ -255,8 +257,14 @@ def test_vector_env_asks_once_per_rollout(tmp_path, char_task):
     failing = HumanRatingScorer(
         "terminal", log_path=tmp_path / "r2.jsonl", input=io.StringIO(""), output=io.StringIO()
     )
-    envs = TextGenVectorEnv(num_envs=2, task=Task("human", task.prompts, failing), tokenizer="char",
-                            max_new_tokens=1, max_prompt_tokens=8, stop_on_eos=False)  # fmt: skip
+    envs = TextGenVectorEnv(
+        num_envs=2,
+        task=Task("human", task.prompts, failing),
+        tokenizer="char",
+        max_new_tokens=1,
+        max_prompt_tokens=8,
+        stop_on_eos=False,
+    )
     envs.reset(seed=0)
     with pytest.raises(ScorerError) as err:
         envs.step(np.array([14, 15]))
@@ -280,8 +288,12 @@ def test_ratings_survive_a_killed_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN, str(log)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         proc.stdin.write("5\n2\n")
         proc.stdin.flush()
@@ -311,8 +323,12 @@ def test_ratings_survive_a_killed_run(tmp_path):
 
 def test_log_reader_skips_a_torn_last_line(tmp_path):
     log = tmp_path / "r.jsonl"
-    log.write_text(json.dumps({"type": "rating", "prompt": "p", "completion": "c", "rating": 3, "scale": [1, 5]})
-                   + '\n\n{"type": "rating", "prom')  # fmt: skip
+    log.write_text(
+        json.dumps(
+            {"type": "rating", "prompt": "p", "completion": "c", "rating": 3, "scale": [1, 5]}
+        )
+        + '\n\n{"type": "rating", "prom'
+    )
     with pytest.warns(UserWarning, match=r"r.jsonl:3: skipping a line that is not valid JSON"):
         scorer = HumanRatingScorer(log_path=log, input=io.StringIO(""), output=io.StringIO())
     assert scorer.known_ratings() == {("p", "c"): 3}
@@ -450,8 +466,15 @@ def test_web_json_api_and_timeout_fallback(tmp_path):
             get(scorer.url + "nope")
         assert err.value.code == 404
 
-    with HumanRatingScorer("web", log_path=log, output=io.StringIO(), scale=(0, 10), reward="raw",
-                           timeout_s=0.3, fallback=-1.0) as scorer:  # fmt: skip
+    with HumanRatingScorer(
+        "web",
+        log_path=log,
+        output=io.StringIO(),
+        scale=(0, 10),
+        reward="raw",
+        timeout_s=0.3,
+        fallback=-1.0,
+    ) as scorer:
         rewards = scorer(["p", "p"], ["a", "new"], None)  # "a" is reused; "new" times out
         np.testing.assert_allclose(rewards, [7.0, -1.0])
         page = get(scorer.url)
@@ -522,8 +545,15 @@ def test_pairwise_web_form(tmp_path):
 
 def test_collect_preferences_and_comparisons_from_ratings(tmp_path):
     path = tmp_path / "prefs.jsonl"
-    choices = collect_preferences(["p"], ["x"], ["y"], path, interface="terminal",
-                                  input=io.StringIO("b\n"), output=io.StringIO())  # fmt: skip
+    choices = collect_preferences(
+        ["p"],
+        ["x"],
+        ["y"],
+        path,
+        interface="terminal",
+        input=io.StringIO("b\n"),
+        output=io.StringIO(),
+    )
     assert choices == ["b"] and read_comparisons(path)[0]["chosen"] == "y"
 
     log = tmp_path / "ratings.jsonl"

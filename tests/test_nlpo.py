@@ -38,8 +38,15 @@ def test_token_logprobs_over_a_support_match_the_naive_masked_softmax(with_bias)
     bias = torch.randn(vocab, generator=gen) if with_bias else None
     support = torch.rand(rows, vocab, generator=gen) < 0.2
     targets = torch.multinomial(support.float(), 1, generator=gen).squeeze(-1)  # inside support
-    logp, ent = token_logprobs(hidden, weight, targets, bias=bias, temperature=0.7, chunk_size=4,
-                               support=pack_support(support))  # fmt: skip
+    logp, ent = token_logprobs(
+        hidden,
+        weight,
+        targets,
+        bias=bias,
+        temperature=0.7,
+        chunk_size=4,
+        support=pack_support(support),
+    )
     logits = (hidden @ weight.T + (0 if bias is None else bias)) / 0.7
     ref_all = torch.log_softmax(logits.masked_fill(~support, float("-inf")), -1)
     ref_logp = ref_all.gather(-1, targets[:, None]).squeeze(-1)
@@ -63,8 +70,12 @@ def test_update_scores_the_distributions_the_rollout_sampled_from():
     from agents.rollout import collect_rollout
 
     agent = NLPO(make_policy(), make_envs(8), NLPOConfig(**COMMON, nlpo_top_p=0.5))
-    rollout = collect_rollout(agent.acting_policy(), agent.envs, seeds=list(range(8)),
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rollout = collect_rollout(
+        agent.acting_policy(),
+        agent.envs,
+        seeds=list(range(8)),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert rollout.support is not None and rollout.support.shape[:2] == rollout.mask.shape
     support = unpack_support(rollout.support, VOCAB)
     prompt_len = rollout.prompt_len
@@ -72,10 +83,16 @@ def test_update_scores_the_distributions_the_rollout_sampled_from():
     assert support.gather(-1, actions[..., None]).squeeze(-1)[rollout.mask].all()
     assert support[rollout.mask].sum(-1).max() < 0.6 * VOCAB  # a real restriction
     with torch.no_grad():
-        masked = agent.policy.evaluate(rollout.input_ids, rollout.attention_mask, prompt_len,
-                                       mask=rollout.mask, support=rollout.support)  # fmt: skip
-        full = agent.policy.evaluate(rollout.input_ids, rollout.attention_mask, prompt_len,
-                                     mask=rollout.mask)  # fmt: skip
+        masked = agent.policy.evaluate(
+            rollout.input_ids,
+            rollout.attention_mask,
+            prompt_len,
+            mask=rollout.mask,
+            support=rollout.support,
+        )
+        full = agent.policy.evaluate(
+            rollout.input_ids, rollout.attention_mask, prompt_len, mask=rollout.mask
+        )
     # PPO's ratios start at 1: acting and the update score the same renormalised distribution.
     torch.testing.assert_close(masked.logprobs, rollout.logprobs, atol=1e-4, rtol=1e-4)
     assert (full.logprobs[rollout.mask] < masked.logprobs[rollout.mask]).all()
@@ -145,9 +162,14 @@ def test_lora_learner_trains_only_adapters_and_value_head(tmp_path):
     for n, p in policy.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n]), n
-    resumed = PPO(LMPolicy(peft.get_peft_model(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64),
-                                               config), precision="fp32"),
-                  make_envs(), PPOConfig(**COMMON)).resume(tmp_path)  # fmt: skip
+    resumed = PPO(
+        LMPolicy(
+            peft.get_peft_model(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64), config),
+            precision="fp32",
+        ),
+        make_envs(),
+        PPOConfig(**COMMON),
+    ).resume(tmp_path)
     for (n, a), b in zip(policy.named_parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b), n
 

@@ -50,9 +50,13 @@ def assert_no_drift(policy: LMPolicy, envs, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_zero_rewards_leave_a_tiny_policy_unchanged(name):
     envs = gym.make_vec(
-        "TextGen-v0", num_envs=8, prompts=PROMPTS, scorer=zero_scorer, tokenizer="char",
+        "TextGen-v0",
+        num_envs=8,
+        prompts=PROMPTS,
+        scorer=zero_scorer,
+        tokenizer="char",
         max_new_tokens=12,
-    )  # fmt: skip
+    )
     policy = LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=0), precision="fp32")
     assert_no_drift(policy, envs, name)
 

@@ -160,8 +160,13 @@ def test_scorer_plugs_into_envs_and_save_load_round_trips(trained, tok, tmp_path
     np.testing.assert_allclose(loaded(prompts, completions, None), scores, rtol=1e-5, atol=1e-5)
     assert RewardModel.load(folder).history == rm.history
 
-    env = TextGenEnv(task=Task("learned", PromptSet.from_list(["b"]), loaded), tokenizer=tok,
-                     max_new_tokens=2, max_prompt_tokens=4, stop_on_eos=False)  # fmt: skip
+    env = TextGenEnv(
+        task=Task("learned", PromptSet.from_list(["b"]), loaded),
+        tokenizer=tok,
+        max_new_tokens=2,
+        max_prompt_tokens=4,
+        stop_on_eos=False,
+    )
     env.reset(seed=0)
     a = tok.convert_tokens_to_ids("a")
     env.step(a)

@@ -152,10 +152,21 @@ def test_weighted_sum_composes():
 
 
 ALL_CHEAP = [
-    ExactMatch(), TokenF1(), NumericMatch(), PositionAccuracy(), ConceptCoverage(), Fluency(),
-    BLEU(), ChrF(), TER(), Rouge(), VaderSentiment(), LengthPenalty(target=3),
-    RepetitionPenalty(), WeightedSum([ExactMatch(), Rouge()]),
-]  # fmt: skip
+    ExactMatch(),
+    TokenF1(),
+    NumericMatch(),
+    PositionAccuracy(),
+    ConceptCoverage(),
+    Fluency(),
+    BLEU(),
+    ChrF(),
+    TER(),
+    Rouge(),
+    VaderSentiment(),
+    LengthPenalty(target=3),
+    RepetitionPenalty(),
+    WeightedSum([ExactMatch(), Rouge()]),
+]
 
 
 @pytest.mark.parametrize("scorer", ALL_CHEAP, ids=lambda s: type(s).__name__)

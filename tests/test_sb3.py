@@ -241,8 +241,15 @@ def test_adapter_passes_sb3_vec_env_checks(char_vec):
         assert obs["input_ids"].shape == (4, 16) and rewards.shape == (4,)
         episodes += sum("episode" in info for info in infos)
     assert episodes > 0
-    model = PPO("MultiInputPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=0,
-                policy_kwargs=token_policy_kwargs(embed_dim=16))  # fmt: skip
+    model = PPO(
+        "MultiInputPolicy",
+        env,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs=token_policy_kwargs(embed_dim=16),
+    )
     model.learn(64)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=4)
     assert np.isfinite(mean)
@@ -290,9 +297,14 @@ def test_maskable_ppo_never_takes_a_masked_action(char_env_kwargs):
     sb3_contrib = pytest.importorskip("sb3_contrib")
     env = _AssertMasked(make_sb3_env("TextGen-v0", n_envs=4, seed=0, **char_env_kwargs))
     model = sb3_contrib.MaskablePPO(
-        "MultiInputPolicy", env, n_steps=32, batch_size=64, n_epochs=1, seed=0,
+        "MultiInputPolicy",
+        env,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
         policy_kwargs=token_policy_kwargs("maskableppo", embed_dim=16),
-    )  # fmt: skip
+    )
     model.learn(256)
     assert env.checked >= 256
 
@@ -316,9 +328,14 @@ def test_topk_masks_follow_reference_lm(char_env_kwargs):
         assert set(np.flatnonzero(masks[i])) == set(expected[i])
     env = _AssertMasked(topk)
     model = sb3_contrib.MaskablePPO(
-        "MultiInputPolicy", env, n_steps=16, batch_size=32, n_epochs=1, seed=0,
+        "MultiInputPolicy",
+        env,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
         policy_kwargs=token_policy_kwargs("maskableppo", embed_dim=16),
-    )  # fmt: skip
+    )
     model.learn(64)
     assert env.checked >= 64
 
@@ -335,12 +352,20 @@ def test_sb3_learns_small_copy(algo):
     env = make_sb3_env("TextGen-Copy-v0", n_envs=16, seed=0, **kwargs)
     common = dict(learning_rate=3e-3, gamma=1.0, ent_coef=0.01, seed=0, verbose=0)
     if algo == "ppo":
-        model = PPO("MultiInputPolicy", env, n_steps=32, batch_size=128, n_epochs=4,
-                    policy_kwargs=token_policy_kwargs("ppo"), **common)  # fmt: skip
+        model = PPO(
+            "MultiInputPolicy",
+            env,
+            n_steps=32,
+            batch_size=128,
+            n_epochs=4,
+            policy_kwargs=token_policy_kwargs("ppo"),
+            **common,
+        )
         budget = 30_000
     else:
-        model = A2C("MultiInputPolicy", env, n_steps=8, policy_kwargs=token_policy_kwargs("a2c"),
-                    **common)  # fmt: skip
+        model = A2C(
+            "MultiInputPolicy", env, n_steps=8, policy_kwargs=token_policy_kwargs("a2c"), **common
+        )
         budget = 60_000
     model.learn(budget)
     eval_env = make_sb3_env("TextGen-Copy-v0", n_envs=16, seed=1, **SMALL_COPY)
@@ -357,9 +382,17 @@ def test_lm_actor_critic_policy_improves_tiny_lm(char_task):
     lm = tiny_lm(vocab_size=99, n_layer=1, n_embd=32, seed=0)
     env = make_sb3_env("TextGen-v0", n_envs=8, seed=0, **kwargs)
     model = PPO(
-        LMActorCriticPolicy, env, n_steps=32, batch_size=64, n_epochs=4, learning_rate=3e-3,
-        gamma=1.0, ent_coef=0.0, seed=0, policy_kwargs={"model": lm},
-    )  # fmt: skip
+        LMActorCriticPolicy,
+        env,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=4,
+        learning_rate=3e-3,
+        gamma=1.0,
+        ent_coef=0.0,
+        seed=0,
+        policy_kwargs={"model": lm},
+    )
     assert model.policy.lm is lm
     assert {id(p) for p in lm.parameters()} <= {
         id(p) for g in model.policy.optimizer.param_groups for p in g["params"]

@@ -105,8 +105,10 @@ def test_arithmetic_episode_scores_the_exact_number():
     assert terminated and reward == 1.0 and info["completion"].strip() == answer
 
 
-@pytest.mark.parametrize("kind,fn", [("copy", lambda s: s), ("reverse", lambda s: s[::-1]),
-                                     ("sort", lambda s: "".join(sorted(s)))])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind,fn",
+    [("copy", lambda s: s), ("reverse", lambda s: s[::-1]), ("sort", lambda s: "".join(sorted(s)))],
+)
 def test_algorithmic_tasks_reward_the_target(kind, fn):
     env = gym.make(f"TextGen-{kind.capitalize()}-v0")
     _, info = env.reset(seed=1)
@@ -142,22 +144,31 @@ def test_sentiment_scorer_is_selectable():
 
 
 def test_user_data_list_jsonl_and_datasets(tmp_path):
-    rows = [{"source": "Hello.", "target": "Bonjour.", "split": "train"},
-            {"source": "Thanks.", "target": ["Merci.", "Merci bien."], "split": "test"}]  # fmt: skip
+    rows = [
+        {"source": "Hello.", "target": "Bonjour.", "split": "train"},
+        {"source": "Thanks.", "target": ["Merci.", "Merci bien."], "split": "test"},
+    ]
     task = make_task("translate", data=rows)
     assert task.prompts["test"][0].reference == ("Merci.", "Merci bien.")
     path = tmp_path / "qa.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"context": "Bob is 7.", "question": "How old is Bob?", "answer": "7"},
-        {"context": "Ann is 9.", "question": "How old is Ann?", "answer": "9"},
-    ]))  # fmt: skip
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"context": "Bob is 7.", "question": "How old is Bob?", "answer": "7"},
+                {"context": "Ann is 9.", "question": "How old is Ann?", "answer": "9"},
+            ]
+        )
+    )
     qa = make_task("qa", data=str(path), metric="em")
     assert len(qa.prompts["train"]) == 2 and qa.prompts["test"] == qa.prompts["train"]
     datasets = pytest.importorskip("datasets")
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_list([{"concepts": ["sun", "sea"]}]),
-        "test": datasets.Dataset.from_list([{"concepts": ["cat", "hat"]}]),
-    })  # fmt: skip
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"concepts": ["sun", "sea"]}]),
+            "test": datasets.Dataset.from_list([{"concepts": ["cat", "hat"]}]),
+        }
+    )
     kw = make_task("keywords", data=dd, fluency="none")
     assert kw.prompts["test"][0].reference == ("cat", "hat")
     env = gym.make("TextGen-Keywords-v0", task_kwargs={"data": dd}, split="test")
@@ -178,8 +189,15 @@ def test_make_task_rejects_kwargs_with_a_task_object():
 def test_describe_has_gymnasium_sections(env_id):
     doc = textgym.describe(env_id)
     assert doc.startswith(f"# {env_id}")
-    for section in ("Description", "Action Space", "Observation Space", "Rewards",
-                    "Starting State", "Episode End", "Environment arguments"):  # fmt: skip
+    for section in (
+        "Description",
+        "Action Space",
+        "Observation Space",
+        "Rewards",
+        "Starting State",
+        "Episode End",
+        "Environment arguments",
+    ):
         assert f"## {section}" in doc, section
     if env_id != "TextGen-v0":
         assert "## Task arguments" in doc

@@ -143,9 +143,15 @@ def test_step_before_reset_and_after_end(char_env_kwargs):
 
 @pytest.mark.parametrize(
     "action, match",
-    [(-1, "outside the vocabulary"), (10_000, "valid ids are 0.."), (2.5, "integer token ids"),
-     ("a", "integer token ids"), (True, "integer token ids"), ([1, 2], "shape")],
-)  # fmt: skip
+    [
+        (-1, "outside the vocabulary"),
+        (10_000, "valid ids are 0.."),
+        (2.5, "integer token ids"),
+        ("a", "integer token ids"),
+        (True, "integer token ids"),
+        ([1, 2], "shape"),
+    ],
+)
 def test_invalid_actions(char_env_kwargs, action, match):
     env = TextGenEnv(**char_env_kwargs)
     env.reset(seed=0)

@@ -13,12 +13,18 @@ from benchmarks import verifiable
 def _rollout(scores: list[float]) -> Rollout:
     n, T = len(scores), 3
     return Rollout(
-        input_ids=torch.arange(n)[:, None].repeat(1, 5), attention_mask=torch.ones(n, 5),
-        prompt_len=2, mask=torch.ones(n, T, dtype=torch.bool), logprobs=torch.zeros(n, T),
-        values=torch.zeros(n, T), rewards=torch.zeros(n, T), scores=torch.tensor(scores),
-        prompts=[f"p{i}" for i in range(n)], completions=[f"c{i}" for i in range(n)],
+        input_ids=torch.arange(n)[:, None].repeat(1, 5),
+        attention_mask=torch.ones(n, 5),
+        prompt_len=2,
+        mask=torch.ones(n, T, dtype=torch.bool),
+        logprobs=torch.zeros(n, T),
+        values=torch.zeros(n, T),
+        rewards=torch.zeros(n, T),
+        scores=torch.tensor(scores),
+        prompts=[f"p{i}" for i in range(n)],
+        completions=[f"c{i}" for i in range(n)],
         seconds=1.0,
-    )  # fmt: skip
+    )
 
 
 def test_drop_flat_groups_keeps_whole_informative_groups():
@@ -34,11 +40,30 @@ def test_drop_flat_groups_keeps_whole_informative_groups():
 
 def test_verifiable_script_tiny_end_to_end(tmp_path):
     out = tmp_path / "run.json"
-    result = verifiable.main([
-        "--env", "TextGen-Copy-v0", "--model", "tiny", "--minutes", "0.05",
-        "--eval-episodes", "8", "--num-envs", "8", "--group-size", "4", "--threads", "1",
-        "--warm-start-epochs", "1", "--warm-start-examples", "32", "--out", str(out),
-    ])  # fmt: skip
+    result = verifiable.main(
+        [
+            "--env",
+            "TextGen-Copy-v0",
+            "--model",
+            "tiny",
+            "--minutes",
+            "0.05",
+            "--eval-episodes",
+            "8",
+            "--num-envs",
+            "8",
+            "--group-size",
+            "4",
+            "--threads",
+            "1",
+            "--warm-start-epochs",
+            "1",
+            "--warm-start-examples",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     for key in ("before", "after_warm_start", "after"):
         for mode in ("sampled", "greedy"):

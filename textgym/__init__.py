@@ -41,45 +41,74 @@ _LINE = ("\n",)  # one-line answers end at a newline
 _SUITE: dict[str, dict] = {
     "TextGen-Sentiment-v0": {"task": "sentiment", "max_new_tokens": 32, "max_prompt_tokens": 64},
     "TextGen-Arithmetic-v0": {
-        "task": "arithmetic", "max_new_tokens": 8, "max_prompt_tokens": 32, "stop_strings": _LINE,
+        "task": "arithmetic",
+        "max_new_tokens": 8,
+        "max_prompt_tokens": 32,
+        "stop_strings": _LINE,
     },
     "TextGen-Copy-v0": {
-        "task": "copy", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+        "task": "copy",
+        "tokenizer": "char",
+        "max_new_tokens": 7,
+        "max_prompt_tokens": 8,
     },
     "TextGen-Reverse-v0": {
-        "task": "reverse", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+        "task": "reverse",
+        "tokenizer": "char",
+        "max_new_tokens": 7,
+        "max_prompt_tokens": 8,
     },
     "TextGen-Sort-v0": {
-        "task": "sort", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8,
+        "task": "sort",
+        "tokenizer": "char",
+        "max_new_tokens": 7,
+        "max_prompt_tokens": 8,
     },
     "TextGen-Keywords-v0": {
-        "task": "keywords", "max_new_tokens": 32, "max_prompt_tokens": 48, "stop_strings": _LINE,
+        "task": "keywords",
+        "max_new_tokens": 32,
+        "max_prompt_tokens": 48,
+        "stop_strings": _LINE,
     },
     "TextGen-Translate-v0": {
-        "task": "translate", "max_new_tokens": 40, "max_prompt_tokens": 48, "stop_strings": _LINE,
+        "task": "translate",
+        "max_new_tokens": 40,
+        "max_prompt_tokens": 48,
+        "stop_strings": _LINE,
     },
     "TextGen-Summarize-v0": {
-        "task": "summarize", "max_new_tokens": 48, "max_prompt_tokens": 96,
+        "task": "summarize",
+        "max_new_tokens": 48,
+        "max_prompt_tokens": 96,
         "stop_strings": _LINE,
     },
     "TextGen-QA-v0": {
-        "task": "qa", "max_new_tokens": 16, "max_prompt_tokens": 96, "stop_strings": _LINE,
+        "task": "qa",
+        "max_new_tokens": 16,
+        "max_prompt_tokens": 96,
+        "stop_strings": _LINE,
     },
-}  # fmt: skip
+}
 for _id, _kwargs in _SUITE.items():
     _REGISTRY[_id] = (f"{_ENVS}:TextGenEnv", f"{_ENVS}:TextGenVectorEnv", _kwargs)
 
 # Multi-turn dialogue games with a simulated partner (textgym.envs.dialogue).
 _DIALOGUE = "textgym.envs.dialogue"
 _REGISTRY["TextDialogue-GuessNumber-v0"] = (
-    f"{_DIALOGUE}:DialogueEnv", f"{_DIALOGUE}:DialogueVectorEnv",
+    f"{_DIALOGUE}:DialogueEnv",
+    f"{_DIALOGUE}:DialogueVectorEnv",
     {"game": "guess_number", "tokenizer": "char", "max_turns": 8},
-)  # fmt: skip
+)
 _REGISTRY["TextDialogue-TwentyQuestions-v0"] = (
-    f"{_DIALOGUE}:DialogueEnv", f"{_DIALOGUE}:DialogueVectorEnv",
-    {"game": "twenty_questions", "tokenizer": "smollm2-135m", "max_turns": 20,
-     "max_turn_tokens": 12},
-)  # fmt: skip
+    f"{_DIALOGUE}:DialogueEnv",
+    f"{_DIALOGUE}:DialogueVectorEnv",
+    {
+        "game": "twenty_questions",
+        "tokenizer": "smollm2-135m",
+        "max_turns": 20,
+        "max_turn_tokens": 12,
+    },
+)
 
 
 def _register() -> None:

@@ -93,8 +93,9 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
     tok = env.tokenizer
     out.write(PLAY_HELP)
     for episode in range(args.episodes):
-        _, info = env.reset(seed=None if args.seed is None else args.seed + episode,
-                            options={"split": args.split})  # fmt: skip
+        _, info = env.reset(
+            seed=None if args.seed is None else args.seed + episode, options={"split": args.split}
+        )
         out.write(f"\n=== episode {episode + 1}/{args.episodes} ===\nprompt: {info['prompt']}\n")
         done = False
         while not done:
@@ -344,10 +345,14 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     policy = build_policy(run["model"], envs, seed=run["seed"], precision=run["precision"])
     try:
         config = cls.Config.for_policy(
-            policy, seed=run["seed"], log_dir=str(out_dir), checkpoint_dir=str(out_dir / "checkpoints"),
-            checkpoint_every=run["checkpoint_every"], progress=not args.no_progress,
+            policy,
+            seed=run["seed"],
+            log_dir=str(out_dir),
+            checkpoint_dir=str(out_dir / "checkpoints"),
+            checkpoint_every=run["checkpoint_every"],
+            progress=not args.no_progress,
             **{"tensorboard": has_tensorboard(), **run["config"]},
-        )  # fmt: skip
+        )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"bad hyperparameter for {run['agent']}: {e}") from None
     agent = cls(policy, envs, config)
@@ -359,8 +364,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     }
     if args.resume:
         agent.resume(out_dir / "checkpoints")
-        out.write(f"resumed {run['agent']} on {run['env_id']} at iteration {agent.iteration} "
-                  f"({agent.episodes} episodes)\n")  # fmt: skip
+        out.write(
+            f"resumed {run['agent']} on {run['env_id']} at iteration {agent.iteration} "
+            f"({agent.episodes} episodes)\n"
+        )
     _write_json(run_file, run)
     out.write(
         f"training {cls.__name__} on {run['env_id']} with {run['model']} ({run['num_envs']} envs, "
@@ -401,8 +408,15 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     else:
         if args.env is None:
             raise SystemExit("eval needs a run folder DIR, or --env ID [--model M] (untrained)")
-        run = {"env_id": args.env, "model": args.model, "seed": args.seed, "precision": "auto",
-               "env_kwargs": env_kwargs_for(args.model, _parse_json_arg(args.env_kwargs, "--env-kwargs"))}  # fmt: skip
+        run = {
+            "env_id": args.env,
+            "model": args.model,
+            "seed": args.seed,
+            "precision": "auto",
+            "env_kwargs": env_kwargs_for(
+                args.model, _parse_json_arg(args.env_kwargs, "--env-kwargs")
+            ),
+        }
     envs = make_envs(run["env_id"], args.num_envs, run["env_kwargs"])
     policy = build_policy(run["model"], envs, seed=run["seed"], precision=run["precision"])
     policy.ensure_reference()  # the untrained weights are the reference (KL, perplexity)
@@ -427,12 +441,26 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
             config = cls.Config(seed=run["seed"], progress=False, **run["config"])
             train_envs = make_envs(run["env_id"], run["num_envs"], run["env_kwargs"])
             evaluated = cls(policy, train_envs, config).resume(checkpoint)
-    result = evaluate(evaluated, envs, args.episodes, split=args.split, seed=args.eval_seed,
-                      deterministic=args.greedy, num_samples=args.samples)  # fmt: skip
+    result = evaluate(
+        evaluated,
+        envs,
+        args.episodes,
+        split=args.split,
+        seed=args.eval_seed,
+        deterministic=args.greedy,
+        num_samples=args.samples,
+    )
     out.write(f"{run['env_id']}, {what}, {args.split} split:\n{result}\n\n{result.table()}\n")
     if args.json:
-        _write_json(Path(args.json), {"run": run, "checkpoint": str(checkpoint) if checkpoint else None,
-                                      **result.as_dict(), "samples": result.samples})  # fmt: skip
+        _write_json(
+            Path(args.json),
+            {
+                "run": run,
+                "checkpoint": str(checkpoint) if checkpoint else None,
+                **result.as_dict(),
+                "samples": result.samples,
+            },
+        )
     return 0
 
 
@@ -485,9 +513,11 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="textgym", description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        prog="textgym",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered environment ids")
     info = sub.add_parser("info", help="spaces, reward, data and arguments of an id")
@@ -498,25 +528,32 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--split", default="train", choices=["train", "test"])
     play.add_argument("--episodes", type=_count(1), default=1)
 
-    model_help = ('"smollm2-135m" (default, offline), any Hugging Face id or folder, or "tiny" '
-                  "(a small random LM sized to the env's vocabulary: for character tasks and tests)")  # fmt: skip
+    model_help = (
+        '"smollm2-135m" (default, offline), any Hugging Face id or folder, or "tiny" '
+        "(a small random LM sized to the env's vocabulary: for character tasks and tests)"
+    )
     train = sub.add_parser(
-        "train", help="train a learner on an env (checkpoints, logs, run.json in --out)",
+        "train",
+        help="train a learner on an env (checkpoints, logs, run.json in --out)",
         description="Train a learner on a textgym env. --out DIR receives run.json (env, agent, "
         "model, hyperparameters, seed), progress.csv and TensorBoard logs, and checkpoints/; "
         "`--resume` continues the run from DIR alone, `textgym eval DIR` evaluates it.",
-    )  # fmt: skip
+    )
     train.add_argument("--env", help="environment id (`textgym list`)")
     train.add_argument("--agent", default="ppo", choices=AGENTS)
     train.add_argument("--model", default="smollm2-135m", help=model_help)
-    train.add_argument("--episodes", type=_count(1), default=None,
-                       help="training episodes in all, resumed ones included (default 1000)")  # fmt: skip
-    train.add_argument("--minutes", type=_positive_float, default=None,
-                       help="stop after this much time")  # fmt: skip
+    train.add_argument(
+        "--episodes",
+        type=_count(1),
+        default=None,
+        help="training episodes in all, resumed ones included (default 1000)",
+    )
+    train.add_argument(
+        "--minutes", type=_positive_float, default=None, help="stop after this much time"
+    )
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument("--num-envs", type=_count(1), default=16,
-                       help="episodes per iteration (16)")  # fmt: skip
+    train.add_argument("--num-envs", type=_count(1), default=16, help="episodes per iteration (16)")
     train.add_argument("--seed", type=_count(0), default=0)
     train.add_argument("--lr", type=float, default=None, help="learning rate (agent default)")
     train.add_argument("--kl-coef", type=float, default=None, help="KL penalty weight")
@@ -525,21 +562,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--group-size", type=_count(1), default=None, help="grpo/rloo: completions per prompt"
     )
-    train.add_argument("--config", default=None, metavar="JSON",
-                       help="other config fields, e.g. '{\"ent_coef\": 0.01, \"target_kl\": null}'")  # fmt: skip
-    train.add_argument("--env-kwargs", default=None, metavar="JSON",
-                       help="env arguments, e.g. '{\"max_new_tokens\": 16}'")  # fmt: skip
+    train.add_argument(
+        "--config",
+        default=None,
+        metavar="JSON",
+        help='other config fields, e.g. \'{"ent_coef": 0.01, "target_kl": null}\'',
+    )
+    train.add_argument(
+        "--env-kwargs",
+        default=None,
+        metavar="JSON",
+        help="env arguments, e.g. '{\"max_new_tokens\": 16}'",
+    )
     train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     train.add_argument("--checkpoint-every", type=_count(0), default=10, metavar="ITERATIONS")
     train.add_argument("--threads", type=_count(1), default=None, help="torch threads")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
-        "eval", help="test-split metrics and samples of a run's checkpoint (or an untrained model)",
+        "eval",
+        help="test-split metrics and samples of a run's checkpoint (or an untrained model)",
         description="Evaluate the latest checkpoint of a `textgym train` run folder (or its "
         "untrained model with --untrained), or an untrained --model on --env: mean reward with a "
         "95%% CI, KL to the untrained model, perplexity, distinct-1/2, and a samples table.",
-    )  # fmt: skip
+    )
     ev.add_argument("dir", nargs="?", default=None, help="a `textgym train --out` folder")
     ev.add_argument("--env", default=None, help="without DIR: environment id")
     ev.add_argument("--model", default="smollm2-135m", help="without DIR: " + model_help)

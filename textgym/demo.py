@@ -30,8 +30,13 @@ from pathlib import Path
 EVAL_SEED = 1234
 # PPO on TextGen-v0 with SmolLM2-135M and 16 envs: lr 5e-5 raises the test reward by ~0.3-0.4
 # within ~30 iterations (about 8 minutes on a 2-core CPU); PPOConfig's other defaults.
-DEMO_CONFIG = {"ppo": {"lr": 5e-5}, "grpo": {"lr": 3e-5}, "rloo": {"lr": 3e-5},
-               "reinforce": {"lr": 3e-5}, "a2c": {"lr": 3e-5}}  # fmt: skip
+DEMO_CONFIG = {
+    "ppo": {"lr": 5e-5},
+    "grpo": {"lr": 3e-5},
+    "rloo": {"lr": 3e-5},
+    "reinforce": {"lr": 3e-5},
+    "a2c": {"lr": 3e-5},
+}
 
 
 def _clip(text: str, width: int) -> str:
@@ -47,8 +52,9 @@ def side_by_side(before: list[dict], after: list[dict], width: int = 100) -> str
         lines.append(f"[{k}] {_clip(b['prompt'], width - 4)}")
         left = textwrap.wrap(" ".join(b["completion"].split()) or "(empty)", col)
         right = textwrap.wrap(" ".join(a["completion"].split()) or "(empty)", col)
-        lines.append(f"    {'before  ' + format(b['score'], '+.3f'):<{col}}  "
-                     f"after  {a['score']:+.3f}")  # fmt: skip
+        lines.append(
+            f"    {'before  ' + format(b['score'], '+.3f'):<{col}}  after  {a['score']:+.3f}"
+        )
         for i in range(max(len(left), len(right))):
             lhs = left[i] if i < len(left) else ""
             rhs = right[i] if i < len(right) else ""
@@ -63,16 +69,22 @@ def time_bar(agent, seconds: float) -> Iterator[None]:
     training reward, KL and tokens/s), instead of the learner's own bar over iterations."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=round(seconds), unit="s", desc=f"{type(agent).__name__} training",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s{postfix}")  # fmt: skip
+    bar = tqdm(
+        total=round(seconds),
+        unit="s",
+        desc=f"{type(agent).__name__} training",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s{postfix}",
+    )
     start = time.perf_counter()
     inner = agent.train_iteration
 
     def train_iteration() -> dict:
         row = inner()
         bar.n = min(round(time.perf_counter() - start), bar.total)
-        bar.set_postfix_str(f"it {agent.iteration}, reward {row['reward']:+.3f}, "
-                            f"KL {row['kl']:.2f}, {row['tokens_per_s']:.0f} tok/s")  # fmt: skip
+        bar.set_postfix_str(
+            f"it {agent.iteration}, reward {row['reward']:+.3f}, "
+            f"KL {row['kl']:.2f}, {row['tokens_per_s']:.0f} tok/s"
+        )
         return row
 
     agent.train_iteration = train_iteration  # learn() calls it once per iteration
@@ -116,8 +128,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--agent", default="ppo", choices=sorted(DEMO_CONFIG))
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--minutes", type=float, default=8.0, help="training time (default 8)")
-    p.add_argument("--episodes", type=int, default=100_000,
-                   help="training episode cap (the time limit usually ends training first)")  # fmt: skip
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=100_000,
+        help="training episode cap (the time limit usually ends training first)",
+    )
     p.add_argument("--num-envs", type=int, default=16)
     p.add_argument("--eval-episodes", type=int, default=32)
     p.add_argument("--samples", type=int, default=6, help="before/after pairs to print")
@@ -142,67 +158,116 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     t_start = time.perf_counter()
-    print(f"textgym demo: {args.agent.upper()} on {args.env} with {args.model}, "
-          f"{args.minutes:g} minutes of training, {torch.get_num_threads()} CPU threads",
-          flush=True)  # fmt: skip
+    print(
+        f"textgym demo: {args.agent.upper()} on {args.env} with {args.model}, "
+        f"{args.minutes:g} minutes of training, {torch.get_num_threads()} CPU threads",
+        flush=True,
+    )
     envs = make_envs(args.env, args.num_envs)
     eval_envs = make_envs(args.env, min(args.num_envs, args.eval_episodes))
     policy = build_policy(args.model, envs, seed=args.seed)
-    print(f"loaded {args.model} and {envs.num_envs} envs in {time.perf_counter() - t_start:.1f} s",
-          flush=True)  # fmt: skip
+    print(
+        f"loaded {args.model} and {envs.num_envs} envs in {time.perf_counter() - t_start:.1f} s",
+        flush=True,
+    )
 
-    print(f"\n1/3 evaluating the untrained model on {args.eval_episodes} test prompts ...",
-          flush=True)  # fmt: skip
-    before = evaluate(policy, eval_envs, args.eval_episodes, split="test", seed=EVAL_SEED,
-                      num_samples=args.eval_episodes)  # fmt: skip
+    print(
+        f"\n1/3 evaluating the untrained model on {args.eval_episodes} test prompts ...", flush=True
+    )
+    before = evaluate(
+        policy,
+        eval_envs,
+        args.eval_episodes,
+        split="test",
+        seed=EVAL_SEED,
+        num_samples=args.eval_episodes,
+    )
     print(f"    before: {before}", flush=True)
 
     cls = learner_class(args.agent)
     overrides = dict(DEMO_CONFIG[args.agent])
     if args.lr is not None:
         overrides["lr"] = args.lr
-    config = cls.Config(seed=args.seed, log_dir=str(out), checkpoint_dir=str(out / "checkpoints"),
-                        checkpoint_every=10, progress=False, tensorboard=has_tensorboard(),
-                        **overrides)  # fmt: skip
+    config = cls.Config(
+        seed=args.seed,
+        log_dir=str(out),
+        checkpoint_dir=str(out / "checkpoints"),
+        checkpoint_every=10,
+        progress=False,
+        tensorboard=has_tensorboard(),
+        **overrides,
+    )
     # progress=False: the demo's own bar (time_bar) counts down the time budget instead.
     agent = cls(policy, envs, config)
     run = {
-        "env_id": args.env, "env_kwargs": {}, "agent": args.agent, "model": args.model,
-        "precision": "auto", "seed": args.seed, "num_envs": args.num_envs,
-        "episodes": args.episodes, "config": overrides, "checkpoint_every": 10,
-        "config_resolved": {k: v for k, v in dataclasses.asdict(config).items()
-                            if k not in ("log_dir", "checkpoint_dir")},
-    }  # fmt: skip
+        "env_id": args.env,
+        "env_kwargs": {},
+        "agent": args.agent,
+        "model": args.model,
+        "precision": "auto",
+        "seed": args.seed,
+        "num_envs": args.num_envs,
+        "episodes": args.episodes,
+        "config": overrides,
+        "checkpoint_every": 10,
+        "config_resolved": {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if k not in ("log_dir", "checkpoint_dir")
+        },
+    }
     (out / RUN_FILE).write_text(json.dumps(run, indent=1))
-    print(f"\n2/3 training {cls.__name__} for {args.minutes:g} minutes ({args.num_envs} episodes "
-          f"per iteration, lr {config.lr:g}) ...", flush=True)  # fmt: skip
+    print(
+        f"\n2/3 training {cls.__name__} for {args.minutes:g} minutes ({args.num_envs} episodes "
+        f"per iteration, lr {config.lr:g}) ...",
+        flush=True,
+    )
     t_train = time.perf_counter()
     with time_bar(agent, args.minutes * 60):
         agent.learn(total_episodes=args.episodes, time_limit=args.minutes * 60)
     train_s = time.perf_counter() - t_train
 
-    print(f"\n3/3 evaluating the trained model on the same {args.eval_episodes} test prompts ...",
-          flush=True)  # fmt: skip
-    after = evaluate(agent, eval_envs, args.eval_episodes, split="test", seed=EVAL_SEED,
-                     num_samples=args.eval_episodes)  # fmt: skip
+    print(
+        f"\n3/3 evaluating the trained model on the same {args.eval_episodes} test prompts ...",
+        flush=True,
+    )
+    after = evaluate(
+        agent,
+        eval_envs,
+        args.eval_episodes,
+        split="test",
+        seed=EVAL_SEED,
+        num_samples=args.eval_episodes,
+    )
     print(f"    after:  {after}\n")
     print(side_by_side(before.samples[: args.samples], after.samples[: args.samples]))
 
     delta = after.reward_mean - before.reward_mean
     lo, hi = after.reward_ci
-    print(f"mean test reward: {before.reward_mean:+.3f} -> {after.reward_mean:+.3f} "
-          f"({delta:+.3f}; after: 95% CI {lo:+.3f}..{hi:+.3f}, n={after.n_episodes})")  # fmt: skip
-    print(f"KL to the untrained model: {before.kl:.2f} -> {after.kl:.2f} nats per completion; "
-          f"perplexity {before.perplexity:.1f} -> {after.perplexity:.1f}; "
-          f"distinct-2 {before.distinct_2:.3f} -> {after.distinct_2:.3f}")  # fmt: skip
-    print(f"training: {agent.iteration} iterations, {agent.episodes} episodes, {agent.tokens} "
-          f"tokens in {train_s:.0f} s ({agent.tokens / max(train_s, 1e-9):.0f} completion tokens "
-          f"per second, updates included)")  # fmt: skip
+    print(
+        f"mean test reward: {before.reward_mean:+.3f} -> {after.reward_mean:+.3f} "
+        f"({delta:+.3f}; after: 95% CI {lo:+.3f}..{hi:+.3f}, n={after.n_episodes})"
+    )
+    print(
+        f"KL to the untrained model: {before.kl:.2f} -> {after.kl:.2f} nats per completion; "
+        f"perplexity {before.perplexity:.1f} -> {after.perplexity:.1f}; "
+        f"distinct-2 {before.distinct_2:.3f} -> {after.distinct_2:.3f}"
+    )
+    print(
+        f"training: {agent.iteration} iterations, {agent.episodes} episodes, {agent.tokens} "
+        f"tokens in {train_s:.0f} s ({agent.tokens / max(train_s, 1e-9):.0f} completion tokens "
+        f"per second, updates included)"
+    )
 
     curve = out / "reward_curve.png"
     try:
-        save_curve(agent.history, before.reward_mean, after.reward_mean, curve,
-                   f"{cls.__name__} on {args.env} ({args.model})")  # fmt: skip
+        save_curve(
+            agent.history,
+            before.reward_mean,
+            after.reward_mean,
+            curve,
+            f"{cls.__name__} on {args.env} ({args.model})",
+        )
     except ImportError:
         print("matplotlib is not installed: no reward_curve.png (pip install matplotlib)")
     checkpoint = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
@@ -210,10 +275,13 @@ def main(argv: list[str] | None = None) -> dict:
         "before": {**before.as_dict(), "samples": before.samples},
         "after": {**after.as_dict(), "samples": after.samples},
         "improvement": delta,
-        "iterations": agent.iteration, "episodes": agent.episodes, "tokens": agent.tokens,
-        "train_seconds": train_s, "total_seconds": time.perf_counter() - t_start,
+        "iterations": agent.iteration,
+        "episodes": agent.episodes,
+        "tokens": agent.tokens,
+        "train_seconds": train_s,
+        "total_seconds": time.perf_counter() - t_start,
         "checkpoint": str(checkpoint),
-    }  # fmt: skip
+    }
     (out / "demo.json").write_text(json.dumps(result, indent=1))
     print(
         f"saved {curve}, checkpoint {checkpoint}, logs {out / 'progress.csv'}, {out / 'demo.json'}"

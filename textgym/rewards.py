@@ -1116,8 +1116,9 @@ def _as_scores(raw: Any, task_name: str) -> np.ndarray:
                     f"{what} {type(value).__name__} {value!r:.40}; scores must be real "
                     f"numbers (float), one per completion"
                 )
-        arr = np.array([getattr(v, "item", lambda v=v: v)() for v in arr.reshape(-1)],
-                       dtype=np.float64).reshape(arr.shape)  # fmt: skip
+        arr = np.array(
+            [getattr(v, "item", lambda v=v: v)() for v in arr.reshape(-1)], dtype=np.float64
+        ).reshape(arr.shape)
     elif arr.dtype.kind not in "iuf":
         kind = {"c": "complex", "b": "bool", "U": "str", "S": "bytes"}.get(arr.dtype.kind)
         raise ScorerError(

@@ -226,10 +226,15 @@ def arithmetic(
     n_test = min(n_test, len(questions) // 2)
     splits = {"test": questions[:n_test], "train": questions[n_test : n_test + n_train]}
     rows = [
-        {"prompt": template.format(question=q), "reference": str(_evaluate(q)),
-         "question": q, "split": split}
-        for split, qs in splits.items() for q in qs
-    ]  # fmt: skip
+        {
+            "prompt": template.format(question=q),
+            "reference": str(_evaluate(q)),
+            "question": q,
+            "split": split,
+        }
+        for split, qs in splits.items()
+        for q in qs
+    ]
     return Task(
         name="arithmetic",
         prompts=_prompt_set(rows, "arithmetic"),
@@ -314,8 +319,9 @@ def algorithmic(
     transform = _TRANSFORMS[kind]
     rows = [
         {"prompt": s + separator, "reference": transform(s), "split": split}
-        for split, ss in splits.items() for s in ss
-    ]  # fmt: skip
+        for split, ss in splits.items()
+        for s in ss
+    ]
     return Task(
         name=kind,
         prompts=_prompt_set(rows, kind),
@@ -475,8 +481,11 @@ def translate(metric: str = "chrf", template: str = TRANSLATE_TEMPLATE, data: An
     rows = []
     for k, r in enumerate(load_rows(data, "translate_en_fr")):
         _need(r, ("source", "target"), f"translate data row {k}")
-        row = {"prompt": template.format(source=r["source"]), "reference": r["target"],
-               "source": r["source"]}  # fmt: skip
+        row = {
+            "prompt": template.format(source=r["source"]),
+            "reference": r["target"],
+            "source": r["source"],
+        }
         if "split" in r:
             row["split"] = r["split"]
         rows.append(row)
@@ -574,8 +583,10 @@ def qa(metric: str = "f1", template: str = QA_TEMPLATE, data: Any = None) -> Tas
             _need(r, ("context", "question", "answer"), f"qa data row {k}")
             items = [(r["context"], r["question"], r["answer"])]
         for context, question, answer in items:
-            row = {"prompt": template.format(context=context, question=question),
-                   "reference": answer}  # fmt: skip
+            row = {
+                "prompt": template.format(context=context, question=question),
+                "reference": answer,
+            }
             if "split" in r:
                 row["split"] = r["split"]
             rows.append(row)
@@ -639,16 +650,25 @@ def describe(env_id: str) -> str:
     env_summary, env_doc = _split_sections(TextGenEnv.__doc__)
     signature = inspect.signature(TextGenEnv.__init__).parameters
     defaults = {
-        **{k: signature[k].default for k in
-           ("task", "tokenizer", "max_new_tokens", "max_prompt_tokens", "stop_strings")},
+        **{
+            k: signature[k].default
+            for k in ("task", "tokenizer", "max_new_tokens", "max_prompt_tokens", "stop_strings")
+        },
         **kwargs,
-    }  # fmt: skip
+    }
     lines = [f"# {env_id}", "", task_summary or env_summary, ""]
     lines += ["## Defaults", ""]
     lines += [f"* ``{k}={v!r}``" for k, v in defaults.items()]
     lines += [""]
-    for name in ("Description", "Action Space", "Observation Space", "Rewards", "Starting State",
-                 "Episode End", "Info"):  # fmt: skip
+    for name in (
+        "Description",
+        "Action Space",
+        "Observation Space",
+        "Rewards",
+        "Starting State",
+        "Episode End",
+        "Info",
+    ):
         text = task_doc.get(name) if name in ("Description", "Rewards") else None
         text = text or env_doc.get(name)
         if name == "Description" and task_doc.get("Data"):

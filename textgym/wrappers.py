@@ -207,8 +207,13 @@ class _RefLM:
         self.prompt_len = base.core.max_prompt_tokens
         self._torch = torch
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 num_generated: np.ndarray, tokens: np.ndarray) -> np.ndarray:  # fmt: skip
+    def __call__(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        num_generated: np.ndarray,
+        tokens: np.ndarray,
+    ) -> np.ndarray:
         torch = self._torch
         if not len(tokens):
             return np.zeros(0)
@@ -247,8 +252,14 @@ class LMTokenReward(gym.Wrapper):
     holds the raw log-probability.
     """
 
-    def __init__(self, env: gym.Env, model: Any = "smollm2-135m", beta: float = 0.05,
-                 device: Any = None, dtype: Any = None):  # fmt: skip
+    def __init__(
+        self,
+        env: gym.Env,
+        model: Any = "smollm2-135m",
+        beta: float = 0.05,
+        device: Any = None,
+        dtype: Any = None,
+    ):
         super().__init__(env)
         self._ref = _RefLM(_text_env(env, vector=False), model, device, dtype)
         self.beta = float(beta)
@@ -263,9 +274,13 @@ class LMTokenReward(gym.Wrapper):
         prev = self._obs
         obs, reward, terminated, truncated, info = self.env.step(action)
         lp = float(
-            self._ref(prev["input_ids"][None], prev["attention_mask"][None],
-                      prev["num_generated"], np.array([int(action)]))[0]
-        )  # fmt: skip
+            self._ref(
+                prev["input_ids"][None],
+                prev["attention_mask"][None],
+                prev["num_generated"],
+                np.array([int(action)]),
+            )[0]
+        )
         self._obs = obs
         info = {**info, "ref_logprob": lp}
         return obs, float(reward) + self.beta * lp, terminated, truncated, info
@@ -276,8 +291,14 @@ class VectorLMTokenReward(VectorWrapper):
     forward pass per step over the slots whose action was used (a slot restarting under
     ``NEXT_STEP`` autoreset ignores its action and gets no bonus)."""
 
-    def __init__(self, env: Any, model: Any = "smollm2-135m", beta: float = 0.05,
-                 device: Any = None, dtype: Any = None):  # fmt: skip
+    def __init__(
+        self,
+        env: Any,
+        model: Any = "smollm2-135m",
+        beta: float = 0.05,
+        device: Any = None,
+        dtype: Any = None,
+    ):
         super().__init__(env)
         base = _text_env(env, vector=True)
         self._ref = _RefLM(base, model, device, dtype)
@@ -304,8 +325,12 @@ class VectorLMTokenReward(VectorWrapper):
         rows = np.flatnonzero(used)
         lp = np.zeros(len(used))
         if rows.size:
-            lp[rows] = self._ref(prev["input_ids"][rows], prev["attention_mask"][rows],
-                                 prev["num_generated"][rows, 0], np.asarray(actions)[rows])  # fmt: skip
+            lp[rows] = self._ref(
+                prev["input_ids"][rows],
+                prev["attention_mask"][rows],
+                prev["num_generated"][rows, 0],
+                np.asarray(actions)[rows],
+            )
         self._obs = {k: np.array(v, copy=True) for k, v in obs.items()}
         self._done = terminated | truncated
         infos = {**infos, "ref_logprob": lp, "_ref_logprob": used.copy()}

@@ -63,15 +63,19 @@ class _DialogueCore(_TextGenCore):
     ):
         max_turns = check_int("max_turns", max_turns, 1, MAX_TOKENS, 8)
         for name, value, example in (
-            ("max_turn_tokens", max_turn_tokens, 4), ("max_reply_tokens", max_reply_tokens, 8),
-            ("max_prompt_tokens", max_prompt_tokens, 64), ("max_new_tokens", max_new_tokens, 64),
-        ):  # fmt: skip
+            ("max_turn_tokens", max_turn_tokens, 4),
+            ("max_reply_tokens", max_reply_tokens, 8),
+            ("max_prompt_tokens", max_prompt_tokens, 64),
+            ("max_new_tokens", max_new_tokens, 64),
+        ):
             if value is not None:
                 check_int(name, value, 1, MAX_TOKENS, example)
         for name, value in (("turn_cost", turn_cost), ("goal_reward", goal_reward)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(
-                value, (int, float, np.integer, np.floating)
-            ) or not np.isfinite(value):  # fmt: skip
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not np.isfinite(value)
+            ):
                 raise InvalidArgumentError(f"{name} must be a finite number, got {value!r:.60}")
         for name, value in (("game_kwargs", game_kwargs), ("partner_kwargs", partner_kwargs)):
             if value is not None and not isinstance(value, dict):
@@ -86,9 +90,20 @@ class _DialogueCore(_TextGenCore):
         task = Task(self.game.name, prompts, _no_scorer, description=self.game.rules)
         # Budgets are known only once the tokenizer is: start with placeholders, set them below.
         super().__init__(
-            task, None, None, tokenizer, 1, max_prompt_tokens or 8192, "sparse", stop_on_eos,
-            (), "error", chat_template, mask_special_tokens, vocab_size,
-        )  # fmt: skip
+            task,
+            None,
+            None,
+            tokenizer,
+            1,
+            max_prompt_tokens or 8192,
+            "sparse",
+            stop_on_eos,
+            (),
+            "error",
+            chat_template,
+            mask_special_tokens,
+            vocab_size,
+        )
         if partner_kwargs and partner != "lm":
             raise ValueError("partner_kwargs apply to partner='lm' only")
         if partner == "rule":
@@ -214,8 +229,13 @@ class _DialogueEpisodes(_Episodes):
             raise
 
     _SLOT_ARRAYS = (
-        *_Episodes._SLOT_ARRAYS, "agent_mask", "secret", "turns", "turn_start", "solved",
-    )  # fmt: skip
+        *_Episodes._SLOT_ARRAYS,
+        "agent_mask",
+        "secret",
+        "turns",
+        "turn_start",
+        "solved",
+    )
 
     def _turn_ended(self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         gave_up = tokens == core.eos_id if core.eos_id is not None else np.zeros(len(slots), bool)
@@ -434,10 +454,24 @@ class DialogueEnv(TextGenEnv):
     ):
         render_mode = check_render_mode(type(self), render_mode)
         self.core = _DialogueCore(
-            game, game_kwargs, partner, partner_kwargs, tokenizer, max_turns, max_turn_tokens,
-            end_of_turn, max_reply_tokens, max_prompt_tokens, max_new_tokens, turn_cost,
-            goal_reward, stop_on_eos, chat_template, mask_special_tokens, vocab_size,
-        )  # fmt: skip
+            game,
+            game_kwargs,
+            partner,
+            partner_kwargs,
+            tokenizer,
+            max_turns,
+            max_turn_tokens,
+            end_of_turn,
+            max_reply_tokens,
+            max_prompt_tokens,
+            max_new_tokens,
+            turn_cost,
+            goal_reward,
+            stop_on_eos,
+            chat_template,
+            mask_special_tokens,
+            vocab_size,
+        )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode

@@ -175,8 +175,11 @@ class _TextGenCore:
             from textgym.models import load_tokenizer
 
             tokenizer = load_tokenizer(tokenizer)
-        missing = [a for a in ("batch_decode", "eos_token_id", "all_special_ids", "__len__")
-                   if not hasattr(tokenizer, a)] + ([] if callable(tokenizer) else ["__call__"])  # fmt: skip
+        missing = [
+            a
+            for a in ("batch_decode", "eos_token_id", "all_special_ids", "__len__")
+            if not hasattr(tokenizer, a)
+        ] + ([] if callable(tokenizer) else ["__call__"])
         if missing:
             raise InvalidArgumentError(
                 f"tokenizer must be a tokenizer name (e.g. 'char', 'smollm2-135m') or a "
@@ -465,8 +468,13 @@ class _Episodes:
 
     #: per-slot arrays a snapshot copies (subclasses add theirs)
     _SLOT_ARRAYS: tuple[str, ...] = (
-        "input_ids", "attention_mask", "num_generated", "potential", "score", "prompt_index",
-    )  # fmt: skip
+        "input_ids",
+        "attention_mask",
+        "num_generated",
+        "potential",
+        "score",
+        "prompt_index",
+    )
     _SLOT_LISTS = ("examples", "split", "completion")
 
     def snapshot(self, slots: np.ndarray) -> dict[str, Any]:
@@ -690,10 +698,22 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     ):
         render_mode = check_render_mode(type(self), render_mode)
         self.core = _TextGenCore(
-            task, prompts, scorer, tokenizer, max_new_tokens, max_prompt_tokens, reward_mode,
-            stop_on_eos, stop_strings, prompt_overflow, chat_template, mask_special_tokens,
-            vocab_size, task_kwargs, scorer_timeout,
-        )  # fmt: skip
+            task,
+            prompts,
+            scorer,
+            tokenizer,
+            max_new_tokens,
+            max_prompt_tokens,
+            reward_mode,
+            stop_on_eos,
+            stop_strings,
+            prompt_overflow,
+            chat_template,
+            mask_special_tokens,
+            vocab_size,
+            task_kwargs,
+            scorer_timeout,
+        )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.render_mode = render_mode
@@ -1026,8 +1046,13 @@ class TextGenVectorEnv(VectorEnv):
         """Every slot's episode, RNG and split, for :meth:`restore_state` (see
         :meth:`TextGenEnv.save_state`)."""
         rngs = [None if r is None else r.bit_generator.state for r in self._rngs]
-        return (self._episodes.snapshot(self._all), self._needs_reset.copy(), rngs,
-                list(self._splits), self._was_reset)  # fmt: skip
+        return (
+            self._episodes.snapshot(self._all),
+            self._needs_reset.copy(),
+            rngs,
+            list(self._splits),
+            self._was_reset,
+        )
 
     def restore_state(self, state: Any) -> None:
         snap, needs_reset, rngs, self._splits, self._was_reset = state

@@ -305,11 +305,18 @@ class HumanRatingScorer(_HumanFeedback):
 
             def on_answer(i: int, rating: float) -> None:
                 item = items[i]
-                self.log.append(self._record(
-                    batch, i, prompt=item.prompt, completion=item.completion,
-                    reference=_json_safe(item.reference), rating=rating,
-                    reward=self.to_reward(rating), scale=self.scale.as_list(),
-                ))  # fmt: skip
+                self.log.append(
+                    self._record(
+                        batch,
+                        i,
+                        prompt=item.prompt,
+                        completion=item.completion,
+                        reference=_json_safe(item.reference),
+                        rating=rating,
+                        reward=self.to_reward(rating),
+                        scale=self.scale.as_list(),
+                    )
+                )
                 self._known[(item.prompt, item.completion)] = rating
 
             batch = self._new_batch(items, self.scale.parse, on_answer, self.scale)
@@ -439,13 +446,23 @@ class PreferenceCollector(_HumanFeedback):
             def on_answer(i: int, choice: str) -> None:
                 item = items[i]
                 chosen, rejected = (
-                    (item.completion_b, item.completion) if choice == "b"
+                    (item.completion_b, item.completion)
+                    if choice == "b"
                     else (item.completion, item.completion_b)
-                )  # fmt: skip
-                self.log.append(self._record(
-                    batch, i, prompt=item.prompt, chosen=chosen, rejected=rejected,
-                    tie=choice == "tie", a=item.completion, b=item.completion_b, choice=choice,
-                ))  # fmt: skip
+                )
+                self.log.append(
+                    self._record(
+                        batch,
+                        i,
+                        prompt=item.prompt,
+                        chosen=chosen,
+                        rejected=rejected,
+                        tie=choice == "tie",
+                        a=item.completion,
+                        b=item.completion_b,
+                        choice=choice,
+                    )
+                )
                 self._known[(item.prompt, item.completion, item.completion_b)] = choice
 
             batch = self._new_batch(items, parse_choice, on_answer)
@@ -512,12 +529,14 @@ def read_comparisons(
                 f"{where} row {k}: missing {missing} (fields: {sorted(row)}); a comparison needs "
                 f"'prompt', 'chosen' and 'rejected'"
             )
-        out.append({
-            "prompt": as_text(row.get("prompt")),
-            "chosen": as_text(row["chosen"]),
-            "rejected": as_text(row["rejected"]),
-            "tie": bool(row.get("tie", False)),
-        })  # fmt: skip
+        out.append(
+            {
+                "prompt": as_text(row.get("prompt")),
+                "chosen": as_text(row["chosen"]),
+                "rejected": as_text(row["rejected"]),
+                "tie": bool(row.get("tie", False)),
+            }
+        )
     return out
 
 
