@@ -128,6 +128,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: each row counts from 0 at its first real token, and
+    pads get 0 (what ``generate`` passes the model). The one helper for this in textgym and
+    agents."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def resolve_dtype(
     dtype: torch.dtype | str | None = None, device: str | torch.device | None = None
 ) -> torch.dtype:
