@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) -m textgym.demo
+	$(PY) -m agents.demo
 
 lint: setup
 	$(VENV)/bin/ruff check textgym agents tests benchmarks

@@ -8,29 +8,28 @@
     agent.learn(total_episodes=2_000)
     print(evaluate(agent, gym.make_vec("TextGen-v0", num_envs=16), n_episodes=200, split="test"))
 
-Files, each readable top to bottom: ``policy.py`` (LMPolicy: value head, chunked log-probs,
-sampling, KV-cached acting), ``rollout.py`` (rollouts through ``env.step``, advantages),
-``base.py`` (the shared learner skeleton), one file per learner, ``evaluation.py``.
+Files, each readable top to bottom: ``policy.py`` (LMPolicy: a causal LM with a value head,
+scoring and acting), ``token_stats.py`` (chunked log-probs and entropies), ``sampling.py``,
+``acting_cache.py`` (the KV cache acting runs through), ``precision.py`` (bf16, compile),
+``rollout.py`` (rollouts through ``env.step``, advantages), ``base.py`` (the shared learner
+skeleton), ``checkpoint.py`` (checkpoint files), ``logger.py``, one file per learner,
+``evaluation.py``.
 """
 
 from agents.a2c import A2C, A2CConfig
-from agents.base import CheckpointError, Learner, LearnerConfig, NonFiniteError
+from agents.base import Learner, LearnerConfig, NonFiniteError
 from agents.evaluation import EvalResult, evaluate
 from agents.grpo import GRPO, RLOO, GRPOConfig, RLOOConfig
 from agents.nlpo import NLPO, NLPOConfig
-from agents.policy import (
-    ActOutput,
-    LMPolicy,
-    TokenStats,
-    bf16_supported,
-    naive_token_logprobs,
-    sample_tokens,
-    token_logprobs,
-)
+from agents.policy import ActOutput, LMPolicy
 from agents.ppo import PPO, PPOConfig
+from agents.precision import bf16_supported
 from agents.reinforce import REINFORCE, REINFORCEConfig
 from agents.rollout import Rollout, collect_rollout, discounted_returns, gae, group_advantages
+from agents.sampling import sample_tokens
+from agents.token_stats import TokenStats, naive_token_logprobs, token_logprobs
 from agents.warm_start import SupervisedWarmStart, WarmStartConfig, warm_start
+from textgym.errors import CheckpointError
 
 # The learners by the names the command lines and benchmarks use.
 LEARNERS: dict[str, type[Learner]] = {

@@ -10,13 +10,14 @@ One gradient step per rollout, as in A2C (no ratio, no clipping: that is PPO).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from agents.base import Learner, LearnerConfig
-from agents.policy import TokenStats
 from agents.reinforce import policy_gradient_loss
 from agents.rollout import Rollout, masked_mean
+from agents.token_stats import TokenStats
 
 
 @dataclass
@@ -27,14 +28,28 @@ class A2CConfig(LearnerConfig):
         gamma: discount.
         gae_lambda: GAE lambda (1.0: Monte-Carlo advantages ``G_t - V(s_t)``).
         vf_coef: weight of the value loss.
-        normalize_advantages: whiten the advantages over the batch.
+        normalize_advantages: whiten the advantages over the batch (off, as in SB3's A2C:
+            without PPO's clipping, whitened advantages of a nearly solved batch blow small
+            differences up into full-size steps, and a from-scratch policy collapses).
     """
 
     lr: float = 5e-5
     gamma: float = 1.0
     gae_lambda: float = 1.0
     vf_coef: float = 0.1
-    normalize_advantages: bool = True
+    normalize_advantages: bool = False
+
+    # A2C is one gradient step per rollout: a policy's batch-shaping defaults (LMPolicy.tiny's
+    # PPO-style epochs, minibatches and multi-rollout updates) do not apply to it.
+    ONE_STEP_PER_ROLLOUT = ("update_epochs", "minibatch_size", "episodes_per_update")
+
+    @classmethod
+    def for_policy(cls, policy: Any, **changes: Any) -> A2CConfig:
+        config = super().for_policy(policy, **changes)
+        for name in cls.ONE_STEP_PER_ROLLOUT:
+            if name not in changes:
+                setattr(config, name, getattr(cls, name))
+        return config
 
 
 class A2C(Learner):

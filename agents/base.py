@@ -4,30 +4,28 @@ A learner subclasses :class:`Learner` and writes one method, :meth:`Learner.upda
 a :class:`~agents.rollout.Rollout` into advantages and a loss (see ``reinforce.py``, ``a2c.py``,
 ``ppo.py``, ``grpo.py``). Everything else lives here, once:
 
-* ``learn``: the loop, with a tqdm bar (reward, tokens/s), CSV and TensorBoard scalars, periodic
-  evaluation, early stopping (patience or a reward threshold) and periodic checkpoints;
+* ``learn``: the loop, logging every iteration (:class:`~agents.logger.Logger`: a tqdm bar, CSV
+  and TensorBoard scalars), periodic evaluation, early stopping (patience or a reward threshold)
+  and periodic checkpoints;
 * ``prepare``: reference log-probs and the per-token KL to the reference;
 * ``gradient_epochs``: epochs x shuffled minibatches, trimmed to the columns they use, with
   gradient clipping and PPO-style target-KL early stopping (checked per minibatch);
 * the non-finite policy: a NaN/inf reward, loss or gradient never reaches the weights; the update
   is skipped (counted, logged and warned) or training stops with :class:`NonFiniteError`;
-* checkpoints: the policy in safetensors, the optimizer with ``torch.save`` (loaded back with
-  ``weights_only=True``: no arbitrary unpickling), RNG states and counters in safetensors/JSON,
-  written into a temporary folder that is renamed into place, then a ``latest`` pointer replaced
-  atomically. :meth:`Learner.resume` continues the same run bit for bit (all randomness flows
-  from the learner's own numpy and torch generators, which are saved).
+* checkpoints: what a run's state is (weights, optimizer, RNG states, counters), written and read
+  back checked by ``checkpoint.py``. :meth:`Learner.resume` continues the same run bit for bit
+  (all randomness flows from the learner's own numpy and torch generators, which are saved).
+
+Over 600 lines because one concept needs them: the :class:`Learner`, whose loop, shared steps of
+``update`` and checkpointed state all read the same policy, optimizer, RNGs and counters.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
-import shutil
 import time
-import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -39,7 +37,9 @@ import numpy as np
 import torch
 
 from agents import distributed
-from agents.policy import LMPolicy, TokenStats
+from agents.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
+from agents.logger import Logger
+from agents.policy import LMPolicy
 from agents.rollout import (
     KL_ESTIMATORS,
     Rollout,
@@ -51,17 +51,13 @@ from agents.rollout import (
     select,
     whiten,
 )
-from textgym.errors import CheckpointError
+from agents.token_stats import TokenStats
 
 NONFINITE_POLICIES = ("skip", "raise")
 
 
 class NonFiniteError(FloatingPointError):
     """A reward, loss or gradient was NaN/inf and ``on_nonfinite="raise"``."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint where one was expected (no ``state.json``)."""
 
 
 @dataclass
@@ -127,47 +123,6 @@ class LearnerConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         defaults = getattr(policy, "learner_defaults", None) or {}
         return cls(**{**{k: v for k, v in defaults.items() if k in names}, **changes})
-
-
-class _Logger:
-    """CSV rows, TensorBoard scalars; both optional, both append on resume."""
-
-    def __init__(self, log_dir: str | None, tensorboard: bool):
-        self.csv_path = None
-        self.writer = None
-        self._fields: list[str] | None = None
-        if log_dir is None:
-            return
-        path = Path(log_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        self.csv_path = path / "progress.csv"
-        if self.csv_path.exists():
-            with self.csv_path.open() as f:
-                self._fields = next(csv.reader(f), None)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
-
-            self.writer = SummaryWriter(str(path))
-
-    def log(self, row: dict[str, float]) -> None:
-        if self.csv_path is not None:
-            new = self._fields is None
-            if new:
-                self._fields = list(row)
-            with self.csv_path.open("a", newline="") as f:
-                writer = csv.DictWriter(f, self._fields, extrasaction="ignore", restval="")
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-        if self.writer is not None:
-            step = int(row["iteration"])
-            for key, value in row.items():
-                if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 # Columns every CSV row has, so the header of the first row fits all later ones.
@@ -262,12 +217,14 @@ class Learner:
             target = math.ceil(total_episodes / per_iteration)
         c = self.config
         main = self.dist.is_main  # logs and the progress bar on rank 0 only
-        logger = _Logger(c.log_dir if main else None, c.tensorboard)
-        bar = None
-        if c.progress and main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=target, initial=self.iteration, desc=type(self).__name__, unit="it")
+        logger = Logger(
+            c.log_dir if main else None,
+            tensorboard=c.tensorboard,
+            progress=c.progress and main,
+            total=target,
+            initial=self.iteration,
+            desc=type(self).__name__,
+        )
         self.stop_reason = None
         start = time.perf_counter()
         try:
@@ -281,13 +238,6 @@ class Learner:
                 row.update(self._maybe_evaluate())
                 logger.log(row)
                 self.history.append(row)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(
-                        reward=f"{row['reward']:.3f}",
-                        kl=f"{row['kl']:.3f}",
-                        tok_s=f"{row['tokens_per_s']:.0f}",
-                    )
                 if (
                     c.checkpoint_dir
                     and c.checkpoint_every
@@ -295,8 +245,6 @@ class Learner:
                 ):
                     self.save_checkpoint()
         finally:
-            if bar is not None:
-                bar.close()
             logger.close()
         if c.checkpoint_dir:
             self.save_checkpoint()
@@ -343,9 +291,13 @@ class Learner:
         row.setdefault("kl", math.nan)
         row.update(dict.fromkeys(_EVAL_KEYS, math.nan))
         if self.dist.enabled:  # log (and decide on) the figures of the whole batch
-            row = distributed.mean_over_ranks(
-                {k: v for k, v in row.items() if k not in ("iteration", "episodes")}
-            )
+            # iteration and episodes are already global; every other figure is averaged.
+            row = {
+                **row,
+                **distributed.mean_over_ranks(
+                    {k: v for k, v in row.items() if k not in ("iteration", "episodes")}
+                ),
+            }
         threshold = self.config.reward_threshold
         if threshold is not None and not self.config.eval_every and row["reward"] >= threshold:
             self.stop_reason = f"training reward {row['reward']:.4f} reached the threshold"
@@ -490,10 +442,10 @@ class Learner:
                 kwargs = dict(with_entropy=False, mask=mb["mask"], support=mb.get("support"))
                 width = int(mb["mask"].shape[1])
                 if not deferred:
-                    stats = self.policy.evaluate(*args, **kwargs)
+                    stats = self.policy.score_actions(*args, **kwargs)
                     old[index, :width], values[index, :width] = stats.logprobs, stats.values
                 if reference:
-                    ref[index, :width] = self.policy.evaluate(
+                    ref[index, :width] = self.policy.score_actions(
                         *args, reference=True, **kwargs
                     ).logprobs
         if deferred:  # gradient_epochs fills old_logprobs and logs kl / logprob_gap
@@ -549,14 +501,14 @@ class Learner:
             for _, mb, mb_prompt_len in self.minibatches(batch, prompt_len, order):
                 args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
                 if reference_in_loss and epoch > 0:
-                    mb["ref_logprobs"] = self.policy.evaluate(
+                    mb["ref_logprobs"] = self.policy.score_actions(
                         *args,
                         with_entropy=False,
                         reference=True,
                         mask=mb["mask"],
                         support=mb.get("support"),
                     ).logprobs
-                stats = self.policy.evaluate(
+                stats = self.policy.score_actions(
                     *args, with_values=with_values, mask=mb["mask"], support=mb.get("support")
                 )
                 if "old_logprobs" not in mb:  # deferred by prepare: this step is the rescoring
@@ -658,34 +610,29 @@ class Learner:
         state.json, and extra.safetensors if the learner has extra tensors) atomically, then
         point ``<dir>/latest`` at it; returns the folder.
         Distributed: every rank must call it; rank 0 writes (with every rank's sampling RNG)."""
-        from safetensors.torch import save_file, save_model
-
         root = Path(directory or self.config.checkpoint_dir or "checkpoints")
         name = f"iter-{self.iteration:06d}"
         generators = distributed.gather_tensors(self.generator.get_state())
         if not self.dist.is_main:
             distributed.barrier()  # wait for rank 0's write, so "latest" is ready on return
             return root / name
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".*.tmp-*"):  # left behind by a process killed while saving
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-        tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            save_model(self.policy, str(tmp / "model.safetensors"))  # handles tied weights
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+
+        def write(folder: Path) -> dict[str, Any]:
+            from safetensors.torch import save_file, save_model
+
+            save_model(self.policy, str(folder / "model.safetensors"))  # handles tied weights
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
             if self.dist.enabled:
                 rng.update({f"generator_rank{r}": g for r, g in enumerate(generators)})
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state()
-            save_file(rng, str(tmp / "rng.safetensors"))
+            save_file(rng, str(folder / "rng.safetensors"))
             extra = self.extra_tensors()
             if extra:
-                save_file(
-                    {k: v.contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors")
-                )
-            state = {
+                tensors = {k: v.contiguous() for k, v in extra.items()}
+                save_file(tensors, str(folder / "extra.safetensors"))
+            return {
                 "learner": type(self).__name__,
                 "iteration": self.iteration,
                 "episodes": self.episodes,
@@ -700,54 +647,29 @@ class Learner:
                 "config": dataclasses.asdict(self.config),
                 "reference": self.policy.reference_record(),  # what KL is measured against
             }
-            # Bit rot or a stray edit must not load silently: every file's hash, and a checksum
-            # of state.json's own content, are checked by resume and eval.
-            state["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
-            state["checksum"] = _state_checksum(state)
-            (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            final = root / name
-            if final.exists():  # saving the same iteration again: replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        pointer = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
-        pointer.write_text(name)
-        os.replace(pointer, root / "latest")  # last: a reader never sees a half-written checkpoint
-        keep = max(self.config.keep_checkpoints, 1)
-        for old in sorted(root.glob("iter-*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+
+        final = write_checkpoint(root, name, write, keep=self.config.keep_checkpoints)
         distributed.barrier()
         return final
-
-    def _check_reference(self, state: dict, path: Path) -> None:
-        """The checkpoint's KL reference (``state.json``'s ``reference``: origin and a weight
-        fingerprint) must be this learner's: a reference rebuilt from another starting policy
-        (e.g. the base model where the run had a warm-started one) would silently change what
-        the KL penalty measures. Checkpoints without the record are not checked."""
-        saved = state.get("reference")
-        if not isinstance(saved, dict) or "fingerprint" not in saved:
-            return
-        own = self.policy.reference_record()
-        if own["fingerprint"] != saved["fingerprint"]:
-            raise CheckpointError(
-                f"{path / 'state.json'}: the run's KL reference was {saved.get('origin')} "
-                f"(fingerprint {saved['fingerprint']}), this learner's is {own['origin']} "
-                f"(fingerprint {own['fingerprint']}): build the learner from the policy the run "
-                f"started from (e.g. warm-start it the same way, or load those weights) and resume"
-            )
 
     def resume(self, path: str | os.PathLike | None = None) -> Learner:
         """Continue a run from a checkpoint folder, or from a checkpoint dir's ``latest``.
 
         Everything is read and checked before anything is changed: a missing, truncated or
-        corrupted file, or a checkpoint of another learner or another model shape, raises
-        :class:`CheckpointError` naming the file and the problem, and leaves the learner as it
-        was. Nothing is unpickled: tensors come from safetensors, the optimizer state from
-        ``torch.load(weights_only=True)``, the rest from JSON."""
+        corrupted file, a checkpoint of another learner or another model shape, or one whose KL
+        reference is not this learner's, raises :class:`~textgym.errors.CheckpointError` naming
+        the file and the problem, and leaves the learner as it was. Nothing is unpickled: tensors
+        come from safetensors, the optimizer state from ``torch.load(weights_only=True)``, the
+        rest from JSON."""
         path = resolve_checkpoint(path or self.config.checkpoint_dir or "checkpoints")
-        state, rng, optim, extra = self._read_checkpoint(path)
-        self._check_reference(state, path)
+        state, rng, optim, extra = read_checkpoint(
+            path,
+            learner=type(self).__name__,
+            policy=self.policy,
+            optimizer=self.optimizer,
+            check_extra=self.extra_tensors_problem,
+            reference=self.policy.reference_record(),
+        )
         device = self.policy.device
         from safetensors.torch import load_model
 
@@ -767,189 +689,3 @@ class Learner:
         self.load_extra_state(state["extra"])
         self.load_extra_tensors(extra)
         return self
-
-    def _read_checkpoint(self, path: Path) -> tuple[dict, dict, dict, dict]:
-        """Load and validate state.json (and the files' hashes it records), rng.safetensors,
-        optimizer.pt, the model (header and finite weights) and extra.safetensors if there is
-        one."""
-        from safetensors.torch import load_file
-
-        files = ("state.json", "model.safetensors", "optimizer.pt", "rng.safetensors")
-        missing = [f for f in files if not (path / f).is_file()]
-        if missing:
-            raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
-        state = read_checkpoint_state(path)
-        file = path / "state.json"
-        required = (
-            "learner",
-            "iteration",
-            "episodes",
-            "tokens",
-            "skipped_updates",
-            "kl_coef",
-            "best_eval",
-            "evals_without_improvement",
-            "numpy_rng",
-            "extra",
-        )
-        if any(k not in state for k in required):
-            raise CheckpointError(f"{file}: missing fields (needs {', '.join(required)})")
-        if state["learner"] != type(self).__name__:
-            raise CheckpointError(
-                f"{file}: checkpoint is from {state['learner']}, not {type(self).__name__}"
-            )
-        check_model_file(path / "model.safetensors", self.policy)
-        file = path / "rng.safetensors"
-        try:
-            rng = load_file(str(file))
-        except Exception as e:
-            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
-        if "torch" not in rng or "generator" not in rng:
-            raise CheckpointError(f"{file}: missing the 'torch'/'generator' RNG states")
-        file = path / "optimizer.pt"
-        try:  # weights_only: tensors and plain containers, never arbitrary objects
-            optim = torch.load(file, map_location=self.policy.device, weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"{file}: cannot be loaded safely (weights_only=True refuses anything but "
-                f"tensors and plain containers, and the file may be truncated): {e}"
-            ) from e
-        groups = optim.get("param_groups") if isinstance(optim, dict) else None
-        if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
-            len(g["params"]) for g in self.optimizer.param_groups
-        ]:
-            raise CheckpointError(f"{file}: optimizer state does not fit this learner's params")
-        for index, st in optim.get("state", {}).items():
-            shape = tuple(self.params[int(index)].shape)
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in st and tuple(st[key].shape) != shape:
-                    raise CheckpointError(
-                        f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
-                        f"the parameter {shape}"
-                    )
-                if key in st and not torch.isfinite(st[key]).all():
-                    raise CheckpointError(
-                        f"{file}: {key} of parameter {index} holds NaN/inf; resume from an "
-                        f"earlier checkpoint"
-                    )
-        file, extra = path / "extra.safetensors", {}
-        if file.exists():
-            try:
-                extra = load_file(str(file), device=str(self.policy.device))
-            except Exception as e:
-                raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
-        problem = self.extra_tensors_problem(extra)
-        if problem:
-            raise CheckpointError(f"{file}: {problem}")
-        verify_checkpoint_files(path, state)  # last: the checks above name the problem better
-        return state, rng, optim, extra
-
-
-# -- checkpoint files (shared with `textgym eval`) --------------------------------------------------
-
-
-def _sha256(file: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _state_checksum(state: dict) -> str:
-    """sha256 of state.json's content (without the checksum field itself)."""
-    import hashlib
-
-    body = {k: v for k, v in state.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder: ``path`` itself, or what its ``latest`` pointer names."""
-    path = Path(path)
-    if (path / "latest").exists():
-        try:
-            name = (path / "latest").read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path / 'latest'}: unreadable ({e})") from e
-        if not name.startswith("iter-") or "/" in name or not (path / name).is_dir():
-            raise CheckpointError(f"{path / 'latest'}: points to {name!r:.60}, not a checkpoint")
-        path = path / name
-    if not (path / "state.json").exists():
-        raise CheckpointNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
-    return path
-
-
-def read_checkpoint_state(path: Path) -> dict:
-    """A checkpoint folder's state.json, checked: a JSON object whose checksum matches
-    (checkpoints written before checksums were recorded are read without that check).
-    Raises :class:`CheckpointError`."""
-    file = Path(path) / "state.json"
-    try:
-        state = json.loads(file.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file}: missing fields (not a JSON object)")
-    if "checksum" in state and state["checksum"] != _state_checksum(state):
-        raise CheckpointError(
-            f"{file}: checksum mismatch: the file was changed or corrupted after it was saved; "
-            f"resume from an earlier checkpoint"
-        )
-    return state
-
-
-def verify_checkpoint_files(path: Path, state: dict) -> None:
-    """Every file state.json lists has the sha256 it was saved with (CheckpointError if not)."""
-    hashes = state.get("files")
-    for name, digest in hashes.items() if isinstance(hashes, dict) else ():
-        other = Path(path) / name
-        if other.is_file() and _sha256(other) != digest:
-            raise CheckpointError(
-                f"{other}: checksum mismatch: the file was changed or corrupted after it was "
-                f"saved; resume from an earlier checkpoint"
-            )
-
-
-def check_model_file(file: Path, policy: Any) -> None:
-    """``model.safetensors`` fits ``policy`` (names and shapes) and holds only finite weights;
-    raises :class:`CheckpointError` naming the file and the problem. Nothing is loaded into the
-    policy."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors raises its own SafetensorError on bad headers
-        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
-    own = policy.state_dict()
-    present = {own[k].data_ptr() for k in shapes if k in own}
-    unexpected = sorted(set(shapes) - set(own))
-    missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
-    wrong = [
-        f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
-        for k in shapes
-        if k in own and shapes[k] != tuple(own[k].shape)
-    ]
-    if unexpected or missing or wrong:
-        detail = "; ".join(
-            [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)
-            + [f"unexpected tensors {unexpected[:3]}"] * bool(unexpected)
-            + [f"missing tensors {missing[:3]}"] * bool(missing)
-        )
-        raise CheckpointError(f"{file}: does not fit this policy's model: {detail}")
-    try:  # one tensor at a time: no second copy of the model in memory
-        with safe_open(str(file), "pt") as f:
-            for key in f.keys():  # noqa: SIM118
-                tensor = f.get_tensor(key)
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    raise CheckpointError(
-                        f"{file}: tensor {key!r} holds NaN/inf weights: the run diverged or the "
-                        f"file is corrupted; use an earlier checkpoint"
-                    )
-    except CheckpointError:
-        raise
-    except Exception as e:  # a truncated data section
-        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e

@@ -143,11 +143,11 @@ def evaluate(
         ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
         # Both sides recomputed the same way (not the acting-time log-probs, which differ from a
         # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
-        ref = policy.evaluate(
+        ref = policy.score_actions(
             ids, attn, ro.prompt_len, with_entropy=False, reference=True, mask=mask
         ).logprobs
         support = None if ro.support is None else ro.support[:take]
-        logp = policy.evaluate(
+        logp = policy.score_actions(
             ids,
             attn,
             ro.prompt_len,
@@ -160,7 +160,7 @@ def evaluate(
             entropy_sum += float(logp.entropies.sum())
         kls += (logp.logprobs - ref).sum(-1).tolist()
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
-            ref = policy.evaluate(
+            ref = policy.score_actions(
                 ids,
                 attn,
                 ro.prompt_len,

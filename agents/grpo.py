@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from agents.base import Learner, LearnerConfig
-from agents.policy import TokenStats
 from agents.ppo import clipped_surrogate
 from agents.rollout import Rollout, group_advantages, kl_estimate, masked_mean
+from agents.token_stats import TokenStats
 
 
 @dataclass

@@ -2,15 +2,17 @@
 
 A *mask policy*, a frozen copy of the policy refreshed every ``nlpo_update_every`` iterations,
 restricts what the policy may sample: at each step only the tokens in the mask policy's top-p
-set (the smallest set of most likely tokens holding ``nlpo_top_p`` of its probability) can be
-drawn; the rest get logit -inf. This prunes the 49k-token action space to the few hundred
-tokens a (recent) LM finds plausible, which keeps exploration fluent.
+set (:func:`~agents.sampling.top_p_mask`: the smallest set of most likely tokens holding
+``nlpo_top_p`` of its probability) can be drawn; the rest get logit -inf. This prunes the
+49k-token action space to the few hundred tokens a (recent) LM finds plausible, which keeps
+exploration fluent.
 
 The masked policy is the policy: ``pi_M(a | s) = softmax(logits / T)`` renormalised over the
 mask policy's set ``M(s)``, as in RL4LMs. Training rollouts sample from it and record its
 log-probs and each step's set (packed, 6 KiB per token at V = 49,152; ``Rollout.support``); the
-update scores the same sets (:func:`~agents.policy.token_logprobs` with ``support``), so PPO's
-importance ratios start at exactly 1 and the entropy bonus and KL penalty are those of ``pi_M``.
+update scores the same sets (:func:`~agents.token_stats.token_logprobs` with ``support``), so
+PPO's importance ratios start at exactly 1 and the entropy bonus and KL penalty are those of
+``pi_M``.
 Evaluating an NLPO learner (``evaluate(agent, ...)``) also acts under the mask. The env's own
 action mask filters sampling as usual; a slot whose whole top-p set it forbids samples from the
 env's mask instead, with its support widened to match. The mask policy runs along with the
@@ -29,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import CheckpointError
 from agents.policy import ActOutput, LMPolicy
 from agents.ppo import PPO, PPOConfig
+from agents.sampling import top_p_mask
+from textgym.errors import CheckpointError
 
 
 @dataclass
@@ -41,15 +44,6 @@ class NLPOConfig(PPOConfig):
 
     nlpo_top_p: float = 0.9
     nlpo_update_every: int = 5
-
-
-def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Bool ``(N, V)``: the smallest set of most likely tokens holding ``top_p`` of the mass
-    (the top token always stays)."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-    keep_sorted = (sorted_probs.cumsum(-1) - sorted_probs) < top_p
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 class _RecordingPolicy(LMPolicy):

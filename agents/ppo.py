@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from agents.base import Learner, LearnerConfig
-from agents.policy import TokenStats
 from agents.rollout import Rollout, masked_mean
+from agents.token_stats import TokenStats
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from agents.base import Learner, LearnerConfig
-from agents.policy import TokenStats
 from agents.rollout import Rollout, discounted_returns, masked_mean, whiten
+from agents.token_stats import TokenStats
 
 BASELINES = ("none", "moving_average", "loo")
 

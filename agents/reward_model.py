@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textgym.rewards import as_text, scorer_batch
+from textgym.rewards import as_text, check_batch_lengths, scorer_batch
 
 FORMAT = "textgym-reward-model"
 FORMAT_VERSION = 1
@@ -142,10 +142,7 @@ class RewardModel(nn.Module):
         tok = tokenizer if tokenizer is not None else self.tokenizer
         if tok is None:
             raise ValueError("this RewardModel has no tokenizer; pass tokenizer=")
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"got {len(prompts)} prompts and {len(completions)} completions; they must pair up"
-            )
+        check_batch_lengths(completions, prompts=prompts)
         prompts = [as_text(p) for p in prompts]
         completions = [as_text(c) for c in completions]
         p_ids = tok(prompts, add_special_tokens=True)["input_ids"] if prompts else []

@@ -22,6 +22,8 @@ SB3 needs four things that a plain ``check_env`` pass does not give it on token 
   fine-tunes the LM with SB3's own PPO.
 
 Importing this module needs ``stable-baselines3``; ``import agents`` does not import it.
+Over 600 lines because one concept needs them: everything that runs on SB3 sits behind this one
+optional import, and the four parts share the token-tensor helpers.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 from torch import nn
+
+from textgym.models import position_ids
 
 __all__ = [
     "MASKABLE_MEMORY_NOTE",
@@ -86,9 +90,9 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
 
     * ``input_ids`` are cast back to ``long`` (SB3 stores observations as float32, exact for ids
       below 2**24) and embedded; padding (``attention_mask == 0``) is masked out everywhere.
-    * Positions count real tokens only (``cumsum(attention_mask) - 1``, as an LM's position ids
-      under left padding): the first prompt token is always at position 0, whatever the prompt's
-      length, so "the t-th character of the prompt" is a fixed position.
+    * Positions count real tokens only (:func:`textgym.models.position_ids`, as an LM's position
+      ids under left padding): the first prompt token is always at position 0, whatever the
+      prompt's length, so "the t-th character of the prompt" is a fixed position.
     * A query token, the embedding of ``num_generated`` (which step this is), is appended; it
       attends over the sequence in ``n_layers`` pre-norm transformer layers, so "read the
       prompt token at position t" is one attention pattern (copy-style tasks learn fast).
@@ -142,7 +146,7 @@ class TokenEmbeddingExtractor(BaseFeaturesExtractor):
         ids, mask = _token_tensors(observations)
         step = observations["num_generated"].reshape(-1).round().long()
         step = step.clamp(0, self.max_steps - 1)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        positions = position_ids(mask)
         x = self.token(ids) + self.position(positions)
         query = self.step(step).unsqueeze(1)
         x = th.cat([x, query], dim=1)
@@ -511,9 +515,11 @@ def _lm_last_hidden(model: nn.Module, input_ids: th.Tensor, attention_mask: th.T
     if live.numel():
         input_ids = input_ids[:, live.min() : live.max() + 1]
         mask = mask[:, live.min() : live.max() + 1]
-    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     out = model.base_model(
-        input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids(mask),
+        use_cache=False,
     )
     hidden = out.last_hidden_state
     rows = th.arange(hidden.shape[0], device=hidden.device)

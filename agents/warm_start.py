@@ -28,7 +28,6 @@ import torch
 
 from agents.policy import LMPolicy
 from agents.rollout import masked_mean, select
-from textgym.envs.text_gen import _Episodes
 
 
 @dataclass
@@ -58,52 +57,40 @@ class WarmStartConfig:
     refresh_reference: bool = True
 
 
-def _core(source: Any) -> Any:
-    """The ``_TextGenCore`` of an env id, a (vector) env or a wrapped one."""
+def _text_env(source: Any) -> Any:
+    """The textgym environment of an env id, a (vector) env or a wrapped one."""
     if isinstance(source, str):
         source = gym.make(source)
-    core = getattr(getattr(source, "unwrapped", source), "core", None)
-    if core is None or not hasattr(core, "bank"):
+    env = getattr(source, "unwrapped", source)
+    if not hasattr(env, "encode_prompts") or not hasattr(env, "encode_completions"):
         raise TypeError(f"need a textgym env or env id, got {type(source).__name__}")
-    return core
+    return env
 
 
 def reference_batch(source: Any, split: str = "train") -> tuple[dict[str, torch.Tensor], int]:
     """The task's (prompt, reference) pairs as teacher-forcing sequences, in the env's layout.
 
     Returns ``({"input_ids", "attention_mask"}: (N, P + T), "mask": (N, T) bool}, P)``: the
-    prompt rows exactly as the env puts them in ``[0, P)``, then the reference's tokens plus EOS
-    (cut to ``T = max_new_tokens``). An example with several references uses the first.
+    prompt rows exactly as the env puts them in ``[0, P)`` (``env.encode_prompts``), then the
+    reference's tokens plus EOS, cut to ``T = max_new_tokens`` (``env.encode_completions``). An
+    example with several references uses the first.
     """
-    core = _core(source)
-    bank = core.bank(split)
-    refs = [e.reference for e in bank.examples]
+    env = _text_env(source)
+    examples = env.prompts[split]
+    refs = [e.reference for e in examples]
     if any(r is None for r in refs):
         raise ValueError(
-            f"task {core.task_name!r} has examples without a reference in split {split!r}: "
-            f"a supervised warm start needs references"
+            f"prompt set {env.prompts.name!r} has examples without a reference in split "
+            f"{split!r}: a supervised warm start needs references"
         )
-    refs = [r if isinstance(r, str) else r[0] for r in refs]
-    tok = core.tokenizer
-    encoded = tok(refs, add_special_tokens=False)["input_ids"]
-    n, P, T = len(refs), core.max_prompt_tokens, core.max_new_tokens
-    completion = np.full((n, T), core.pad_id, dtype=np.int64)
-    mask = np.zeros((n, T), dtype=bool)
-    for k, ids in enumerate(encoded):
-        ids = (list(ids) + ([core.eos_id] if core.eos_id is not None else []))[:T]
-        completion[k, : len(ids)] = ids
-        mask[k, : len(ids)] = True
-    # The prompt rows and their attention mask exactly as an env episode starts them.
-    episodes = _Episodes(core, n)
-    episodes.start(core, np.arange(n), bank.rows, list(bank.examples))
+    prompt = env.encode_prompts(examples)
+    completion = env.encode_completions([r if isinstance(r, str) else r[0] for r in refs])
     batch = {
-        "input_ids": torch.from_numpy(np.concatenate([bank.rows, completion], axis=1)),
-        "attention_mask": torch.from_numpy(
-            np.concatenate([episodes.attention_mask[:, :P], mask], axis=1).astype(np.int64)
-        ),
-        "mask": torch.from_numpy(mask),
+        key: torch.from_numpy(np.concatenate([prompt[key], completion[key]], axis=1))
+        for key in ("input_ids", "attention_mask")
     }
-    return batch, P
+    batch["mask"] = torch.from_numpy(completion["attention_mask"].astype(bool))
+    return batch, prompt["input_ids"].shape[1]
 
 
 class SupervisedWarmStart:
@@ -143,7 +130,7 @@ class SupervisedWarmStart:
     def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Mean negative log-likelihood of the completion tokens of rows ``index``."""
         mb, prompt_len = select(self.batch, index, self.prompt_len)
-        stats = self.policy.evaluate(
+        stats = self.policy.score_actions(
             mb["input_ids"],
             mb["attention_mask"],
             prompt_len,

@@ -22,7 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.presets import ALL_AGENTS, PEER_AGENTS, PRESETS, get_preset
+from agents import LEARNERS
+from benchmarks.harness import run_benchmark
+from benchmarks.peers import PEERS
+from benchmarks.presets import PRESETS, get_preset
+from benchmarks.report import results_section, update_results_md
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset)
     if args.agents is not None:
         known = {a for t in preset.tasks for a in (t.agents or [])} | set(preset.agents)
-        from textgym.cli import AGENTS
-
-        learners = {*AGENTS, *(f"sft+{a}" for a in AGENTS)}
-        unknown = set(args.agents) - known - learners - set(ALL_AGENTS) - set(PEER_AGENTS)
+        names = {*LEARNERS, *(f"sft+{a}" for a in LEARNERS), *PEERS}
+        unknown = set(args.agents) - known - names
         if unknown:
             raise SystemExit(
                 f"unknown agent(s) {', '.join(sorted(unknown))}; preset "
@@ -90,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task.env_id:<22} {task.model:<14} {agent:<10} seed {seed}")
         return 0
 
-    from benchmarks.harness import run_benchmark
-
     out = args.out or f"runs/bench-{preset.name}"
     start = time.perf_counter()
     print(f"benchmark preset {preset.name!r} ({preset.description}) -> {out}", flush=True)
@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     print(Path(out, "leaderboard.md").read_text())
     if args.results_md:
         import shutil
-
-        from benchmarks.harness import results_section, update_results_md
 
         target = Path(args.results_md)
         (target.parent / "figures").mkdir(parents=True, exist_ok=True)

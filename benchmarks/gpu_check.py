@@ -48,8 +48,8 @@ def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, 
 
     import textgym  # noqa: F401
     from agents import PPO, LMPolicy
+    from agents.cli import build_policy
     from agents.rollout import collect_rollout
-    from textgym.cli import build_policy
 
     envs = gym.make_vec("TextGen-v0", num_envs=num_envs, max_new_tokens=horizon)
     if model == "tiny":
@@ -70,7 +70,7 @@ def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, 
     lo, hi = math.inf, -math.inf
     with torch.no_grad():
         for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.evaluate(
+            stats = policy.score_actions(
                 mb["input_ids"],
                 mb["attention_mask"],
                 prompt_len,
@@ -123,20 +123,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from benchmarks import gpu_paths, logprob_memory, rollout_vs_generate, trl_baseline
+    from benchmarks import gpu_paths, logprob_memory, rollout_vs_generate
     from benchmarks.presets import TRLSpec
+    from benchmarks.stats import machine_info
 
     dry = args.dry_run
     device = "cpu" if dry or not torch.cuda.is_available() else "cuda"
     if dry:
         torch.set_num_threads(min(2, torch.get_num_threads()))
-    env = {
-        "device": device,
-        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-        "torch": torch.__version__,
-        "dry_run": dry,
-        **trl_baseline.cpu_info(),
-    }
+    env = {"device": device, "dry_run": dry, **machine_info()}
     model = args.model
     if dry:
         sections = {

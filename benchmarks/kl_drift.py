@@ -8,7 +8,7 @@ prompts, where forwards of different shapes round differently (the regime of Smo
 * ``real``: the reward is the fraction of ``a`` in the completion. Logs the learning curve, which
   the fix must leave unchanged or better.
 
-    python -m benchmarks.kl_drift --learner grpo --out runs/kl-drift.json
+    python -m benchmarks.kl_drift --agent grpo --out runs/kl-drift.json
     python -m benchmarks.kl_drift --plot before.json after.json --png figures/kl-drift.png
 
 The script uses only the public API, so the same file measures an older checkout too
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import gymnasium as gym
@@ -28,6 +27,7 @@ import torch
 
 import textgym  # noqa: F401  (registers the ids)
 from agents import LEARNERS, LMPolicy
+from benchmarks.stats import machine_info
 from textgym.models import tiny_lm
 
 PROMPTS = [f"Q: what is {a} + {b}? A:" for a in range(5, 40) for b in range(50, 53)]
@@ -93,7 +93,7 @@ def plot(before: dict, after: dict, png: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--learner", default="grpo", choices=sorted(LEARNERS))
+    parser.add_argument("--agent", default="grpo", choices=sorted(LEARNERS))
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3, help="high enough for a tiny LM")
@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         plot(before, after, args.png)
         return
     torch.set_num_threads(1)
-    result = {"learner": args.learner, "seeds": args.seeds, "machine": platform.processor()}
+    result = {"learner": args.agent, "seeds": args.seeds, "machine": machine_info()}
     for key, scorer in (("zero", zero), ("real", fraction_of_a)):
         result[key] = [
-            run(args.learner, scorer, args.iterations, s, args.lr) for s in range(args.seeds)
+            run(args.agent, scorer, args.iterations, s, args.lr) for s in range(args.seeds)
         ]
         last = [rows[-1] for rows in result[key]]
         print(

@@ -24,6 +24,7 @@ import torch
 
 import textgym  # noqa: F401
 from agents import A2C, GRPO, PPO, REINFORCE, RLOO, LMPolicy, collect_rollout
+from textgym.models import position_ids
 
 LEARNERS = {"reinforce": REINFORCE, "a2c": A2C, "ppo": PPO, "grpo": GRPO, "rloo": RLOO}
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     first = int(ro.attention_mask.any(0).to(torch.int8).argmax())  # padding common to all rows
     prompt_ids = ro.input_ids[:, first : ro.prompt_len]
     prompt_mask = ro.attention_mask[:, first : ro.prompt_len]
-    positions = (ro.attention_mask.cumsum(-1) - 1).clamp_min(0)
+    positions = position_ids(ro.attention_mask)
 
     def floor_once(seed: int) -> float:
         torch.manual_seed(seed)

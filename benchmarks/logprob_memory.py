@@ -37,7 +37,7 @@ def _status(field: str) -> int:
 def _measure(
     path: str, train: bool, rows: int, hidden: int, vocab: int, device: str, queue
 ) -> None:
-    from agents.policy import naive_token_logprobs, token_logprobs
+    from agents.token_stats import naive_token_logprobs, token_logprobs
 
     torch.manual_seed(0)
     weight = (torch.randn(vocab, hidden, device=device) * 0.05).requires_grad_(train)

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import EVAL_SEED
+from benchmarks.task_scores import token_budget
+
 PEERS = ("sb3-ppo", "trl-grpo")
 TRL_MISSING = "trl is not installed (pip install 'textgym[trl]')"
 SB3_MISSING = "stable-baselines3 is not installed (pip install 'textgym[sb3]')"
@@ -223,7 +226,8 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
 
     upper = (
         task.max_tokens
-        or task.episodes * _max_new_tokens(eval_envs) + model.n_steps * task.num_envs
+        or task.episodes * token_budget(eval_envs.single_observation_space)[1]
+        + model.n_steps * task.num_envs
     )
     start = time.perf_counter()
     model.learn(total_timesteps=int(upper), callback=Budget())
@@ -233,7 +237,7 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
             [state["episodes"], model.num_timesteps, float(np.mean(state["returns"])), math.nan]
         )
     env.close()
-    ev = sb3_evaluate(model, eval_envs, task.eval_episodes, seed=_eval_seed(), deterministic=greedy)
+    ev = sb3_evaluate(model, eval_envs, task.eval_episodes, seed=EVAL_SEED, deterministic=greedy)
     out = {
         "config": {**peer_config(task, "sb3-ppo"), "algorithm": "stable_baselines3.PPO"},
         "iterations": len(curve),
@@ -248,17 +252,6 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
     if state["stop"]:
         out["stop_reason"] = state["stop"]
     return out
-
-
-def _max_new_tokens(envs: Any) -> int:
-    space = envs.single_observation_space["num_generated"]
-    return int(np.asarray(space.high).reshape(-1)[0])
-
-
-def _eval_seed() -> int:
-    from benchmarks.harness import EVAL_SEED
-
-    return EVAL_SEED
 
 
 # -- TRL GRPOTrainer ----------------------------------------------------------------------------
@@ -276,13 +269,12 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
     from trl import GRPOConfig, GRPOTrainer
 
     settings = peer_config(task, "trl-grpo")
-    core = envs.core
-    if core.chat_template:
+    if envs.spec is not None and envs.spec.kwargs.get("chat_template"):
         raise ValueError("trl-grpo: chat_template envs are not supported here (plain prompts)")
-    train = list(core.prompts["train"])
-    scorer = core.scorer
+    train = list(envs.prompts["train"])
+    scorer = envs.core.scorer
     by_prompt = {ex.prompt: ex.reference for ex in train}
-    max_new = int(core.max_new_tokens)
+    max_new = token_budget(envs.single_observation_space)[1]
     batch = int(task.num_envs)
     group = int(settings["num_generations"])
     if batch % group:

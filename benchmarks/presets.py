@@ -25,8 +25,11 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ALL_AGENTS = ("ppo", "grpo", "rloo", "reinforce", "a2c")
-PEER_AGENTS = ("sb3-ppo", "trl-grpo")
+from agents import LEARNERS
+
+# The learners a preset runs unless it says otherwise: all but NLPO, which the nlpo preset
+# compares with PPO (and the full preset runs on TextGen-v0).
+DEFAULT_AGENTS = tuple(name for name in LEARNERS if name != "nlpo")
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Preset:
     name: str
     description: str
     tasks: list[TaskSpec]
-    agents: list[str] = field(default_factory=lambda: list(ALL_AGENTS))
+    agents: list[str] = field(default_factory=lambda: list(DEFAULT_AGENTS))
     seeds: list[int] = field(default_factory=lambda: [0])
     threads: int | None = None
     trl: TRLSpec | None = None
@@ -129,7 +132,7 @@ _CHAR_CONFIG = {
 }
 # The character tasks' budget: 60,000 generated tokens (env token-steps) per cell.
 _CHAR_TOKENS = 60_000
-_WITH_SFT = [*ALL_AGENTS, "sft+ppo"]  # tasks with references also get the warm-started row
+_WITH_SFT = [*DEFAULT_AGENTS, "sft+ppo"]  # tasks with references also get the warm-started row
 _CHAR_AGENTS = [*_WITH_SFT, "sb3-ppo"]  # character tasks: small vocabulary, SB3 PPO as the peer
 _LM_AGENTS = ["ppo", "grpo", "trl-grpo"]  # SmolLM2 tasks: TRL's GRPOTrainer as the peer
 
@@ -195,7 +198,7 @@ PRESETS: dict[str, Preset] = {
                 config={"*": {"lr": 5e-5}},
             ),
         ],
-        agents=list(ALL_AGENTS),
+        agents=list(DEFAULT_AGENTS),
         seeds=[0, 1, 2],
         trl=TRLSpec(iterations=3),
     ),
@@ -227,7 +230,7 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-v0",
                 model="smollm2-135m",
-                agents=[*ALL_AGENTS, "nlpo", "trl-grpo"],
+                agents=[*DEFAULT_AGENTS, "nlpo", "trl-grpo"],
                 num_envs=64,
                 episodes=12_800,
                 eval_episodes=256,
@@ -236,7 +239,7 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Arithmetic-v0",
                 model="smollm2-135m",
-                agents=[*ALL_AGENTS, "trl-grpo"],
+                agents=[*DEFAULT_AGENTS, "trl-grpo"],
                 num_envs=64,
                 episodes=12_800,
                 eval_episodes=256,
@@ -245,14 +248,14 @@ PRESETS: dict[str, Preset] = {
             TaskSpec(
                 "TextGen-Keywords-v0",
                 model="smollm2-135m",
-                agents=[*ALL_AGENTS, "trl-grpo"],
+                agents=[*DEFAULT_AGENTS, "trl-grpo"],
                 num_envs=64,
                 episodes=6_400,
                 eval_episodes=128,
                 config={"*": {"lr": 2e-5}},
             ),
         ],
-        agents=list(ALL_AGENTS),
+        agents=list(DEFAULT_AGENTS),
         seeds=[0, 1, 2],
         trl=TRLSpec(prompts=16, group_size=4, iterations=10, warmup=2),
     ),

@@ -29,6 +29,13 @@ import torch
 import textgym
 
 
+def token_budget(space: gym.spaces.Dict) -> tuple[int, int]:
+    """``(P, max_new_tokens)`` of a TextGen observation space (see TextGenEnv's "Observation
+    Space"): prompt ids fill columns ``[0, P)``, the completion's the next ``max_new_tokens``."""
+    max_new = int(np.asarray(space["num_generated"].high).reshape(-1)[0])
+    return space["input_ids"].shape[0] - max_new, max_new
+
+
 def _first_scores(envs, actions_fn, n: int) -> np.ndarray:
     """Step until every slot has finished one episode; returns each slot's first score."""
     scores = np.full(n, np.nan)
@@ -55,25 +62,24 @@ def random_score(env_id: str, n: int, seed: int = 0) -> float:
 
 def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> float:
     envs = gym.make_vec(env_id, num_envs=n, split="test")
-    core = envs.unwrapped.core
+    prompt_len, max_new = token_budget(envs.single_observation_space)
     obs, _ = envs.reset(seed=0)
-    tok_eos = core.tokenizer.eos_token_id
+    pad_id = int(obs["input_ids"][0, prompt_len])  # right after reset the completion is padding
+    tok_eos = envs.unwrapped.tokenizer.eos_token_id
     generated = []
     with torch.no_grad():
         for b in range(0, n, batch_size):
-            ids = torch.as_tensor(obs["input_ids"][b : b + batch_size, : core.max_prompt_tokens])
-            mask = torch.as_tensor(
-                obs["attention_mask"][b : b + batch_size, : core.max_prompt_tokens]
-            )
+            ids = torch.as_tensor(obs["input_ids"][b : b + batch_size, :prompt_len])
+            mask = torch.as_tensor(obs["attention_mask"][b : b + batch_size, :prompt_len])
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                max_new_tokens=core.max_new_tokens,
+                max_new_tokens=max_new,
                 do_sample=False,
                 eos_token_id=tok_eos,
-                pad_token_id=core.pad_id,
-            )[:, core.max_prompt_tokens :]
-            full = torch.full((len(ids), core.max_new_tokens), tok_eos, dtype=torch.long)
+                pad_token_id=pad_id,
+            )[:, prompt_len:]
+            full = torch.full((len(ids), max_new), tok_eos, dtype=torch.long)
             full[:, : out.shape[1]] = out
             generated.append(full.numpy())
     tokens = np.concatenate(generated)
@@ -100,10 +106,10 @@ def main() -> None:
     for env_id in ids:
         start = time.time()
         env = gym.make(env_id).unwrapped
-        core = env.core
-        sizes = f"{len(core.prompts.splits['train'])}/{len(core.prompts.splits['test'])}"
+        prompt_len, max_new = token_budget(env.observation_space)
+        sizes = f"{len(env.prompts['train'])}/{len(env.prompts['test'])}"
         rand = random_score(env_id, args.episodes)
-        char = type(core.tokenizer).__name__ == "CharTokenizer"
+        char = type(env.tokenizer).__name__ == "CharTokenizer"
         if model is None:
             lm = "not run"
         elif char:
@@ -114,8 +120,8 @@ def main() -> None:
             {
                 "id": env_id,
                 "data (train/test)": sizes,
-                "reward": make_reward_label(core),
-                "token budget (prompt/new)": f"{core.max_prompt_tokens}/{core.max_new_tokens}",
+                "reward": reward_label(env.prompts.name),
+                "token budget (prompt/new)": f"{prompt_len}/{max_new}",
                 "random": f"{rand:.3f}",
                 "SmolLM2-135M zero-shot (greedy)": lm,
                 "seconds": round(time.time() - start, 1),
@@ -147,8 +153,9 @@ _REWARD_LABELS = {
 }
 
 
-def make_reward_label(core) -> str:
-    return _REWARD_LABELS.get(core.task_name, core.task_name)
+def reward_label(task: str) -> str:
+    """How ``task`` (a built-in task name; its prompt set carries the name) scores a completion."""
+    return _REWARD_LABELS.get(task, task)
 
 
 if __name__ == "__main__":

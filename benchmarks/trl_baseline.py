@@ -32,16 +32,16 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
+from benchmarks.peers import TRL_MISSING
 from benchmarks.presets import TRLSpec
-
-TRL_MISSING = "trl is not installed (pip install 'textgym[trl]')"
+from benchmarks.report import trl_markdown
+from benchmarks.stats import machine_info
 
 
 def _prompts(n: int) -> list[str]:
-    from textgym.tasks import make_task
+    from textgym.task_suite import make_task
 
     return [ex.prompt for ex in make_task("reviews").prompts["train"]][: max(n, 1)]
 
@@ -50,29 +50,6 @@ def _vader():
     from textgym.rewards import VaderSentiment
 
     return VaderSentiment()
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU's model name and the flags that decide bf16 and wide-vector speed (printed with
-    every figure: samples/s depend on them)."""
-    from agents.policy import _cpu_flags, bf16_supported
-
-    name = ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux
-        text = ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            name = line.split(":", 1)[1].strip()
-            break
-    flags = _cpu_flags()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "cpu": name or "unknown",
-        "flags": {f: f in flags for f in wanted},
-        "native_bf16": bf16_supported("cpu"),
-    }
 
 
 def _envs(spec: TRLSpec) -> Any:
@@ -88,7 +65,7 @@ def _policy(spec: TRLSpec, envs: Any, precision: str, device: str) -> Any:
     """Our LMPolicy of ``spec.model`` (``"tiny"``: a small random LM on SmolLM2's tokenizer, for
     ``--dry-run`` checks), fp32 master weights on ``device``."""
     from agents import LMPolicy
-    from textgym.cli import build_policy
+    from agents.cli import build_policy
 
     if spec.model == "tiny":
         return build_policy(
@@ -175,7 +152,7 @@ def _our_learner(
     spec: TRLSpec, learner: str, log=print, *, precision: str = "fp32", device: str = "cpu"
 ) -> Any:
     """Our learner (GRPO, or PPO with the same batch) on TextGen-v0, with the same settings."""
-    from textgym.cli import learner_class
+    from agents.cli import learner_class
 
     batch = spec.prompts * spec.group_size
     envs = _envs(spec)
@@ -259,11 +236,11 @@ def _sync(device: str) -> None:
 def compare(
     spec: TRLSpec | None = None, log=print, *, precision: str = "fp32", device: str = "cpu"
 ) -> dict[str, Any]:
-    """TRL's GRPO and ours in alternating rounds; returns settings (with the CPU's features),
-    per-trainer figures (samples/s from the median seconds per iteration over the measured
-    rounds) and the ratios, or ``{"error": reason}`` when TRL cannot run. ``precision``:
-    ``"fp32"`` (the CPU comparison) or ``"bf16"`` (both sides: our autocast, TRL's ``bf16``);
-    ``device``: ``"cpu"`` or ``"cuda"``."""
+    """TRL's GRPO and ours in alternating rounds; returns settings (with ``machine``:
+    :func:`~benchmarks.stats.machine_info`), per-trainer figures (samples/s from the median
+    seconds per iteration over the measured rounds) and the ratios, or ``{"error": reason}``
+    when TRL cannot run. ``precision``: ``"fp32"`` (the CPU comparison) or ``"bf16"`` (both
+    sides: our autocast, TRL's ``bf16``); ``device``: ``"cpu"`` or ``"cuda"``."""
     import torch
 
     spec = spec or TRLSpec()
@@ -273,10 +250,8 @@ def compare(
         "precision": precision,
         "device": device,
         "statistic": "median of alternating rounds",
-        **cpu_info(),
+        "machine": machine_info(),
     }
-    if str(device).startswith("cuda"):
-        settings["gpu"] = torch.cuda.get_device_name()
     try:
         import trl
 
@@ -305,16 +280,17 @@ def compare(
 
 def markdown(result: dict[str, Any]) -> str:
     """The comparison as Markdown: the settings and the CPU in a line, then the table."""
-    from benchmarks.harness import trl_markdown
-
     if result.get("error"):
         return trl_markdown(result)
     s = result["settings"]
-    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in s["flags"].items())
+    m = s["machine"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
+    device = s.get("device", "cpu")
     head = (
-        f"CPU: {s['cpu']} ({flags}); {s.get('device', 'cpu')}"
-        f"{' ' + s['gpu'] if s.get('gpu') else ''}; precision {s['precision']} on both sides "
-        f"(native bf16 on the CPU: {'yes' if s['native_bf16'] else 'no'}); KL weight (TRL's "
+        f"CPU: {m['cpu']} ({flags}); {device}"
+        f"{' ' + m['gpu'] if device.startswith('cuda') and m['gpu'] else ''}; precision "
+        f"{s['precision']} on both sides (native bf16 on the CPU: "
+        f"{'yes' if m['native_bf16'] else 'no'}); KL weight (TRL's "
         f"beta, our kl_coef) {s['beta']}; samples/s = batch / median seconds per iteration over "
         f"{s['iterations']} alternating rounds; TRL {s.get('trl_version')}."
     )

@@ -13,46 +13,37 @@ number greedily. ``--drop-flat-groups`` (on by default for group learners) leave
 update the groups whose completions all scored the same: their advantages are 0, they would
 only dilute the token mean and cost a forward/backward.
 
-``--model tiny`` trains :meth:`agents.LMPolicy.tiny` from scratch (for char-tokenizer tasks such
-as TextGen-Copy-v0; a fast smoke run), anything else goes to :meth:`LMPolicy.from_pretrained`.
+The env, learner, model and hyperparameter flags are ``textgym train``'s
+(:func:`agents.cli.add_training_arguments`: ``--agent``, ``--model``, ``--lr``, ``--group-size``
+(8 here), ``--config JSON``, ``--env-kwargs JSON``, ...). ``--model tiny`` trains
+:meth:`agents.LMPolicy.tiny` from scratch (for char-tokenizer tasks such as TextGen-Copy-v0; a
+fast smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import time
 from typing import Any
 
-import gymnasium as gym
 import torch
 
-import textgym  # noqa: F401  (registers the envs)
-from agents import LEARNERS, LMPolicy, WarmStartConfig, evaluate, warm_start
+from agents import WarmStartConfig, evaluate, warm_start
+from agents.cli import (
+    EVAL_SEED,
+    add_training_arguments,
+    build_policy,
+    env_kwargs_for,
+    learner_class,
+    learner_overrides,
+    make_envs,
+    parse_json_object,
+)
 from agents.rollout import Rollout
-from agents.train import parse_assignments
+from benchmarks.stats import distinct_share, machine_info
 
-
-def cpu_description() -> dict[str, Any]:
-    """CPU model, the bf16 matrix flags it has, and the torch thread count."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        flags = set(found.group(1).split()) if found else set()
-    except OSError:
-        pass
-    wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "model": model,
-        "flags": [f for f in wanted if f in flags],
-        "torch_threads": torch.get_num_threads(),
-    }
+GROUP_SIZE = 8  # completions per prompt of a group learner (GRPO, RLOO) without --group-size
 
 
 def drop_flat_groups(rollout: Rollout, group_size: int) -> tuple[Rollout | None, int]:
@@ -111,8 +102,7 @@ def measure(
             deterministic=greedy,
             num_samples=episodes,
         )
-        completions = [s["completion"] for s in res.samples]
-        distinct = len(set(completions)) / max(len(completions), 1)
+        distinct = distinct_share([s["completion"] for s in res.samples]) or 0.0
         out[mode] = {
             **res.as_dict(),
             "distinct_completions": distinct,
@@ -134,11 +124,15 @@ def measure(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--env", default="TextGen-Arithmetic-v0")
-    p.add_argument("--learner", choices=sorted(LEARNERS), default="grpo")
-    p.add_argument("--model", default="smollm2-135m", help="a load_lm name, or 'tiny'")
-    p.add_argument("--minutes", type=float, default=20.0, help="RL wall-time budget")
-    p.add_argument("--episodes", type=int, default=1_000_000, help="RL episode cap")
+    add_training_arguments(p)  # `textgym train`'s: --env --agent --model --lr --config ...
+    p.set_defaults(
+        env="TextGen-Arithmetic-v0",
+        agent="grpo",
+        minutes=20.0,
+        episodes=1_000_000,
+        lr=2e-5,
+        precision="fp32",
+    )
     p.add_argument("--warm-start-epochs", type=int, default=0)
     p.add_argument("--warm-start-lr", type=float, default=1e-4)
     p.add_argument(
@@ -147,49 +141,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="use at most this many train references",
     )
-    p.add_argument("--num-envs", type=int, default=16)
-    p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--kl-coef", type=float, default=None)
     p.add_argument("--drop-flat-groups", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=100)
-    p.add_argument("--eval-seed", type=int, default=1234)
+    p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
-    p.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="other learner config fields"
-    )
-    p.add_argument(
-        "--env-set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="env arguments, e.g. reward_mode=dense",
-    )
     p.add_argument("--out", default=None, help="write the results (JSON) here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    cpu = cpu_description()
+    machine = machine_info()
+    flags = " ".join(f for f, present in machine["flags"].items() if present)
     print(
-        f"CPU: {cpu['model']}, flags {' '.join(cpu['flags']) or '-'}, "
-        f"{cpu['torch_threads']} torch threads; precision {args.precision}",
+        f"CPU: {machine['cpu']}, flags {flags or '-'}, "
+        f"{machine['torch_threads']} torch threads; precision {args.precision}",
         flush=True,
     )
 
-    env_kwargs = parse_assignments(args.env_set)
-    envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
-    eval_envs = gym.make_vec(args.env, num_envs=args.num_envs, **env_kwargs)
-    if args.model == "tiny":
-        policy = LMPolicy.tiny(envs, seed=args.seed, precision=args.precision)
-    else:
-        policy = LMPolicy.from_pretrained(args.model, precision=args.precision)
+    cls = learner_class(args.agent)
+    overrides = learner_overrides(args, cls)
+    env_kwargs = env_kwargs_for(args.model, parse_json_object(args.env_kwargs, "--env-kwargs"))
+    envs = make_envs(args.env, args.num_envs, env_kwargs)
+    eval_envs = make_envs(args.env, args.num_envs, env_kwargs)
+    policy = build_policy(
+        args.model,
+        envs,
+        seed=args.seed,
+        precision=args.precision,
+        compile=args.compile,
+        kv_cache=args.kv_cache,
+    )
 
-    result: dict[str, Any] = {"args": vars(args), "cpu": cpu}
+    result: dict[str, Any] = {"args": vars(args), "machine": machine}
     result["before"] = measure(
         policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "untrained"
     )
@@ -219,16 +203,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "warm start"
         )
 
-    cls = LEARNERS[args.learner]
-    overrides: dict[str, Any] = {"lr": args.lr, "progress": False}
-    if args.kl_coef is not None:
-        overrides["kl_coef"] = args.kl_coef
-    if "group_size" in {f for f in cls.Config.__dataclass_fields__}:
-        overrides["group_size"] = args.group_size
+    if "group_size" in cls.Config.__dataclass_fields__:
+        overrides.setdefault("group_size", GROUP_SIZE)
         if args.drop_flat_groups:
             cls = with_flat_group_dropping(cls)
-    overrides.update(parse_assignments(args.set))
-    config = cls.Config.for_policy(policy, seed=args.seed, **overrides)
+    config = cls.Config.for_policy(policy, seed=args.seed, **{"progress": False, **overrides})
     agent = cls(policy, envs, config)
     t1 = time.perf_counter()
     agent.learn(total_episodes=args.episodes, time_limit=args.minutes * 60)

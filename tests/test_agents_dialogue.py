@@ -33,7 +33,7 @@ def test_acting_matches_a_full_forward_across_partner_replies(mode, kv_cache):
     P = rollout.prompt_len
     attention = rollout.attention_mask[:, P:].bool()
     assert (rollout.mask <= attention).all() and (attention & ~rollout.mask).any()  # replies
-    stats = policy.evaluate(rollout.input_ids, rollout.attention_mask, P, mask=rollout.mask)
+    stats = policy.score_actions(rollout.input_ids, rollout.attention_mask, P, mask=rollout.mask)
     torch.testing.assert_close(stats.logprobs.detach(), rollout.logprobs, atol=1e-4, rtol=0)
     torch.testing.assert_close(stats.values.detach(), rollout.values, atol=1e-4, rtol=0)
     # The recorded tokens are the agent's: the rollout's agent positions hold its actions.

@@ -24,7 +24,7 @@ from agents import (
     sample_tokens,
     warm_start,
 )
-from agents.policy import unpack_support
+from agents.token_stats import unpack_support
 from textgym.models import tiny_lm
 
 COMMON = dict(lr=3e-3, seed=0, progress=False, kl_coef=0.001)
@@ -44,7 +44,7 @@ def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adap
     ro = collect_rollout(
         policy, make_envs(4), seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     torch.testing.assert_close(stats.logprobs.detach(), ro.logprobs, atol=1e-5, rtol=0)
     stats.logprobs.sum().backward()
     head = {n: p for n, p in policy.named_parameters() if "lm_head.lora_" in n}
@@ -53,8 +53,8 @@ def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adap
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # The reference (adapter off) is the base head.
     plain = LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64), precision="fp32")
-    ref = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
-    want = plain.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs.detach()
+    ref = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    want = plain.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs.detach()
     torch.testing.assert_close(ref.logprobs, want, atol=1e-5, rtol=0)
 
 
@@ -141,9 +141,9 @@ def test_top_k_top_p_rollouts_record_and_score_the_sampled_distribution(sampling
     if "top_k" in sampling:
         assert (kept.sum(-1) <= 5).all()
     args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
-    scored = policy.evaluate(*args, mask=ro.mask, support=ro.support).logprobs.detach()
+    scored = policy.score_actions(*args, mask=ro.mask, support=ro.support).logprobs.detach()
     torch.testing.assert_close(scored, ro.logprobs, atol=1e-5, rtol=0)
-    full = policy.evaluate(*args, mask=ro.mask).logprobs.detach()
+    full = policy.score_actions(*args, mask=ro.mask).logprobs.detach()
     assert (full[ro.mask] < ro.logprobs[ro.mask] - 1e-3).all()  # truncation renormalised
     # The learners train on it: PPO's first minibatch starts at ratio 1.
     agent = PPO(policy, make_envs(), PPOConfig(**COMMON, update_epochs=1, minibatch_size=None))

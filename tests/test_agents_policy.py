@@ -14,7 +14,7 @@ from agents import (
     sample_tokens,
     token_logprobs,
 )
-from agents.policy import bf16_supported, resolve_precision
+from agents.precision import bf16_supported, resolve_precision
 
 # -- chunked log-probs ------------------------------------------------------------------------
 
@@ -57,14 +57,14 @@ def test_chunked_logprob_gradients_equal_naive(temperature):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_evaluate_matches_full_logits_of_the_model():
-    """evaluate() (trunk + chunked head, completion positions only) == model(...).logits."""
+def test_score_actions_matches_full_logits_of_the_model():
+    """score_actions() (trunk + chunked head, completion positions only) == model(...).logits."""
     policy = make_policy()
     envs = make_envs(4)
     ro = collect_rollout(
         policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len)
+    stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len)
     positions = (ro.attention_mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         logits = policy.model(
@@ -89,7 +89,7 @@ def test_rollout_logprobs_and_values_equal_recompute_without_cache(kv_cache):
         policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(3)
     )
     with torch.no_grad():
-        stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len)
+        stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len)
     assert ro.lengths.min() < 6 and ro.lengths.max() == 6  # some episodes ended at EOS
     torch.testing.assert_close(ro.logprobs, stats.logprobs, atol=1e-5, rtol=0)
     torch.testing.assert_close(ro.values, stats.values, atol=1e-5, rtol=0)
@@ -106,7 +106,7 @@ def _recompute(policy: LMPolicy, obs: dict, actions: np.ndarray, prompt_len: int
     ids[rows, col] = torch.from_numpy(actions)[room]
     mask[rows, col] = 1
     with torch.no_grad():
-        stats = policy.evaluate(ids, mask, prompt_len)
+        stats = policy.score_actions(ids, mask, prompt_len)
     return room, stats.logprobs[rows, col - prompt_len], stats.values[rows, col - prompt_len]
 
 
@@ -120,8 +120,8 @@ def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets(kv_
     envs = make_envs(n, stop_strings=tuple("abcdefghijklmnopqrst"))
     policy = make_policy(kv_cache=kv_cache)
     shifts = []
-    shift_columns = policy._shift_columns
-    policy._shift_columns = lambda delta: (shifts.append(delta), shift_columns(delta))
+    shift_columns = policy.acting_cache._shift_columns
+    policy.acting_cache._shift_columns = lambda delta: (shifts.append(delta), shift_columns(delta))
     gen = torch.Generator().manual_seed(0)
     obs, _ = envs.reset(seed=list(range(n)))
     mask = envs.action_masks()
@@ -136,13 +136,13 @@ def test_cached_acting_equals_recompute_across_autoresets_and_partial_resets(kv_
         room, logp, value = _recompute(policy, obs, out.actions, prompt_len)
         torch.testing.assert_close(out.logprobs[room], logp, atol=1e-5, rtol=0)
         torch.testing.assert_close(out.values[room], value, atol=1e-5, rtol=0)
-        max_columns = max(max_columns, policy._state.mask.shape[1])
+        max_columns = max(max_columns, policy.acting_cache.state.mask.shape[1])
         if kv_cache == "static":
             pointers = {
                 t.data_ptr()
-                for layer in policy._state.cache.layers
+                for layer in policy.acting_cache.state.cache.layers
                 for t in (layer.keys, layer.values)
-            } | {policy._state.mask.data_ptr()}
+            } | {policy.acting_cache.state.mask.data_ptr()}
             if step == 0:
                 first_pointers = pointers
             assert pointers == first_pointers
@@ -209,9 +209,9 @@ def test_bf16_autocast_runs_and_is_close_to_fp32():
     ro = collect_rollout(
         policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    fp32 = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    fp32 = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
     policy.amp_dtype = torch.bfloat16
-    bf16 = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    bf16 = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
     assert bf16.dtype == torch.float32  # statistics always come back in fp32
     torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0)
 
@@ -222,11 +222,11 @@ def test_frozen_copy_reference_stays_put():
     assert "ref_model" not in dict(policy.named_children())  # neither trained nor saved
     assert all(not p.requires_grad for p in policy.ref_model.parameters())
     ro = collect_rollout(make_policy(), make_envs(4), seeds=[0, 1, 2, 3])
-    before = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    before = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
     with torch.no_grad():
         for p in policy.model.parameters():
             p.add_(0.1)
-    after = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    after = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
     assert torch.equal(before.logprobs, after.logprobs)
 
 
@@ -242,9 +242,9 @@ def test_lora_reference_is_the_adapter_switched_off():
     assert policy.ref_model is None  # one set of base weights
     ro = collect_rollout(plain, make_envs(4), seeds=[0, 1, 2, 3])
     args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
-    ref = policy.evaluate(*args, reference=True).logprobs
-    torch.testing.assert_close(ref, plain.evaluate(*args).logprobs.detach(), atol=1e-6, rtol=0)
-    assert not torch.allclose(policy.evaluate(*args).logprobs, ref, atol=1e-4)
+    ref = policy.score_actions(*args, reference=True).logprobs
+    torch.testing.assert_close(ref, plain.score_actions(*args).logprobs.detach(), atol=1e-6, rtol=0)
+    assert not torch.allclose(policy.score_actions(*args).logprobs, ref, atol=1e-4)
 
 
 @pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
@@ -271,7 +271,8 @@ def test_gpu_path_selection():
     models the static cache cannot serve get clear errors."""
     import transformers
 
-    from agents.policy import resolve_compile, resolve_kv_cache
+    from agents.acting_cache import resolve_kv_cache
+    from agents.precision import resolve_compile
 
     assert resolve_compile("auto", "cpu") is None and resolve_compile("auto", "cuda") == "inductor"
     assert (
@@ -340,7 +341,7 @@ def test_compiled_paths_equal_eager_and_the_step_compiles_once():
         results = []
         for policy in (eager, compiled):
             policy.zero_grad()
-            stats = policy.evaluate(ids, attn, ro.prompt_len, mask=mask)
+            stats = policy.score_actions(ids, attn, ro.prompt_len, mask=mask)
             (stats.logprobs.sum() + stats.values.sum()).backward()
             results.append((stats.logprobs.detach(), [p.grad.clone() for p in policy.parameters()]))
         torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=0)
@@ -361,7 +362,7 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_a_warning():
         eager, make_envs(4), seeds=list(range(4)), generator=torch.Generator().manual_seed(0)
     )
     with pytest.warns(UserWarning, match="torch.compile .* failed, running eagerly"):
-        stats = policy.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+        stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     assert policy.compile_backend is None
-    expected = eager.evaluate(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    expected = eager.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     torch.testing.assert_close(stats.logprobs, expected.logprobs, atol=1e-6, rtol=0)

@@ -10,16 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.harness import (
+from benchmarks.report import results_section, trl_markdown, update_results_md
+from benchmarks.stats import (
     NOT_LEARNED,
     bootstrap_ci,
     curve_band,
     distinct_share,
     not_learned,
-    results_section,
     smooth,
-    trl_markdown,
-    update_results_md,
 )
 
 CELLS = ["untrained-seed0", "random-seed0", "reinforce-seed0", "grpo-seed0", "sb3-ppo-seed0"]

@@ -21,7 +21,8 @@ from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noq
 
 import textgym  # noqa: F401
 from agents import GRPO, PPO, REINFORCE, LMPolicy, collect_rollout
-from agents.policy import _decoder_and_head, token_logprobs
+from agents.policy import _decoder_and_head
+from agents.token_stats import token_logprobs
 from textgym.models import tiny_lm
 
 needs_smollm2 = pytest.mark.skipif(
@@ -39,7 +40,7 @@ def first_update_figures(agent, policy, rollout) -> dict[str, float]:
     lo, hi = math.inf, -math.inf
     with torch.no_grad():
         for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.evaluate(
+            stats = policy.score_actions(
                 mb["input_ids"], mb["attention_mask"], prompt_len, mask=mb["mask"]
             )
             ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
@@ -120,13 +121,13 @@ def test_bf16_first_update_ratios_start_at_one_smollm2():
 
 def _count_policy_forwards(policy: LMPolicy) -> list[bool]:
     calls: list[bool] = []
-    evaluate = policy.evaluate
+    score_actions = policy.score_actions
 
     def counted(*args, **kwargs):
         calls.append(bool(kwargs.get("reference", False)))
-        return evaluate(*args, **kwargs)
+        return score_actions(*args, **kwargs)
 
-    policy.evaluate = counted
+    policy.score_actions = counted
     return calls
 
 
@@ -211,9 +212,10 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
 
 
 def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
-    from benchmarks.trl_baseline import cpu_info, markdown
+    from benchmarks.stats import machine_info
+    from benchmarks.trl_baseline import markdown
 
-    info = cpu_info()
+    info = machine_info()
     assert set(info["flags"]) >= {"amx_bf16", "avx512_bf16"}
     result = {
         "settings": {
@@ -229,7 +231,7 @@ def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
             "precision": "fp32",
             "device": "cpu",
             "trl_version": "x",
-            **info,
+            "machine": info,
         },
         "trainers": {
             "trl_grpo": {"samples_per_s": 1.0, "reward_mean": 0.1, "seconds_per_iteration": 16.0},
@@ -248,8 +250,8 @@ def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
 @pytest.mark.parametrize("with_support", [False, True])
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.01])
 def test_kept_log_softmax_gives_the_recomputed_gradients(monkeypatch, with_support, entropy_coef):
-    from agents import policy as policy_module
-    from agents.policy import pack_support
+    from agents import token_stats
+    from agents.token_stats import pack_support
 
     torch.manual_seed(0)
     hidden, weight = torch.randn(40, 16), torch.randn(VOCAB, 16)
@@ -261,7 +263,7 @@ def test_kept_log_softmax_gives_the_recomputed_gradients(monkeypatch, with_suppo
         support = pack_support(allowed)
 
     def grads(keep_elements: int):
-        monkeypatch.setattr(policy_module, "KEEP_ELEMENTS", keep_elements)
+        monkeypatch.setattr(token_stats, "KEEP_ELEMENTS", keep_elements)
         h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
         logp, ent = token_logprobs(h, w, targets, chunk_size=16, support=support)
         (logp.sum() * 0.5 - entropy_coef * ent.sum()).backward()
@@ -289,7 +291,7 @@ def test_kept_log_softmax_gives_the_recomputed_gradients(monkeypatch, with_suppo
 def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     import numpy as np
 
-    from agents import policy as policy_module
+    from agents import acting_cache
 
     envs = make_envs(8)
     seeds = [3] * 4 + [5] * 4  # two groups of four
@@ -307,8 +309,8 @@ def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     assert set(batch_sizes[1:]) == {8}  # then every slot steps
     # The same episodes as a prefill of every row (rounding apart), and the update's log-probs.
     monkeypatch.setattr(
-        policy_module,
-        "_unique_rows",
+        acting_cache,
+        "unique_rows",
         lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))),
     )
     calls = len(batch_sizes)
@@ -316,11 +318,11 @@ def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     assert batch_sizes[calls] == 8  # this time the prefill had every row
     assert torch.equal(shared.input_ids, plain.input_ids)
     torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=0)
-    stats = policy.evaluate(shared.input_ids, shared.attention_mask, shared.prompt_len)
+    stats = policy.score_actions(shared.input_ids, shared.attention_mask, shared.prompt_len)
     torch.testing.assert_close(shared.logprobs, stats.logprobs.detach(), atol=1e-5, rtol=0)
 
 
-def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch):
+def test_score_actions_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch):
     import numpy as np
 
     from agents import policy as policy_module
@@ -340,7 +342,7 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
 
     def run():
         policy.zero_grad(set_to_none=True)
-        stats = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+        stats = policy.score_actions(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
         (stats.logprobs.sum() + stats.entropies.sum() + stats.values.sum()).backward()
         grads = [p.grad.clone() for p in policy.parameters() if p.grad is not None]
         return stats, grads
@@ -350,7 +352,7 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
     assert [s[0] for s in sizes] == [2, 8]  # the two prompts once, then every completion
     monkeypatch.setattr(
         policy_module,
-        "_unique_rows",
+        "unique_rows",
         lambda ids, mask, steps: (np.arange(len(ids)), np.arange(len(ids))),
     )
     sizes.clear()
@@ -361,9 +363,9 @@ def test_evaluate_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch
     for a, b in zip(shared_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     # policy and reference score a batch the same way: a KL of exactly 0 at the start
-    ref = policy.evaluate(
+    ref = policy.score_actions(
         rollout.input_ids, rollout.attention_mask, rollout.prompt_len, reference=True
     )
     with torch.no_grad():
-        own = policy.evaluate(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+        own = policy.score_actions(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
     assert torch.equal(ref.logprobs, own.logprobs)

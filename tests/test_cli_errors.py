@@ -168,7 +168,8 @@ def test_nan_weights_are_refused_by_resume_even_without_hashes(run_dir):
     """A checkpoint written before hashes were recorded: the finiteness check still holds."""
     import json
 
-    from agents.base import CheckpointError, check_model_file
+    from agents.checkpoint import check_model_file
+    from textgym.errors import CheckpointError
 
     state_file = _ckpt(run_dir) / "state.json"
     state = json.loads(state_file.read_text())
@@ -177,7 +178,7 @@ def test_nan_weights_are_refused_by_resume_even_without_hashes(run_dir):
     _poison(_ckpt(run_dir) / "model.safetensors")
     assert "NaN/inf" in _error(_resume(run_dir))
     with pytest.raises(CheckpointError, match="holds NaN/inf"):
-        from textgym.cli import build_policy, make_envs
+        from agents.cli import build_policy, make_envs
 
         check_model_file(
             _ckpt(run_dir) / "model.safetensors",

@@ -175,7 +175,8 @@ def test_eval_of_an_nlpo_run_acts_under_its_mask(tmp_path):
     import torch
 
     from agents import NLPO, evaluate
-    from textgym.cli import build_policy, main, make_envs
+    from agents.cli import build_policy, make_envs
+    from textgym.cli import main
 
     out = tmp_path / "nlpo"
     trained = run(

@@ -62,6 +62,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         checkpoint_every=ITERATIONS,
         eval_every=ITERATIONS,
         eval_episodes=8,
+        log_dir=os.path.join(out, "logs"),
+        tensorboard=False,
     )
     agent = PPO(
         make_policy(seed=rank),
@@ -106,6 +108,17 @@ def test_parameters_identical_across_ranks(two_ranks):
     # Logged figures are averaged over ranks (equal on both), evaluation gathered.
     assert [h["reward"] for h in r0["history"]] == [h["reward"] for h in r1["history"]]
     assert r0["history"][-1]["eval_reward"] == r1["history"][-1]["eval_reward"]
+
+
+def test_rank_zero_logs_the_global_iteration_and_episodes(two_ranks):
+    import csv
+
+    out, (r0, _) = two_ranks
+    with open(os.path.join(out, "logs", "progress.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, ITERATIONS + 1))
+    assert [int(r["episodes"]) for r in rows] == [2 * N * i for i in range(1, ITERATIONS + 1)]
+    assert float(rows[-1]["reward"]) == pytest.approx(r0["history"][-1]["reward"])
 
 
 def test_evaluation_gathers_every_ranks_episodes(two_ranks):

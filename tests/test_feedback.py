@@ -32,10 +32,9 @@ from textgym.feedback import (
     comparisons_from_ratings,
     parse_choice,
     read_comparisons,
-    read_jsonl,
     read_ratings,
 )
-from textgym.tasks import PromptSet, Task
+from textgym.tasks import PromptSet, Task, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -298,7 +297,7 @@ def test_ratings_survive_a_killed_run(tmp_path):
         proc.stdin.write("5\n2\n")
         proc.stdin.flush()
         deadline = time.monotonic() + 60
-        while len(read_jsonl(log, missing_ok=True)) < 2:
+        while len(read_jsonl(log, missing_ok=True, skip_bad_lines=True)) < 2:
             assert proc.poll() is None, "the rating process ended early"
             assert time.monotonic() < deadline, "the ratings never reached the log"
             time.sleep(0.05)

@@ -10,8 +10,9 @@ import torch
 from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
 
 from agents import NLPO, PPO, NLPOConfig, PPOConfig, evaluate
-from agents.nlpo import MaskedActing, top_p_mask
-from agents.policy import pack_support, token_logprobs, unpack_support
+from agents.nlpo import MaskedActing
+from agents.sampling import top_p_mask
+from agents.token_stats import pack_support, token_logprobs, unpack_support
 
 COMMON = dict(lr=3e-3, seed=0, progress=False, kl_coef=0.001, minibatch_size=4)
 
@@ -83,14 +84,14 @@ def test_update_scores_the_distributions_the_rollout_sampled_from():
     assert support.gather(-1, actions[..., None]).squeeze(-1)[rollout.mask].all()
     assert support[rollout.mask].sum(-1).max() < 0.6 * VOCAB  # a real restriction
     with torch.no_grad():
-        masked = agent.policy.evaluate(
+        masked = agent.policy.score_actions(
             rollout.input_ids,
             rollout.attention_mask,
             prompt_len,
             mask=rollout.mask,
             support=rollout.support,
         )
-        full = agent.policy.evaluate(
+        full = agent.policy.score_actions(
             rollout.input_ids, rollout.attention_mask, prompt_len, mask=rollout.mask
         )
     # PPO's ratios start at 1: acting and the update score the same renormalised distribution.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import textgym
-from textgym.tasks import TASKS, make_task
+from textgym.task_suite import TASKS, make_task
 
 SUITE = {
     "TextGen-Sentiment-v0": "sentiment",

@@ -7,7 +7,8 @@ import pytest
 
 from textgym.errors import EmptyPromptSetError, ScorerError
 from textgym.rewards import VaderSentiment, run_scorer
-from textgym.tasks import Example, PromptSet, make_task
+from textgym.task_suite import make_task
+from textgym.tasks import Example, PromptSet
 
 
 def test_builtin_reviews_are_varied_and_split():

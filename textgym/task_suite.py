@@ -1,11 +1,11 @@
 """The built-in task suite: sentiment, arithmetic, copy/reverse/sort, keywords, translation,
 summarization and QA.
 
-Each task is a factory ``name(**task_kwargs) -> Task`` registered in :data:`textgym.tasks.TASKS`
-(``make_task("arithmetic", digits=3)``; environments take ``task="arithmetic",
+Each task is a factory ``name(**task_kwargs) -> Task`` in :data:`TASKS`, the table of named
+tasks (``make_task("arithmetic", digits=3)``; environments take ``task="arithmetic",
 task_kwargs={...}``). A factory's docstring is the task's documentation (Description, Rewards,
-Arguments, Data); :func:`describe` joins it with the environment's common sections for any
-registered id.
+Arguments, Data); :func:`textgym.describe` joins it with the environment's common sections for
+any registered id.
 
 Data ships in ``textgym/data`` and works offline; the hand-written sets (translation, passages
 for summarization and QA, keyword sets) were written for textgym. Procedural tasks (arithmetic,
@@ -18,62 +18,35 @@ information, every row is in both splits).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import json
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from textgym.tasks import PromptSet, Task
+from textgym.errors import InvalidArgumentError
+from textgym.procedural import PROCEDURAL_TASKS
+from textgym.rewards import (
+    BLEU,
+    DEFAULT_JUDGE_TEMPLATE,
+    TER,
+    ChrF,
+    ConceptCoverage,
+    ExactMatch,
+    Fluency,
+    LMJudge,
+    LMScore,
+    NumericMatch,
+    PositionAccuracy,
+    Rouge,
+    TokenF1,
+    VaderSentiment,
+    WeightedSum,
+)
+from textgym.tasks import PromptSet, Task, load_rows
 
-# -- data loading ------------------------------------------------------------------------------
-
-
-def load_rows(data: Any, builtin: str) -> list[dict]:
-    """Rows (dicts) from ``data`` or, when ``data`` is None, the packaged ``<builtin>.jsonl``.
-
-    ``data``: a list of dicts, a JSONL path, a ``datasets.Dataset`` or a ``DatasetDict`` /
-    mapping of split name -> rows (each row gets ``split`` set to its split name).
-    """
-    if data is None:
-        with resources.as_file(resources.files("textgym") / "data" / f"{builtin}.jsonl") as p:
-            return _read_jsonl(p)
-    if isinstance(data, (str, os.PathLike)):
-        return _read_jsonl(Path(data))
-    if isinstance(data, Mapping):
-        rows = []
-        for split, split_rows in data.items():
-            rows += [{**dict(r), "split": split} for r in split_rows]
-        return rows
-    if isinstance(data, Iterable):
-        rows = [dict(r) for r in data]
-        if rows and not isinstance(rows[0], Mapping):
-            raise TypeError(f"data rows must be dicts, got {type(rows[0]).__name__}")
-        return rows
-    raise TypeError(
-        f"cannot read task data from {type(data).__name__}; pass a list of dicts, a JSONL path "
-        f"or a datasets Dataset/DatasetDict"
-    )
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-    return rows
+# -- data rows ---------------------------------------------------------------------------------
 
 
 def _need(row: Mapping, fields: tuple[str, ...], where: str) -> None:
@@ -122,8 +95,6 @@ def sentiment(
     * ``judge_template``: a ``str.format`` template with ``{prompt}`` and ``{completion}``.
     * ``data``: your own openings: rows with a ``prompt`` field (and optional ``split``).
     """
-    from textgym.rewards import DEFAULT_JUDGE_TEMPLATE, LMJudge, VaderSentiment
-
     if scorer == "vader":
         score, reward_range = VaderSentiment(), (-1.0, 1.0)
     elif scorer == "lm_judge":
@@ -158,7 +129,7 @@ def _expression(rng: np.random.Generator, digits: int, operators: str, steps: in
     return " ".join(parts)
 
 
-def _evaluate(expression: str) -> int:
+def _expression_value(expression: str) -> int:
     # Only digits, spaces and + - * reach here (built by _expression): precedence as in Python.
     if not re.fullmatch(r"[\d +\-*]+", expression):
         raise ValueError(f"not an arithmetic expression: {expression!r}")
@@ -203,8 +174,6 @@ def arithmetic(
     * ``seed``: the generator seed (0).
     * ``template``: the prompt, a ``str.format`` template with ``{question}``.
     """
-    from textgym.rewards import NumericMatch
-
     if digits < 1 or steps < 1:
         raise ValueError(f"digits and steps must be >= 1, got {digits} and {steps}")
     if not operators or set(operators) - set("+-*"):
@@ -228,7 +197,7 @@ def arithmetic(
     rows = [
         {
             "prompt": template.format(question=q),
-            "reference": str(_evaluate(q)),
+            "reference": str(_expression_value(q)),
             "question": q,
             "split": split,
         }
@@ -290,8 +259,6 @@ def algorithmic(
     * ``seed``: the generator seed (0).
     * ``separator``: written after the string in the prompt (``"="``).
     """
-    from textgym.rewards import PositionAccuracy
-
     if kind not in _TRANSFORMS:
         raise ValueError(f"kind must be one of {sorted(_TRANSFORMS)}, got {kind!r}")
     if not alphabet or len(set(alphabet)) != len(alphabet) or separator in alphabet:
@@ -398,8 +365,6 @@ def keywords(
     The reference of each example is the tuple of concepts (the reference sentences are in
     ``Example.meta["sentences"]``).
     """
-    from textgym.rewards import ConceptCoverage, Fluency, LMScore, WeightedSum
-
     terms: list[tuple[str, Any]] = [("coverage", (ConceptCoverage(), coverage_weight))]
     if fluency == "heuristic":
         terms.append(("fluency", (Fluency(), fluency_weight)))
@@ -468,8 +433,6 @@ def translate(metric: str = "chrf", template: str = TRANSLATE_TEMPLATE, data: An
     * ``data``: rows with ``source`` and ``target`` (a string or a list of references) and an
       optional ``split``; e.g. another language pair with a matching ``template``.
     """
-    from textgym.rewards import BLEU, TER, ChrF, WeightedSum
-
     if metric == "chrf":
         scorer, reward_range = ChrF(scale=0.01), (0.0, 1.0)
     elif metric == "bleu":
@@ -527,8 +490,6 @@ def summarize(
     * ``template``: ``str.format`` template with ``{passage}``.
     * ``data``: rows with ``passage`` and ``summary`` (string or list) and optional ``split``.
     """
-    from textgym.rewards import Rouge
-
     rows = []
     for k, r in enumerate(load_rows(data, "passages")):
         _need(r, ("passage", "summary"), f"summarize data row {k}")
@@ -571,8 +532,6 @@ def qa(metric: str = "f1", template: str = QA_TEMPLATE, data: Any = None) -> Tas
       built-in passage rows (``passage`` + a ``qa`` list of question/answer dicts); optional
       ``split``.
     """
-    from textgym.rewards import ExactMatch, TokenF1
-
     if metric not in ("f1", "em"):
         raise ValueError(f"metric must be 'f1' or 'em', got {metric!r}")
     rows = []
@@ -599,7 +558,7 @@ def qa(metric: str = "f1", template: str = QA_TEMPLATE, data: Any = None) -> Tas
     )
 
 
-SUITE_TASKS: dict[str, Callable[..., Task]] = {
+TASKS: dict[str, Callable[..., Task]] = {
     "sentiment": sentiment,
     "arithmetic": arithmetic,
     "copy": copy,
@@ -609,100 +568,31 @@ SUITE_TASKS: dict[str, Callable[..., Task]] = {
     "translate": translate,
     "summarize": summarize,
     "qa": qa,
+    "reviews": sentiment,  # TextGen-v0's task: the same reviews, VADER reward
+    **PROCEDURAL_TASKS,  # countdown, multistep_arithmetic, ..., reasoning_gym
 }
+"""Named tasks that environments accept as ``task="<name>"``: factories
+``factory(**task_kwargs) -> Task``. Add your own to make it a name environments accept."""
 
 
-# -- documentation -----------------------------------------------------------------------------
+def make_task(task: str | Task, **task_kwargs: Any) -> Task:
+    """Return ``task`` itself, or build the named task with ``task_kwargs``.
 
-
-def _split_sections(doc: str) -> tuple[str, dict[str, str]]:
-    pieces = re.split(r"^## +(.+)$", inspect.cleandoc(doc or ""), flags=re.MULTILINE)
-    summary, rest = pieces[0].strip(), pieces[1:]
-    return summary, {rest[i].strip(): rest[i + 1].strip() for i in range(0, len(rest), 2)}
-
-
-def describe(env_id: str) -> str:
-    """The documentation of a registered id, Gymnasium style, as Markdown text.
-
-    Joins the id's defaults, its task's documentation (the task factory's docstring:
-    Description, Rewards, Arguments) and the environment's common sections (Action Space,
-    Observation Space, Starting State, Episode End, Info, Arguments). This is what a
-    ``textgym info ID`` command prints.
+    ``make_task("arithmetic", digits=3, operators="+-*")``; the keyword arguments of each task
+    are documented in its factory (``help(textgym.TASKS["arithmetic"])``).
     """
-    from textgym import _REGISTRY
-    from textgym.envs import TextGenEnv
-    from textgym.tasks import TASKS
-
-    if env_id not in _REGISTRY:
-        raise ValueError(f"unknown id {env_id!r}; registered: {sorted(_REGISTRY)}")
-    env_class = _env_class(env_id)
-    if env_class is not TextGenEnv:  # e.g. the dialogue games: their class documents them
-        summary_line, doc = _split_sections(env_class.__doc__)
-        lines = [f"# {env_id}", "", summary_line, "", "## Defaults", ""]
-        lines += [f"* ``{k}={v!r}``" for k, v in _REGISTRY[env_id][2].items()]
-        for name, text in doc.items():
-            lines += ["", f"## {name}", "", text]
-        return "\n".join(lines).rstrip() + "\n"
-    kwargs = _REGISTRY[env_id][2]
-    task = kwargs.get("task", "reviews")
-    factory = TASKS[task] if isinstance(task, str) else None
-    task_summary, task_doc = _split_sections(factory.__doc__ if factory else "")
-    env_summary, env_doc = _split_sections(TextGenEnv.__doc__)
-    signature = inspect.signature(TextGenEnv.__init__).parameters
-    defaults = {
-        **{
-            k: signature[k].default
-            for k in ("task", "tokenizer", "max_new_tokens", "max_prompt_tokens", "stop_strings")
-        },
-        **kwargs,
-    }
-    lines = [f"# {env_id}", "", task_summary or env_summary, ""]
-    lines += ["## Defaults", ""]
-    lines += [f"* ``{k}={v!r}``" for k, v in defaults.items()]
-    lines += [""]
-    for name in (
-        "Description",
-        "Action Space",
-        "Observation Space",
-        "Rewards",
-        "Starting State",
-        "Episode End",
-        "Info",
-    ):
-        text = task_doc.get(name) if name in ("Description", "Rewards") else None
-        text = text or env_doc.get(name)
-        if name == "Description" and task_doc.get("Data"):
-            text += "\n\n" + task_doc["Data"]
-        if text:
-            lines += [f"## {name}", "", text, ""]
-    if "Arguments" in task_doc:
-        lines += ["## Task arguments (``task_kwargs={...}``)", "", task_doc["Arguments"], ""]
-    lines += ["## Environment arguments", "", env_doc.get("Arguments", ""), ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def summary(env_id: str) -> str:
-    """One line about a registered id (its task's or game's summary), for ``textgym list``."""
-    from textgym import _REGISTRY
-    from textgym.envs import TextGenEnv
-    from textgym.tasks import TASKS
-
-    if env_id not in _REGISTRY:
-        raise ValueError(f"unknown id {env_id!r}; registered: {sorted(_REGISTRY)}")
-    kwargs = _REGISTRY[env_id][2]
-    if _env_class(env_id) is not TextGenEnv:
-        from textgym.partners import make_game
-
-        doc = type(make_game(kwargs["game"])).__doc__
-    else:
-        task = kwargs.get("task", "reviews")
-        doc = TASKS[task].__doc__ if isinstance(task, str) else TextGenEnv.__doc__
-    return _split_sections(doc)[0].split("\n")[0]
-
-
-def _env_class(env_id: str) -> type:
-    """The single-environment class a registered id builds."""
-    from textgym import _REGISTRY
-
-    module, name = _REGISTRY[env_id][0].split(":")
-    return getattr(importlib.import_module(module), name)
+    if isinstance(task, Task):
+        if task_kwargs:
+            raise InvalidArgumentError(
+                f"task_kwargs {sorted(task_kwargs)} apply to named tasks only, not to a Task object"
+            )
+        return task
+    if task not in TASKS:
+        raise InvalidArgumentError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
+    factory = TASKS[task]
+    try:
+        inspect.signature(factory).bind(**task_kwargs)
+    except TypeError as e:
+        params = [p for p in inspect.signature(factory).parameters if p != "kwargs"]
+        raise InvalidArgumentError(f"task {task!r}: {e}; its arguments are {params}") from None
+    return factory(**task_kwargs)

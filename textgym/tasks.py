@@ -13,14 +13,18 @@ Prompts can come from
 * a Hugging Face ``datasets`` dataset or ``DatasetDict`` (``PromptSet.from_dataset``),
 
 and :func:`PromptSet.coerce` turns any of these into a ``PromptSet``, so an environment's
-``prompts=`` argument accepts them all.
+``prompts=`` argument accepts them all. :func:`read_jsonl` is textgym's one JSONL reader (prompt
+files, task data, feedback logs) and :func:`load_rows` reads a task factory's ``data=``.
+
+The named tasks (``TASKS``, ``make_task``) are in :mod:`textgym.task_suite`, one layer up: they
+need the scorers of :mod:`textgym.rewards`, which need the types defined here.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -176,21 +180,8 @@ class PromptSet:
     ) -> PromptSet:
         """Build from a JSONL file, one JSON object per line (see :meth:`from_list` for splits)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise InvalidArgumentError(
-                        f"{path}:{line_no}: not valid JSON ({e.msg})"
-                    ) from None
         return cls.from_list(
-            rows,
+            read_jsonl(path),
             test_fraction=test_fraction,
             seed=seed,
             prompt_field=prompt_field,
@@ -242,18 +233,7 @@ class PromptSet:
     @classmethod
     def builtin(cls, name: str) -> PromptSet:
         """A prompt set that ships with the package (``textgym/data/<name>.jsonl``)."""
-        data = resources.files("textgym") / "data" / f"{name}.jsonl"
-        if not data.is_file():
-            available = sorted(
-                p.name.removesuffix(".jsonl")
-                for p in (resources.files("textgym") / "data").iterdir()
-                if p.name.endswith(".jsonl")
-            )
-            raise InvalidArgumentError(f"no built-in prompt set {name!r}; available: {available}")
-        with resources.as_file(data) as path:
-            prompts = cls.from_jsonl(path)
-        prompts.name = name
-        return prompts
+        return cls.from_list(read_builtin(name), name=name)
 
     @classmethod
     def coerce(cls, source: Any) -> PromptSet:
@@ -302,36 +282,86 @@ class Task:
     description: str = ""
 
 
-TASKS: dict[str, Callable[..., Task]] = {}
-"""Named tasks that environments accept as ``task="<name>"``: factories
-``factory(**task_kwargs) -> Task`` (the suite's are in :mod:`textgym.task_suite`)."""
+# -- reading data ----------------------------------------------------------------------------
 
 
-def make_task(task: str | Task, **task_kwargs: Any) -> Task:
-    """Return ``task`` itself, or build the named built-in task with ``task_kwargs``.
+def read_jsonl(
+    path: str | os.PathLike, missing_ok: bool = False, skip_bad_lines: bool = False
+) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (one object per line), in order; blank lines are ignored.
 
-    ``make_task("arithmetic", digits=3, operators="+-*")``; the keyword arguments of each task
-    are documented in its factory (``help(textgym.tasks.TASKS["arithmetic"])``).
+    A line that is not valid JSON, or not a JSON object, raises an
+    :class:`~textgym.errors.InvalidArgumentError` naming the file and line. With
+    ``skip_bad_lines`` (append-only logs, whose last line a crash may have torn) such a line is
+    skipped with a warning instead, and undecodable bytes read as U+FFFD. ``missing_ok``: a
+    missing file reads as empty.
     """
-    if isinstance(task, Task):
-        if task_kwargs:
-            raise InvalidArgumentError(
-                f"task_kwargs {sorted(task_kwargs)} apply to named tasks only, not to a Task object"
-            )
-        return task
-    if task not in TASKS:
-        raise InvalidArgumentError(f"unknown task {task!r}; built-in tasks: {sorted(TASKS)}")
-    factory = TASKS[task]
-    try:
-        inspect.signature(factory).bind(**task_kwargs)
-    except TypeError as e:
-        params = [p for p in inspect.signature(factory).parameters if p != "kwargs"]
-        raise InvalidArgumentError(f"task {task!r}: {e}; its arguments are {params}") from None
-    return factory(**task_kwargs)
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok and not path.exists():
+            return []
+        raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist (or is not a file)")
+    rows = []
+    with path.open(encoding="utf-8", errors="replace" if skip_bad_lines else "strict") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                problem = None if isinstance(row, dict) else "not a JSON object"
+            except json.JSONDecodeError as e:
+                problem = f"not valid JSON ({e.msg})"
+            if problem is None:
+                rows.append(row)
+            elif skip_bad_lines:
+                warnings.warn(
+                    f"{path}:{line_no}: skipping a line that is {problem}; "
+                    f"probably a write cut short by a crash",
+                    stacklevel=2,
+                )
+            else:
+                raise InvalidArgumentError(
+                    f"{path}:{line_no}: {problem}; each line must hold one JSON object, "
+                    f'such as {{"prompt": "..."}}'
+                )
+    return rows
 
 
-# The task suite (sentiment, arithmetic, copy/reverse/sort, keywords, translate, summarize, qa).
-from textgym.task_suite import SUITE_TASKS  # noqa: E402  (needs Task and PromptSet above)
+def read_builtin(name: str) -> list[dict[str, Any]]:
+    """The rows of a data set that ships with the package (``textgym/data/<name>.jsonl``)."""
+    data = resources.files("textgym") / "data" / f"{name}.jsonl"
+    if not data.is_file():
+        available = sorted(
+            p.name.removesuffix(".jsonl")
+            for p in (resources.files("textgym") / "data").iterdir()
+            if p.name.endswith(".jsonl")
+        )
+        raise InvalidArgumentError(f"no built-in data set {name!r}; available: {available}")
+    with resources.as_file(data) as path:
+        return read_jsonl(path)
 
-TASKS.update(SUITE_TASKS)
-TASKS["reviews"] = SUITE_TASKS["sentiment"]  # TextGen-v0's task: the same reviews, VADER reward
+
+def load_rows(data: Any, builtin: str) -> list[dict]:
+    """Rows (dicts) from a task factory's ``data`` or, when it is None, the built-in set.
+
+    ``data``: a list of dicts, a JSONL path, a ``datasets.Dataset`` or a ``DatasetDict`` /
+    mapping of split name -> rows (each row gets ``split`` set to its split name).
+    """
+    if data is None:
+        return read_builtin(builtin)
+    if isinstance(data, (str, os.PathLike)):
+        return read_jsonl(data)
+    if isinstance(data, Mapping):
+        rows = []
+        for split, split_rows in data.items():
+            rows += [{**dict(r), "split": split} for r in split_rows]
+        return rows
+    if isinstance(data, Iterable):
+        rows = [dict(r) for r in data]
+        if rows and not isinstance(rows[0], Mapping):
+            raise TypeError(f"data rows must be dicts, got {type(rows[0]).__name__}")
+        return rows
+    raise TypeError(
+        f"cannot read task data from {type(data).__name__}; pass a list of dicts, a JSONL path "
+        f"or a datasets Dataset/DatasetDict"
+    )

@@ -189,7 +189,7 @@ class _RefLM:
     def __init__(self, base: Any, model: Any, device: Any, dtype: Any):
         import torch
 
-        from textgym.models import load_lm, resolve_device
+        from textgym.models import load_lm, position_ids, resolve_device
 
         if isinstance(model, str):
             model, _ = load_lm(model, device=device, dtype=dtype)
@@ -206,6 +206,7 @@ class _RefLM:
         self.device = next(model.parameters()).device
         self.prompt_len = base.core.max_prompt_tokens
         self._torch = torch
+        self._position_ids = position_ids
 
     def __call__(
         self,
@@ -221,10 +222,9 @@ class _RefLM:
         width = int(ends.max())
         ids = torch.as_tensor(input_ids[:, :width], device=self.device)
         mask = torch.as_tensor(attention_mask[:, :width], device=self.device)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
             logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=position_ids
+                input_ids=ids, attention_mask=mask, position_ids=self._position_ids(mask)
             ).logits
             rows = torch.arange(len(tokens), device=self.device)
             last = logits[rows, torch.as_tensor(ends - 1, device=self.device)].float()

@@ -1,4 +1,6 @@
-"""The environments. One environment per file, its native vector twin beside it."""
+"""The environments, one per file with its native vector twin beside it (``text_gen``,
+``dialogue``), over the machinery they share (``core``: prompt encoding, scoring, episode arrays;
+``checks``: argument checks)."""
 
 from textgym.envs.dialogue import DialogueEnv, DialogueVectorEnv
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv

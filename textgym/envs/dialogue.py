@@ -6,8 +6,8 @@ budget), and then a simulated partner's reply (several tokens) is appended to th
 same step. The observation keeps TextGen's layout (the opening left-padded in ``[0, P)``,
 everything after it from ``P`` on) plus an ``agent_mask`` that marks the agent's own tokens, so
 the same policies and learners work on both. The classes reuse TextGen's machinery: the core
-(tokenizer, opening encoding, action checks) extends :class:`_TextGenCore`, the episode state
-extends :class:`_Episodes`, and the environments subclass :class:`TextGenEnv` /
+(tokenizer, opening encoding, action checks) extends :class:`TextGenCore`, the episode state
+extends :class:`Episodes`, and the environments subclass :class:`TextGenEnv` /
 :class:`TextGenVectorEnv` (stepping, autoreset and infos come from there unchanged).
 """
 
@@ -19,16 +19,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from textgym.envs.text_gen import (
-    MAX_TOKENS,
-    TextGenEnv,
-    TextGenVectorEnv,
-    _Episodes,
-    _TextGenCore,
-    check_int,
-    check_render_mode,
-    check_seed,
-)
+from textgym.envs.checks import MAX_TOKENS, check_int, check_render_mode, check_seed
+from textgym.envs.core import Episodes, TextGenCore
+from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError, ScorerError
 from textgym.partners import Game, LMPartner, RulePartner, make_game
 from textgym.tasks import Example, PromptSet, Task
@@ -38,7 +31,7 @@ def _no_scorer(prompts, completions, references):  # noqa: ARG001
     raise NotImplementedError("a dialogue's reward comes from its game, not from a text scorer")
 
 
-class _DialogueCore(_TextGenCore):
+class _DialogueCore(TextGenCore):
     """TextGen's core (tokenizer, opening encoding, action checks) plus the game and partner."""
 
     def __init__(
@@ -105,16 +98,16 @@ class _DialogueCore(_TextGenCore):
             vocab_size,
         )
         if partner_kwargs and partner != "lm":
-            raise ValueError("partner_kwargs apply to partner='lm' only")
+            raise InvalidArgumentError("partner_kwargs apply to partner='lm' only")
         if partner == "rule":
             partner = RulePartner()
         elif partner == "lm":
             partner = LMPartner(**(partner_kwargs or {}))
         if not callable(partner):
-            raise ValueError(f"partner must be 'rule', 'lm' or a callable, got {partner!r}")
+            raise InvalidArgumentError(f"partner must be 'rule', 'lm' or a callable, got {partner!r}")
         self.partner = partner
         if max_turns < 1:
-            raise ValueError(f"max_turns must be >= 1, got {max_turns}")
+            raise InvalidArgumentError(f"max_turns must be >= 1, got {max_turns}")
         self.max_turns = int(max_turns)
         self.turn_cost, self.goal_reward = float(turn_cost), float(goal_reward)
 
@@ -133,15 +126,15 @@ class _DialogueCore(_TextGenCore):
             self.ends_turn[: len(tok)] = [end_of_turn in p for p in pieces]
             self.ends_turn[[i for i in tok.all_special_ids if i < self.vocab_size]] = False
             if not self.ends_turn.any():
-                raise ValueError(f"no token of the tokenizer contains end_of_turn={end_of_turn!r}")
+                raise InvalidArgumentError(f"no token of the tokenizer contains end_of_turn={end_of_turn!r}")
         if max_turn_tokens is None:
             examples = self.game.example_turns()
             if not examples:
-                raise ValueError(f"game {self.game.name!r} needs an explicit max_turn_tokens")
+                raise InvalidArgumentError(f"game {self.game.name!r} needs an explicit max_turn_tokens")
             longest = max(len(self.encode_text(t)) for t in examples)
             max_turn_tokens = longest + (1 if end_of_turn else 0)
         if max_turn_tokens < 1:
-            raise ValueError(f"max_turn_tokens must be >= 1, got {max_turn_tokens}")
+            raise InvalidArgumentError(f"max_turn_tokens must be >= 1, got {max_turn_tokens}")
         self.max_turn_tokens = int(max_turn_tokens)
 
         budget = max_reply_tokens or getattr(partner, "max_reply_tokens", None)
@@ -153,7 +146,7 @@ class _DialogueCore(_TextGenCore):
         if max_new_tokens is None:
             max_new_tokens = self.max_turns * self.turn_budget
         if max_new_tokens < self.turn_budget:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"max_new_tokens={max_new_tokens} cannot hold one turn and its reply "
                 f"({self.max_turn_tokens} + {self.max_reply_tokens} tokens)"
             )
@@ -182,7 +175,7 @@ class _DialogueCore(_TextGenCore):
         return ids
 
 
-class _DialogueEpisodes(_Episodes):
+class _DialogueEpisodes(Episodes):
     """TextGen's episode arrays plus who wrote each token, the secret and the turn counters."""
 
     def __init__(self, core: _DialogueCore, n: int):
@@ -229,7 +222,7 @@ class _DialogueEpisodes(_Episodes):
             raise
 
     _SLOT_ARRAYS = (
-        *_Episodes._SLOT_ARRAYS,
+        *Episodes._SLOT_ARRAYS,
         "agent_mask",
         "secret",
         "turns",
@@ -517,7 +510,7 @@ class DialogueVectorEnv(TextGenVectorEnv):
             return None
         if isinstance(secret, (list, tuple, np.ndarray)):
             if len(secret) != self.num_envs:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"options['secret'] must be one secret or a list of {self.num_envs} secrets"
                 )
             return [None if s is None else self.core.game.check_secret(s) for s in secret]

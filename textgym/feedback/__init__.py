@@ -15,7 +15,7 @@ Only the standard library is used (``http.server`` for the page, which loads no 
 
 from __future__ import annotations
 
-from textgym.feedback.log import JsonlLog, read_jsonl
+from textgym.feedback.log import JsonlLog
 from textgym.feedback.scorer import (
     HumanRatingScorer,
     PreferenceCollector,
@@ -43,6 +43,5 @@ __all__ = [
     "comparisons_from_ratings",
     "parse_choice",
     "read_comparisons",
-    "read_jsonl",
     "read_ratings",
 ]

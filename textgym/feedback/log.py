@@ -2,8 +2,9 @@
 
 Every record is written with one ``write`` of one line, then flushed and ``fsync``-ed before the
 call returns, so a rating that was acknowledged on screen is on disk even if the process is
-killed (``SIGKILL``) the next moment. Readers skip a torn last line (a machine crash in the middle
-of a write) with a warning instead of failing.
+killed (``SIGKILL``) the next moment. Readers (``iter(log)``, or
+``textgym.tasks.read_jsonl(path, skip_bad_lines=True)``) skip a torn last line (a machine crash in
+the middle of a write) with a warning instead of failing.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 import os
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from textgym.tasks import read_jsonl
 
 
 def now_record() -> dict[str, Any]:
@@ -55,38 +57,4 @@ class JsonlLog:
                 os.close(fd)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(read_jsonl(self.path, missing_ok=True))
-
-
-def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file, in order.
-
-    Blank lines are ignored. A line that is not valid JSON (a write torn by a crash) is skipped
-    with a warning naming the file and line. ``missing_ok``: a missing file reads as empty.
-    """
-    path = Path(path)
-    if not path.exists():
-        if missing_ok:
-            return []
-        raise FileNotFoundError(f"JSONL file {str(path)!r} does not exist")
-    rows = []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                warnings.warn(
-                    f"{path}:{line_no}: skipping a line that is not valid JSON ({e.msg}); "
-                    f"probably a write cut short by a crash",
-                    stacklevel=2,
-                )
-                continue
-            if not isinstance(row, dict):
-                warnings.warn(
-                    f"{path}:{line_no}: skipping a line that is not an object", stacklevel=2
-                )
-                continue
-            rows.append(row)
-    return rows
+        return iter(read_jsonl(self.path, missing_ok=True, skip_bad_lines=True))

@@ -13,11 +13,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from textgym.feedback.log import JsonlLog, now_record, read_jsonl
+from textgym.feedback.log import JsonlLog, now_record
 from textgym.feedback.session import PAIR, RATING, Batch, Item, RatingScale, parse_choice
 from textgym.feedback.terminal import TerminalInterface
 from textgym.feedback.web import WebInterface
-from textgym.rewards import as_text
+from textgym.rewards import as_text, check_batch_lengths
+from textgym.tasks import read_jsonl
 
 INTERFACES = ("terminal", "web")
 REWARD_MAPS = ("linear", "centered", "raw")
@@ -253,7 +254,7 @@ class HumanRatingScorer(_HumanFeedback):
 
     def _load_log(self) -> None:
         other_scale = 0
-        for row in read_jsonl(self.log.path, missing_ok=True):
+        for row in read_jsonl(self.log.path, missing_ok=True, skip_bad_lines=True):
             if row.get("type", RATING) != RATING or "rating" not in row:
                 continue
             if row.get("scale") != self.scale.as_list():
@@ -279,14 +280,9 @@ class HumanRatingScorer(_HumanFeedback):
         completions: Sequence[str],
         references: Sequence[Any] | None = None,
     ) -> np.ndarray:
-        n = len(prompts)
+        n = check_batch_lengths(completions, prompts=prompts, references=references)
         if references is None:
             references = [None] * n
-        if not len(completions) == len(references) == n:
-            raise ValueError(
-                f"prompts, completions and references differ in length "
-                f"({n}, {len(completions)}, {len(references)})"
-            )
         prompts = [as_text(p) for p in prompts]
         completions = [as_text(c) for c in completions]
         keys = list(zip(prompts, completions))
@@ -411,7 +407,7 @@ class PreferenceCollector(_HumanFeedback):
         )
         self._known: dict[tuple[str, str, str], str] = {}
         if resume:
-            for row in read_jsonl(self.log.path, missing_ok=True):
+            for row in read_jsonl(self.log.path, missing_ok=True, skip_bad_lines=True):
                 if row.get("type") == "comparison" and row.get("choice") in ("a", "b", "tie"):
                     self._known[(as_text(row["prompt"]), as_text(row["a"]), as_text(row["b"]))] = (
                         row["choice"]
@@ -502,7 +498,11 @@ def collect_preferences(
 
 def read_ratings(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rating records of a :class:`HumanRatingScorer` log, in the order they were given."""
-    return [r for r in read_jsonl(path) if r.get("type", RATING) == RATING and "rating" in r]
+    return [
+        r
+        for r in read_jsonl(path, skip_bad_lines=True)
+        if r.get("type", RATING) == RATING and "rating" in r
+    ]
 
 
 def read_comparisons(
@@ -516,7 +516,7 @@ def read_comparisons(
     """
     if isinstance(source, (str, os.PathLike)):
         where = str(source)
-        rows: Iterable[Mapping[str, Any]] = read_jsonl(source)
+        rows: Iterable[Mapping[str, Any]] = read_jsonl(source, skip_bad_lines=True)
     else:
         where, rows = "comparisons", source
     out = []

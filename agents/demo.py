@@ -1,8 +1,8 @@
 """The textgym demo: train SmolLM2-135M with PPO on TextGen-v0 for a few minutes on a CPU, and
 show what changed.
 
-    python -m textgym.demo                     # `make demo`: ~10 minutes on a 2-core CPU
-    python -m textgym.demo --minutes 3 --agent grpo --out runs/demo-grpo
+    python -m agents.demo                      # `make demo`: ~10 minutes on a 2-core CPU
+    python -m agents.demo --minutes 3 --agent grpo --out runs/demo-grpo
 
 1. evaluates the untrained model on TextGen-v0's test prompts (VADER sentiment of a 32-token
    continuation of a review opening; the task: continue it positively);
@@ -27,7 +27,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-EVAL_SEED = 1234
+import torch
+
+from agents import evaluate
+from agents.cli import EVAL_SEED, build_policy, has_tensorboard, learner_class, make_envs, write_run
+
 # PPO on TextGen-v0 with SmolLM2-135M and 16 envs: lr 5e-5 raises the test reward by ~0.3-0.4
 # within ~30 iterations (about 8 minutes on a 2-core CPU); PPOConfig's other defaults.
 DEMO_CONFIG = {
@@ -143,11 +147,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="runs/demo")
     args = p.parse_args(argv)
 
-    import torch
-
-    from agents import evaluate
-    from textgym.cli import RUN_FILE, build_policy, has_tensorboard, learner_class, make_envs
-
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
             if k not in ("log_dir", "checkpoint_dir")
         },
     }
-    (out / RUN_FILE).write_text(json.dumps(run, indent=1))
+    write_run(out, run)
     print(
         f"\n2/3 training {cls.__name__} for {args.minutes:g} minutes ({args.num_envs} episodes "
         f"per iteration, lr {config.lr:g}) ...",

@@ -1,0 +1,303 @@
+"""Checkpoint files: a learner's state written atomically, and read back checked.
+
+A checkpoint is a folder ``<dir>/iter-NNNNNN/``:
+
+* ``model.safetensors``: the policy's weights (tied weights handled by safetensors);
+* ``optimizer.pt``: the optimizer state with ``torch.save``, loaded back with
+  ``weights_only=True`` (tensors and plain containers: no arbitrary unpickling);
+* ``rng.safetensors``: the torch RNG states (global, the learner's sampling generator per rank,
+  CUDA's);
+* ``extra.safetensors``: tensors a learner adds (NLPO: its mask policy), if any;
+* ``state.json``: counters, config, the numpy RNG, what the KL reference is, the sha256 of every
+  file above and a checksum of its own content.
+
+The learner writes these files (:meth:`~agents.base.Learner.save_checkpoint`);
+:func:`write_checkpoint` has them written into a temporary folder that is renamed into place,
+then replaces the ``<dir>/latest`` pointer atomically: a reader never sees half a checkpoint.
+:func:`read_checkpoint` reads and checks everything before anything is loaded into a learner; a
+missing, truncated or corrupted file, NaN/inf weights, or a checkpoint of another learner or
+model shape raise :class:`~textgym.errors.CheckpointError` naming the file and the problem.
+``textgym eval`` checks a checkpoint's model with the same functions (:func:`resolve_checkpoint`,
+:func:`read_checkpoint_state`, :func:`check_model_file`, :func:`verify_checkpoint_files`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from textgym.errors import CheckpointError
+
+# The state.json fields a learner needs to resume.
+STATE_FIELDS = (
+    "learner",
+    "iteration",
+    "episodes",
+    "tokens",
+    "skipped_updates",
+    "kl_coef",
+    "best_eval",
+    "evals_without_improvement",
+    "numpy_rng",
+    "extra",
+)
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint where one was expected (no ``state.json``)."""
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_checkpoint(
+    root: Path, name: str, write: Callable[[Path], dict[str, Any]], *, keep: int
+) -> Path:
+    """Write the checkpoint ``root/name/`` atomically, point ``root/latest`` at it and keep the
+    ``keep`` most recent checkpoints; returns the folder.
+
+    ``write(folder)`` writes the checkpoint's files into ``folder`` (a temporary one) and returns
+    the content of ``state.json``, to which the files' hashes and its checksum are added. Only then
+    is the folder renamed into place and ``latest`` replaced: a process killed meanwhile leaves a
+    temporary, which the next call removes."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*.tmp-*"):  # left behind by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = write(tmp)
+        # Bit rot or a stray edit must not load silently: every file's hash, and a checksum of
+        # state.json's own content, are checked by resume and eval.
+        state["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+        state["checksum"] = _state_checksum(state)
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        final = root / name
+        if final.exists():  # saving the same iteration again: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pointer = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
+    pointer.write_text(name)
+    os.replace(pointer, root / "latest")  # last: a reader never sees a half-written checkpoint
+    for old in sorted(root.glob("iter-*"))[: -max(keep, 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_checksum(state: dict) -> str:
+    """sha256 of state.json's content (without the checksum field itself)."""
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder: ``path`` itself, or what its ``latest`` pointer names."""
+    path = Path(path)
+    if (path / "latest").exists():
+        try:
+            name = (path / "latest").read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path / 'latest'}: unreadable ({e})") from e
+        if not name.startswith("iter-") or "/" in name or not (path / name).is_dir():
+            raise CheckpointError(f"{path / 'latest'}: points to {name!r:.60}, not a checkpoint")
+        path = path / name
+    if not (path / "state.json").exists():
+        raise CheckpointNotFoundError(f"no checkpoint in {str(path)!r} (state.json missing)")
+    return path
+
+
+def read_checkpoint(
+    path: Path,
+    *,
+    learner: str,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    check_extra: Callable[[dict[str, torch.Tensor]], str | None],
+    reference: dict[str, str],
+) -> tuple[dict, dict, dict, dict]:
+    """(state, rng, optimizer state, extra tensors) of the checkpoint folder ``path``, every file
+    checked for the learner class named ``learner``, its ``policy`` and ``optimizer``; nothing is
+    loaded into them. ``check_extra(tensors)`` says what is wrong with the extra tensors (None:
+    they fit). ``reference``: the learner's KL reference record
+    (:meth:`~agents.policy.LMPolicy.reference_record`), which must be the run's. Raises
+    :class:`CheckpointError` naming the file and the problem."""
+    from safetensors.torch import load_file
+
+    files = ("state.json", "model.safetensors", "optimizer.pt", "rng.safetensors")
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    state = read_checkpoint_state(path)
+    file = path / "state.json"
+    if any(k not in state for k in STATE_FIELDS):
+        raise CheckpointError(f"{file}: missing fields (needs {', '.join(STATE_FIELDS)})")
+    if state["learner"] != learner:
+        raise CheckpointError(f"{file}: checkpoint is from {state['learner']}, not {learner}")
+    check_model_file(path / "model.safetensors", policy)
+    file = path / "rng.safetensors"
+    try:
+        rng = load_file(str(file))
+    except Exception as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+    if "torch" not in rng or "generator" not in rng:
+        raise CheckpointError(f"{file}: missing the 'torch'/'generator' RNG states")
+    device = next(policy.parameters()).device
+    optim = _read_optimizer_state(path / "optimizer.pt", optimizer, device)
+    file, extra = path / "extra.safetensors", {}
+    if file.exists():
+        try:
+            extra = load_file(str(file), device=str(device))
+        except Exception as e:
+            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+    problem = check_extra(extra)
+    if problem:
+        raise CheckpointError(f"{file}: {problem}")
+    verify_checkpoint_files(path, state)  # last: the checks above name the problem better
+    _check_reference(path, state, reference)
+    return state, rng, optim, extra
+
+
+def _check_reference(path: Path, state: dict, own: dict[str, str]) -> None:
+    """The checkpoint's KL reference (``state.json``'s ``reference``: origin and a weight
+    fingerprint) must be ``own``: a reference rebuilt from another starting policy (e.g. the
+    base model where the run had a warm-started one) would silently change what the KL penalty
+    measures. Checkpoints without the record are not checked."""
+    saved = state.get("reference")
+    if not isinstance(saved, dict) or "fingerprint" not in saved:
+        return
+    if own["fingerprint"] != saved["fingerprint"]:
+        raise CheckpointError(
+            f"{path / 'state.json'}: the run's KL reference was {saved.get('origin')} "
+            f"(fingerprint {saved['fingerprint']}), this learner's is {own['origin']} "
+            f"(fingerprint {own['fingerprint']}): build the learner from the policy the run "
+            f"started from (e.g. warm-start it the same way, or load those weights) and resume"
+        )
+
+
+def _read_optimizer_state(
+    file: Path, optimizer: torch.optim.Optimizer, device: torch.device
+) -> dict:
+    """``optimizer.pt``, loaded safely and checked against ``optimizer``'s parameters: the same
+    groups, moment shapes that fit, finite moments."""
+    try:  # weights_only: tensors and plain containers, never arbitrary objects
+        optim = torch.load(file, map_location=device, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{file}: cannot be loaded safely (weights_only=True refuses anything but "
+            f"tensors and plain containers, and the file may be truncated): {e}"
+        ) from e
+    groups = optim.get("param_groups") if isinstance(optim, dict) else None
+    if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
+        len(g["params"]) for g in optimizer.param_groups
+    ]:
+        raise CheckpointError(f"{file}: optimizer state does not fit this learner's params")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, st in optim.get("state", {}).items():
+        shape = tuple(params[int(index)].shape)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st and tuple(st[key].shape) != shape:
+                raise CheckpointError(
+                    f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
+                    f"the parameter {shape}"
+                )
+            if key in st and not torch.isfinite(st[key]).all():
+                raise CheckpointError(
+                    f"{file}: {key} of parameter {index} holds NaN/inf; resume from an "
+                    f"earlier checkpoint"
+                )
+    return optim
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    """A checkpoint folder's state.json, checked: a JSON object whose checksum matches
+    (checkpoints written before checksums were recorded are read without that check).
+    Raises :class:`CheckpointError`."""
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: missing fields (not a JSON object)")
+    if "checksum" in state and state["checksum"] != _state_checksum(state):
+        raise CheckpointError(
+            f"{file}: checksum mismatch: the file was changed or corrupted after it was saved; "
+            f"resume from an earlier checkpoint"
+        )
+    return state
+
+
+def verify_checkpoint_files(path: Path, state: dict) -> None:
+    """Every file state.json lists has the sha256 it was saved with (CheckpointError if not)."""
+    hashes = state.get("files")
+    for name, digest in hashes.items() if isinstance(hashes, dict) else ():
+        other = Path(path) / name
+        if other.is_file() and _sha256(other) != digest:
+            raise CheckpointError(
+                f"{other}: checksum mismatch: the file was changed or corrupted after it was "
+                f"saved; resume from an earlier checkpoint"
+            )
+
+
+def check_model_file(file: Path, policy: nn.Module) -> None:
+    """``model.safetensors`` fits ``policy`` (names and shapes) and holds only finite weights;
+    raises :class:`CheckpointError` naming the file and the problem. Nothing is loaded into the
+    policy."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises its own SafetensorError on bad headers
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+    own = policy.state_dict()
+    present = {own[k].data_ptr() for k in shapes if k in own}
+    unexpected = sorted(set(shapes) - set(own))
+    missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
+    wrong = [
+        f"{k}: {shapes[k]} in the file, {tuple(own[k].shape)} here"
+        for k in shapes
+        if k in own and shapes[k] != tuple(own[k].shape)
+    ]
+    if unexpected or missing or wrong:
+        detail = "; ".join(
+            [f"shape mismatch ({', '.join(wrong[:3])})"] * bool(wrong)
+            + [f"unexpected tensors {unexpected[:3]}"] * bool(unexpected)
+            + [f"missing tensors {missing[:3]}"] * bool(missing)
+        )
+        raise CheckpointError(f"{file}: does not fit this policy's model: {detail}")
+    try:  # one tensor at a time: no second copy of the model in memory
+        with safe_open(str(file), "pt") as f:
+            for key in f.keys():  # noqa: SIM118
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise CheckpointError(
+                        f"{file}: tensor {key!r} holds NaN/inf weights: the run diverged or the "
+                        f"file is corrupted; use an earlier checkpoint"
+                    )
+    except CheckpointError:
+        raise
+    except Exception as e:  # a truncated data section
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e

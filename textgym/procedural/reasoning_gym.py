@@ -1,0 +1,382 @@
+"""The reasoning-gym adapter: any dataset of the ``reasoning-gym`` package as a textgym Task.
+
+reasoning-gym (``pip install reasoning-gym``) generates over a hundred verifiable reasoning
+datasets (arithmetic, algorithms, logic, games, graphs, ...) from a seed, in pure Python and
+offline, and scores an answer with each dataset's own ``score_answer(answer, entry)``. The
+adapter turns entries into examples (the question plus one line on the answer format), reads
+the answer from a completion the same way as textgym's own checkers
+(:func:`~textgym.procedural.base.extract_answer`: after the last ``Answer:``, else the whole
+completion) and reports the same outcomes. The package is optional: nothing here imports it
+until a task is built, and :func:`reasoning_gym_ids` is empty without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+from textgym.errors import InvalidArgumentError
+from textgym.procedural.base import (
+    DIFFICULTIES,
+    NO_ANSWER,
+    RIGHT,
+    WRONG_ANSWER,
+    Checker,
+    Verdict,
+    answer_text,
+    partial,
+)
+from textgym.tasks import Example, PromptSet, Task
+
+ANSWER_INSTRUCTION = 'Write your final answer after "Answer:".'
+
+KNOWN_DATASETS: tuple[str, ...] = (
+    "ab",
+    "acre",
+    "advanced_geometry",
+    "aiw",
+    "arc_1d",
+    "arc_agi",
+    "base_conversion",
+    "basic_arithmetic",
+    "bf",
+    "binary_alternation",
+    "binary_matrix",
+    "bitwise_arithmetic",
+    "boxnet",
+    "caesar_cipher",
+    "calendar_arithmetic",
+    "chain_sum",
+    "circuit_logic",
+    "codeio",
+    "coin_flip",
+    "color_cube_rotation",
+    "complex_arithmetic",
+    "composite",
+    "count_bits",
+    "count_primes",
+    "countdown",
+    "course_schedule",
+    "cryptarithm",
+    "decimal_arithmetic",
+    "decimal_chain_sum",
+    "dice",
+    "emoji_mystery",
+    "family_relationships",
+    "figlet_font",
+    "fraction_simplification",
+    "futoshiki",
+    "game_of_life",
+    "game_of_life_halting",
+    "gcd",
+    "graph_color",
+    "group_anagrams",
+    "gsm_symbolic",
+    "intermediate_integration",
+    "isomorphic_strings",
+    "jugs",
+    "kakurasu",
+    "knight_swap",
+    "knights_knaves",
+    "largest_island",
+    "lcm",
+    "leg_counting",
+    "letter_counting",
+    "letter_jumble",
+    "list_functions",
+    "mahjong_puzzle",
+    "manipulate_matrix",
+    "maze",
+    "mini_sudoku",
+    "modulo_grid",
+    "n_queens",
+    "needle_haystack",
+    "number_filtering",
+    "number_format",
+    "number_sequence",
+    "number_sorting",
+    "palindrome_generation",
+    "palindrome_partitioning",
+    "path_star",
+    "polynomial_equations",
+    "polynomial_multiplication",
+    "pool_matrix",
+    "power_function",
+    "prime_factorization",
+    "products",
+    "propositional_logic",
+    "puzzle24",
+    "quantum_lock",
+    "ransom_note",
+    "rearc",
+    "rectangle_count",
+    "rotate_matrix",
+    "rotten_oranges",
+    "rubiks_cube",
+    "rush_hour",
+    "self_reference",
+    "sentence_reordering",
+    "shortest_path",
+    "simple_equations",
+    "simple_geometry",
+    "simple_integration",
+    "sokoban",
+    "spell_backward",
+    "spiral_matrix",
+    "string_insertion",
+    "string_manipulation",
+    "string_splitting",
+    "string_synthesis",
+    "sudoku",
+    "survo",
+    "syllogism",
+    "time_intervals",
+    "tower_of_hanoi",
+    "tsumego",
+    "word_ladder",
+    "word_sequence_reversal",
+    "word_sorting",
+    "zebra_puzzles",
+)
+"""The datasets of reasoning-gym 0.1.19 (``reasoning_gym.factory.DATASETS``), listed
+here so that registering their ids does not import reasoning-gym (about 2 s): ``import
+textgym`` stays fast. ``tests/test_reasoning_gym.py`` checks the list against the installed
+package."""
+
+LEVELS = {name: level for level, name in enumerate(DIFFICULTIES)}
+"""``difficulty`` names -> reasoning-gym curriculum levels (easy 0, medium 1, hard 2)."""
+
+NOT_STANDALONE = frozenset({"composite"})
+"""Datasets that do not build alone (``composite`` mixes other datasets and needs their list)."""
+
+UNSOUND_SCORERS = {
+    "game_of_life_halting": "its score_answer compares bool(answer) with bool(oracle), so any "
+    "non-empty answer scores 1.0",
+}
+"""Datasets whose ``score_answer`` rewards junk answers in full; :func:`reasoning_gym` builds
+them when asked, :func:`reasoning_gym_ids` leaves them out."""
+
+
+class EntryAnswer(str):
+    """A reference: the entry's oracle answer as text, with the whole reasoning-gym entry as
+    ``.entry`` for its ``score_answer``.
+
+    Being a ``str`` keeps references what the rest of textgym expects (text to show, to write
+    to JSON, or to imitate in a supervised warm start). The text is ``""`` for datasets whose
+    entries have no single answer (several are right; ``score_answer`` checks any of them).
+    """
+
+    entry: dict[str, Any]
+
+    def __new__(cls, entry: dict[str, Any]) -> EntryAnswer:
+        answer = entry.get("answer")
+        self = super().__new__(cls, "" if answer is None else str(answer))
+        self.entry = entry
+        return self
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        return EntryAnswer, (self.entry,)
+
+
+class ReasoningGymChecker(Checker):
+    """Scores an answer with a reasoning-gym dataset's ``score_answer(answer, entry)``.
+
+    The answer is the text after the last ``Answer:`` (else the whole completion), as for every
+    procedural task; a completion with none is a format error (0). The dataset's score ``s``
+    then gives the outcome: correct when ``s >= 1`` (score 1.0), partial when ``credit_floor <=
+    s < 1`` (score ``s``: the dataset's own partial credit, e.g. a near answer), wrong below
+    (0). The floor (default 0.3) removes credit that the datasets give to any answer at all:
+    many score every non-empty answer 0.01-0.05 (a format bonus), and a few give junk up to
+    0.25 (letter overlap with the oracle, trivial tautologies). A ``score_answer`` that raises
+    on a malformed answer counts as a format error. References must be the
+    :class:`EntryAnswer` objects that :func:`reasoning_gym` makes.
+    """
+
+    def __init__(
+        self, score_answer: Callable[[str, dict[str, Any]], float], credit_floor: float = 0.3
+    ):
+        if not 0.0 <= credit_floor <= 1.0:
+            raise InvalidArgumentError(f"credit_floor must be in [0, 1], got {credit_floor!r}")
+        self.score_answer = score_answer
+        self.credit_floor = credit_floor
+
+    def check(self, completion: str, reference: EntryAnswer) -> Verdict:
+        # The marker rule only, not the quote and period trimming of extract_answer: the
+        # dataset's scorer normalizes in its own way, and some answers end with a period.
+        answer = answer_text(completion)
+        return self.judge(answer, reference) if answer else NO_ANSWER
+
+    def judge(self, answer: str, reference: EntryAnswer) -> Verdict:
+        entry = getattr(reference, "entry", None)
+        if entry is None:
+            raise InvalidArgumentError(
+                f"reasoning-gym references must be the EntryAnswer objects reasoning_gym() "
+                f"makes, got {type(reference).__name__} {reference!r:.40}"
+            )
+        try:
+            score = float(self.score_answer(answer, entry))
+        except Exception:  # the datasets' scorers raise on answers they cannot parse
+            return NO_ANSWER
+        if score >= 1.0:
+            return RIGHT
+        return partial(score) if score > 0.0 and score >= self.credit_floor else WRONG_ANSWER
+
+
+def _config(
+    dataset: str, difficulty: str | int | None, seed: int, size: int, overrides: dict
+) -> Any:
+    """The dataset's config object: its defaults, or its curriculum at a level; then
+    ``overrides``."""
+    from reasoning_gym.coaching.base_curriculum import (
+        DefaultCurriculumContext,
+        RangeAttributeMode,
+    )
+    from reasoning_gym.factory import DATASETS, create_curriculum, has_curriculum
+
+    config_cls = DATASETS[dataset][1]
+    fields = sorted(
+        f.name for f in dataclasses.fields(config_cls) if f.name not in ("seed", "size")
+    )
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise InvalidArgumentError(
+            f"reasoning-gym dataset {dataset!r} has no config field(s) {unknown}; "
+            f"its fields are {fields} (seed and size come from seed=, n_train= and n_test=)"
+        )
+    if difficulty is None:
+        config = config_cls(seed=seed, size=size)
+    else:
+        level = LEVELS.get(difficulty, difficulty) if isinstance(difficulty, str) else difficulty
+        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+            raise InvalidArgumentError(
+                f"difficulty must be None, one of {DIFFICULTIES} or a curriculum level >= 0, "
+                f"got {difficulty!r:.40}"
+            )
+        if not has_curriculum(dataset):
+            raise InvalidArgumentError(
+                f"reasoning-gym dataset {dataset!r} has no curriculum, so no difficulty levels; "
+                f"leave difficulty=None and set its config fields instead: {fields}"
+            )
+        curriculum = create_curriculum(dataset)
+        curriculum.set_global_level(level)  # each attribute stops at its top level
+        context = DefaultCurriculumContext(mode=RangeAttributeMode.INCLUSIVE)
+        config = curriculum.generate_configuration({"seed": seed, "size": size}, context)
+    config = dataclasses.replace(config, **overrides)
+    try:
+        if hasattr(config, "validate"):
+            config.validate()
+    except (AssertionError, ValueError) as e:
+        raise InvalidArgumentError(f"reasoning-gym dataset {dataset!r}: bad config: {e}") from None
+    return config
+
+
+def reasoning_gym(
+    dataset: str,
+    difficulty: str | int | None = None,
+    n_train: int = 1000,
+    n_test: int = 100,
+    seed: int = 0,
+    credit_floor: float = 0.3,
+    **config: Any,
+) -> Task:
+    """A reasoning-gym dataset as a task: ``reasoning_gym("letter_counting", "medium")``.
+
+    ## Description
+
+    ``n_train + n_test`` entries of the reasoning-gym dataset ``dataset``, generated from
+    ``seed`` (entry ``k`` is the dataset's item ``k``); the first ``n_train`` are the train
+    split, the rest the test split, without the questions that also occur in train (so the
+    splits are disjoint and the test split may come out a little smaller). Each prompt is the
+    entry's question and the line ``Write your final answer after "Answer:".``; each reference
+    is an :class:`EntryAnswer` (the oracle answer, carrying the entry). Needs ``pip install
+    reasoning-gym``; generation is offline.
+
+    ## Difficulty
+
+    ``difficulty=None`` (default) uses the dataset's default config. Otherwise the dataset's
+    curriculum (most datasets have one) sets the config: ``"easy"``, ``"medium"`` and
+    ``"hard"`` are curriculum levels 0, 1 and 2, and an int is any level. Every attribute of the
+    curriculum (sizes, ranges, counts) takes that level's values, or its top level's when it has
+    fewer levels; as in reasoning-gym's own default, a range spans the levels up to the chosen
+    one (``"hard"`` questions include easier ones). A few curricula make configs their dataset
+    rejects at some levels (an :class:`~textgym.errors.InvalidArgumentError` says which).
+
+    ## Rewards
+
+    :class:`ReasoningGymChecker`: the dataset's ``score_answer`` on the extracted answer, in
+    [0, 1]. 1 is correct; values from ``credit_floor`` up are the dataset's partial credit (for
+    many datasets, the oracle answer inside a longer answer earns ``len(oracle) /
+    len(answer)``); lower values, which many datasets give to any answer, count as wrong (0); no
+    answer is a format error (0). The scores are only as sound as the dataset's scorer: see
+    :data:`UNSOUND_SCORERS`.
+
+    ## Arguments
+
+    * ``dataset``: a reasoning-gym dataset name (``reasoning_gym.factory.DATASETS``).
+    * ``difficulty``: None, ``"easy"``/``"medium"``/``"hard"`` or a curriculum level (see
+      Difficulty).
+    * ``n_train`` / ``n_test``: entries per split (1000 and 100).
+    * ``seed``: the dataset seed (0).
+    * ``credit_floor``: dataset scores below it count as wrong (0.3; 0 keeps them).
+    * ``**config``: fields of the dataset's config class, applied last (for example
+      ``min_words=5`` for ``"letter_counting"``).
+    """
+    try:
+        from reasoning_gym.factory import DATASETS
+    except ImportError:
+        raise ModuleNotFoundError(
+            "the reasoning_gym task needs the reasoning-gym package: pip install reasoning-gym"
+        ) from None
+    if dataset not in DATASETS or dataset in NOT_STANDALONE:
+        available = sorted(set(DATASETS) - NOT_STANDALONE)
+        raise InvalidArgumentError(
+            f"unknown reasoning-gym dataset {dataset!r:.60}; available: {available}"
+        )
+    for arg, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{arg} must be an int >= 1, got {value!r:.40}")
+    dataset_cls = DATASETS[dataset][0]
+    generator = dataset_cls(config=_config(dataset, difficulty, seed, n_train + n_test, config))
+    entries = [generator[k] for k in range(n_train + n_test)]
+    splits: dict[str, list[Example]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    for k, entry in enumerate(entries):
+        if entry["question"] in seen:
+            continue
+        seen.add(entry["question"])
+        example = Example(f"{entry['question']}\n{ANSWER_INSTRUCTION}", EntryAnswer(entry))
+        splits["train" if k < n_train else "test"].append(example)
+    return Task(
+        name=f"reasoning_gym/{dataset}",
+        prompts=PromptSet(splits["train"], splits["test"], f"reasoning_gym/{dataset}"),
+        scorer=ReasoningGymChecker(generator.score_answer, credit_floor),
+        reward_range=ReasoningGymChecker.reward_range,
+        description=f"reasoning-gym {dataset} (the dataset's score_answer, in [0, 1])",
+    )
+
+
+def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
+    """Proposed Gymnasium ids of every reasoning-gym dataset that builds alone and offline:
+    ``"RG-<dataset>-v0"`` -> TextGenEnv kwargs; empty when reasoning-gym is not installed.
+    Datasets in :data:`UNSOUND_SCORERS` are left out.
+
+    The ids use a dash prefix, not ``rg:<dataset>``: Gymnasium reads ``module:id`` as "import
+    ``module``, then make ``id``", so a colon form would send ``gym.make`` looking for a module
+    named ``rg``. Questions can be long (grids, boards, code) and answers several lines, so the
+    budgets are generous (1024 prompt tokens, 256 new tokens) and there is no stop string;
+    pass ``task_kwargs={"dataset": ..., "difficulty": ...}`` or other budgets to change them.
+    """
+    if importlib.util.find_spec("reasoning_gym") is None:
+        return {}
+    return {
+        f"RG-{name}-v0": {
+            "task": "reasoning_gym",
+            "task_kwargs": {"dataset": name},
+            "max_new_tokens": 256,
+            "max_prompt_tokens": 1024,
+        }
+        for name in KNOWN_DATASETS
+        if name not in NOT_STANDALONE and name not in UNSOUND_SCORERS
+    }

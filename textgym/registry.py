@@ -1,0 +1,184 @@
+"""The environment ids textgym registers with Gymnasium, their defaults and their documentation.
+
+``import textgym`` calls :func:`register_envs` (Gymnasium 1.x has no plugin entry points);
+``gym.make("textgym:TextGen-v0")`` imports textgym by itself. Every default below can be
+overridden in ``gym.make`` / ``gym.make_vec``, and ``task_kwargs={...}`` reaches the task factory.
+:func:`describe` is an id's full documentation (``textgym info ID``), :func:`summary` its one
+line (``textgym list``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import gymnasium as gym
+
+from textgym.envs import DialogueEnv, DialogueVectorEnv, TextGenEnv, TextGenVectorEnv
+from textgym.partners import make_game
+from textgym.procedural import PROCEDURAL_IDS, reasoning_gym_ids
+from textgym.task_suite import TASKS
+
+_TEXT_GEN = (TextGenEnv, TextGenVectorEnv)
+_DIALOGUE = (DialogueEnv, DialogueVectorEnv)
+_LINE = ("\n",)  # one-line answers end at a newline
+
+# id -> (single environment class, vector environment class, default kwargs)
+_REGISTRY: dict[str, tuple[type, type, dict]] = {
+    "TextGen-v0": (*_TEXT_GEN, {}),
+    # The task suite: one TextGenEnv each, with the task's defaults.
+    "TextGen-Sentiment-v0": (
+        *_TEXT_GEN,
+        {"task": "sentiment", "max_new_tokens": 32, "max_prompt_tokens": 64},
+    ),
+    "TextGen-Arithmetic-v0": (
+        *_TEXT_GEN,
+        {"task": "arithmetic", "max_new_tokens": 8, "max_prompt_tokens": 32, "stop_strings": _LINE},
+    ),
+    "TextGen-Copy-v0": (
+        *_TEXT_GEN,
+        {"task": "copy", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8},
+    ),
+    "TextGen-Reverse-v0": (
+        *_TEXT_GEN,
+        {"task": "reverse", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8},
+    ),
+    "TextGen-Sort-v0": (
+        *_TEXT_GEN,
+        {"task": "sort", "tokenizer": "char", "max_new_tokens": 7, "max_prompt_tokens": 8},
+    ),
+    "TextGen-Keywords-v0": (
+        *_TEXT_GEN,
+        {"task": "keywords", "max_new_tokens": 32, "max_prompt_tokens": 48, "stop_strings": _LINE},
+    ),
+    "TextGen-Translate-v0": (
+        *_TEXT_GEN,
+        {"task": "translate", "max_new_tokens": 40, "max_prompt_tokens": 48, "stop_strings": _LINE},
+    ),
+    "TextGen-Summarize-v0": (
+        *_TEXT_GEN,
+        {"task": "summarize", "max_new_tokens": 48, "max_prompt_tokens": 96, "stop_strings": _LINE},
+    ),
+    "TextGen-QA-v0": (
+        *_TEXT_GEN,
+        {"task": "qa", "max_new_tokens": 16, "max_prompt_tokens": 96, "stop_strings": _LINE},
+    ),
+    # Multi-turn dialogue games with a simulated partner (textgym.envs.dialogue).
+    "TextDialogue-GuessNumber-v0": (
+        *_DIALOGUE,
+        {"game": "guess_number", "tokenizer": "char", "max_turns": 8},
+    ),
+    "TextDialogue-TwentyQuestions-v0": (
+        *_DIALOGUE,
+        {
+            "game": "twenty_questions",
+            "tokenizer": "smollm2-135m",
+            "max_turns": 20,
+            "max_turn_tokens": 12,
+        },
+    ),
+}
+
+# Procedural reasoning tasks with easy/medium/hard levels (textgym.procedural), and with the
+# `reasoning` extra one id per reasoning-gym dataset ("RG-<dataset>-v0").
+_REGISTRY.update({env_id: (*_TEXT_GEN, kwargs) for env_id, kwargs in PROCEDURAL_IDS.items()})
+_REGISTRY.update({env_id: (*_TEXT_GEN, kwargs) for env_id, kwargs in reasoning_gym_ids().items()})
+
+
+def register_envs() -> None:
+    """Register every id with Gymnasium; an id that is already registered is left as it is."""
+    for env_id, (env_class, vector_class, kwargs) in _REGISTRY.items():
+        if env_id not in gym.registry:
+            gym.register(
+                env_id,
+                entry_point=f"{env_class.__module__}:{env_class.__name__}",
+                vector_entry_point=f"{vector_class.__module__}:{vector_class.__name__}",
+                kwargs=kwargs,
+                # Episodes end by themselves (EOS or max_new_tokens): no TimeLimit wrapper.
+                disable_env_checker=False,
+            )
+
+
+def registered_ids() -> list[str]:
+    """Every environment id textgym registers."""
+    return sorted(_REGISTRY)
+
+
+# -- documentation -----------------------------------------------------------------------------
+
+
+def describe(env_id: str) -> str:
+    """The documentation of a registered id, Gymnasium style, as Markdown text.
+
+    Joins the id's defaults, its task's documentation (the task factory's docstring:
+    Description, Rewards, Arguments) and the environment's common sections (Action Space,
+    Observation Space, Starting State, Episode End, Info, Arguments). This is what a
+    ``textgym info ID`` command prints.
+    """
+    env_class, _, kwargs = _entry(env_id)
+    if env_class is not TextGenEnv:  # e.g. the dialogue games: their class documents them
+        summary_line, doc = _split_sections(env_class.__doc__)
+        lines = [f"# {env_id}", "", summary_line, "", "## Defaults", ""]
+        lines += [f"* ``{k}={v!r}``" for k, v in kwargs.items()]
+        for name, text in doc.items():
+            lines += ["", f"## {name}", "", text]
+        return "\n".join(lines).rstrip() + "\n"
+    task = kwargs.get("task", "reviews")
+    factory = TASKS[task] if isinstance(task, str) else None
+    task_summary, task_doc = _split_sections(factory.__doc__ if factory else "")
+    env_summary, env_doc = _split_sections(TextGenEnv.__doc__)
+    signature = inspect.signature(TextGenEnv.__init__).parameters
+    defaults = {
+        **{
+            k: signature[k].default
+            for k in ("task", "tokenizer", "max_new_tokens", "max_prompt_tokens", "stop_strings")
+        },
+        **kwargs,
+    }
+    lines = [f"# {env_id}", "", task_summary or env_summary, ""]
+    lines += ["## Defaults", ""]
+    lines += [f"* ``{k}={v!r}``" for k, v in defaults.items()]
+    lines += [""]
+    for name in (
+        "Description",
+        "Action Space",
+        "Observation Space",
+        "Rewards",
+        "Starting State",
+        "Episode End",
+        "Info",
+    ):
+        text = task_doc.get(name) if name in ("Description", "Rewards") else None
+        text = text or env_doc.get(name)
+        if name == "Description" and task_doc.get("Data"):
+            text += "\n\n" + task_doc["Data"]
+        if text:
+            lines += [f"## {name}", "", text, ""]
+    if "Arguments" in task_doc:
+        lines += ["## Task arguments (``task_kwargs={...}``)", "", task_doc["Arguments"], ""]
+    lines += ["## Environment arguments", "", env_doc.get("Arguments", ""), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def summary(env_id: str) -> str:
+    """One line about a registered id (its task's or game's summary), for ``textgym list``."""
+    env_class, _, kwargs = _entry(env_id)
+    if env_class is not TextGenEnv:
+        doc = type(make_game(kwargs["game"])).__doc__
+    else:
+        task = kwargs.get("task", "reviews")
+        doc = TASKS[task].__doc__ if isinstance(task, str) else TextGenEnv.__doc__
+    return _split_sections(doc)[0].split("\n")[0]
+
+
+def _entry(env_id: str) -> tuple[type, type, dict]:
+    if env_id not in _REGISTRY:
+        raise ValueError(f"unknown id {env_id!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[env_id]
+
+
+def _split_sections(doc: str | None) -> tuple[str, dict[str, str]]:
+    """A Gymnasium-style docstring as (its summary, {"## Section" title: text})."""
+    pieces = re.split(r"^## +(.+)$", inspect.cleandoc(doc or ""), flags=re.MULTILINE)
+    summary_text, rest = pieces[0].strip(), pieces[1:]
+    return summary_text, {rest[i].strip(): rest[i + 1].strip() for i in range(0, len(rest), 2)}
