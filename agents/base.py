@@ -278,6 +278,9 @@ class Learner:
             "reward_std": float(rollout.scores.std()) if rollout.num_envs > 1 else 0.0,
             "length": float(rollout.lengths.float().mean()),
             "tokens_per_s": rollout.num_tokens / max(rollout.seconds, 1e-9),
+            # The env's numeric infos of agents.rollout.LOGGED_INFO_KEYS (a curriculum's level
+            # and success rate), when it reports them.
+            **(rollout.info_means or {}),
         }
         if distributed.any_rank(not torch.isfinite(rollout.rewards).all()):
             self._nonfinite("reward")

@@ -23,6 +23,17 @@ plus the KL term:
   group's std (``scale_rewards`` then defaults to False; True is refused).
 
 The entropy bonus is a token mean in all three. RLOO always uses the token mean.
+
+**Flat groups** (``drop_flat_groups=True``; DAPO's dynamic sampling, Yu et al., 2025): a group
+whose completions all got the same score has advantage 0 for every member (RLOO judges by the
+score too: its KL penalty is no task signal), so it only dilutes the update. Such groups are
+dropped and more rollouts drawn (prompts from the learner's seeded RNG, as always) until the
+update has its configured number of groups, ``num_envs * rollouts_per_update / group_size``, or
+``max_extra_rollouts`` more rollouts were drawn; the update then uses the informative groups it
+has, the first in draw order, and with none it makes no update at all (no parameter changes).
+Logged: ``dropped_groups`` (flat groups among all drawn), ``rollouts_drawn`` (the update's
+rollouts, the regular ones included) and ``update_groups``; ``episodes`` counts every episode
+drawn. Distributed, the ranks draw until every rank has enough and all use the smallest count.
 """
 
 from __future__ import annotations
@@ -32,9 +43,19 @@ from typing import Any
 
 import torch
 
+from agents import distributed
 from agents.base import Learner, LearnerConfig
 from agents.ppo import clipped_surrogate
-from agents.rollout import Rollout, group_advantages, kl_estimate, masked_mean
+from agents.rollout import (
+    Rollout,
+    cat_rollouts,
+    collect_rollout,
+    flat_groups,
+    group_advantages,
+    group_rows,
+    kl_estimate,
+    masked_mean,
+)
 from agents.token_stats import TokenStats
 
 
@@ -53,6 +74,10 @@ class GRPOConfig(LearnerConfig):
         kl_coef: beta of the ``k3`` KL loss term.
         loss_type: how per-token losses are aggregated: ``"token"``, ``"sequence"`` or
             ``"dr_grpo"`` (see the module docstring).
+        drop_flat_groups: leave out groups whose scores are all equal and draw more prompts
+            instead (see the module docstring).
+        max_extra_rollouts: at most this many rollouts (of ``num_envs`` episodes) drawn per
+            update beyond the regular ones, with ``drop_flat_groups``.
     """
 
     lr: float = 5e-5
@@ -62,6 +87,8 @@ class GRPOConfig(LearnerConfig):
     kl_coef: float = 0.04
     kl_estimator: str = "k3"
     loss_type: str = "token"
+    drop_flat_groups: bool = False
+    max_extra_rollouts: int = 4
 
 
 LOSS_TYPES = ("token", "sequence", "dr_grpo")
@@ -93,6 +120,7 @@ class RLOOConfig(LearnerConfig):
         clip_range: the ratio clip epsilon (matters only with several epochs/minibatches).
         kl_coef: weight of the sequence-level KL penalty in the reward.
         normalize_advantages: divide the advantages by their batch std.
+        drop_flat_groups, max_extra_rollouts: as in :class:`GRPOConfig`.
     """
 
     lr: float = 5e-5
@@ -100,6 +128,8 @@ class RLOOConfig(LearnerConfig):
     clip_range: float = 0.2
     kl_coef: float = 0.05
     normalize_advantages: bool = False
+    drop_flat_groups: bool = False
+    max_extra_rollouts: int = 4
 
 
 class _GroupLearner(Learner):
@@ -123,6 +153,9 @@ class _GroupLearner(Learner):
                 f"{name}: loss_type='dr_grpo' uses advantages not scaled by the group's std; "
                 f"set scale_rewards=False (or leave it None)"
             )
+        extra = c.max_extra_rollouts
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"{name}: max_extra_rollouts must be an integer >= 0, got {extra!r}")
         super().__init__(policy, envs, c, **kwargs)
 
     kl_in_loss = False  # GRPO: the KL to the reference is a loss term, scored per minibatch
@@ -141,7 +174,13 @@ class _GroupLearner(Learner):
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
-        batch, metrics = self.prepare(rollout)
+        metrics: dict[str, float] = {}
+        if c.drop_flat_groups:
+            rollout, metrics = self.informative_groups(rollout)
+            if rollout is None:  # no group carries a signal: no update
+                return metrics
+        batch, prepared = self.prepare(rollout)
+        metrics.update(prepared)
         batch["advantages"] = self.sequence_advantages(batch)[:, None] * batch["mask"]
         loss_type, horizon = getattr(c, "loss_type", "token"), batch["mask"].shape[1]
 
@@ -168,6 +207,45 @@ class _GroupLearner(Learner):
             )
         )
         return metrics
+
+    def informative_groups(self, rollout: Rollout) -> tuple[Rollout | None, dict[str, float]]:
+        """``rollout`` without its flat groups, topped up with the informative groups of more
+        rollouts (see the module docstring); None when no group is informative."""
+        c, size, world = self.config, self.group_size, self.dist.world_size
+        wanted = rollout.num_envs // size
+        flat = flat_groups(rollout.scores, size)
+        parts, dropped = [rollout.subset(group_rows(~flat, size))], int(flat.sum())
+        have, drawn = wanted - dropped, self.rollouts_per_update
+        cap = self.rollouts_per_update + c.max_extra_rollouts
+        while drawn < cap and distributed.any_rank(have < wanted):
+            more = collect_rollout(
+                self.acting_policy(),
+                self.envs,
+                seeds=self._rollout_seeds(),
+                split=c.train_split,
+                generator=self.generator,
+            )
+            drawn += 1
+            self.episodes += more.num_envs * world
+            tokens = distributed.mean_over_ranks({"tokens": more.num_tokens})["tokens"]
+            self.tokens += round(tokens * world)
+            if distributed.any_rank(not torch.isfinite(more.rewards).all()):
+                self._nonfinite("reward")
+                have = 0
+                break
+            flat = flat_groups(more.scores, size)
+            parts.append(more.subset(group_rows(~flat, size)))
+            dropped, have = dropped + int(flat.sum()), have + int((~flat).sum())
+        used = min(distributed.gather_objects(min(have, wanted)))  # the same on every rank
+        metrics = {
+            "dropped_groups": dropped,
+            "rollouts_drawn": drawn,
+            "update_groups": used,
+            "episodes": self.episodes,
+        }
+        if not used:
+            return None, metrics
+        return cat_rollouts(parts).subset(torch.arange(used * size)), metrics
 
 
 class GRPO(_GroupLearner):

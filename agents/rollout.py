@@ -5,11 +5,13 @@ A rollout is the env-API equivalent of one batched ``generate`` call: reset all 
 every slot has finished one episode. Finished slots keep being stepped with their outputs ignored,
 exactly as ``generate`` keeps computing finished rows, so the policy's KV cache stays one plain
 batch. Everything the update needs is recorded on the way: prompt ids (from the reset
-observation), the chosen tokens, their log-probs and values at acting time, and the env rewards.
+observation), the chosen tokens, their log-probs and values at acting time, and the env rewards;
+and the means of the numeric infos named in :data:`LOGGED_INFO_KEYS`, which the learners log.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -19,6 +21,12 @@ import numpy as np
 import torch
 
 from agents.policy import LMPolicy
+
+LOGGED_INFO_KEYS = ("curriculum_level", "success_rate")
+"""Numeric info keys a rollout averages (over the reset and every step, over the slots that
+report them) into :attr:`Rollout.info_means`, which the learners log: a curriculum wrapper's
+level and success rate (``textgym.wrappers.VectorCurriculum``). An env that reports none of them
+adds no columns."""
 
 
 @dataclass
@@ -39,6 +47,8 @@ class Rollout:
     # (N, T, ceil(V / 8)) uint8: packed sets each action's distribution was restricted to, when the
     # acting policy restricts it (NLPO); the update scores the same distributions.
     support: torch.Tensor | None = None
+    # The means of the infos named in LOGGED_INFO_KEYS (None: the env reports none of them).
+    info_means: dict[str, float] | None = None
 
     @property
     def num_envs(self) -> int:
@@ -59,6 +69,19 @@ class Rollout:
         }
         return Rollout(**moved)
 
+    def subset(self, rows: torch.Tensor) -> Rollout:
+        """The episodes ``rows`` (a 1-D index tensor), in that order."""
+        index = rows.tolist()
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                value = value[rows]
+            elif isinstance(value, list):
+                value = [value[i] for i in index]
+            picked[f.name] = value
+        return Rollout(**picked)
+
 
 def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
     """Several rollouts of the same env as one (episodes stacked; seconds added)."""
@@ -71,6 +94,10 @@ def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
             out[f.name] = values[0]
         elif f.name == "seconds":
             out[f.name] = sum(values)
+        elif f.name == "info_means":
+            means = [v for v in values if v]
+            keys = dict.fromkeys(k for v in means for k in v)
+            out[f.name] = {k: _finite_mean([v[k] for v in means if k in v]) for k in keys} or None
         elif isinstance(values[0], list):
             out[f.name] = [x for v in values for x in v]
         elif values[0] is None:
@@ -78,6 +105,25 @@ def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
         else:
             out[f.name] = torch.cat(values)
     return Rollout(**out)
+
+
+def _finite_mean(values: Any) -> float:
+    """The mean of the finite entries of ``values`` (NaN when there are none)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def _add_info_values(found: dict[str, list], infos: dict[str, Any]) -> None:
+    """Append the values of :data:`LOGGED_INFO_KEYS` in a vector ``infos`` to ``found``."""
+    for key in LOGGED_INFO_KEYS:
+        if key not in infos:
+            continue
+        values = np.atleast_1d(np.asarray(infos[key]))
+        if "_" + key in infos:
+            values = values[np.asarray(infos["_" + key], dtype=bool)]
+        if values.size and np.issubdtype(values.dtype, np.number):
+            found.setdefault(key, []).append(values.astype(np.float64))
 
 
 def _max_new_tokens(envs: Any, length: int) -> int:
@@ -103,6 +149,8 @@ def collect_rollout(
     t0 = time.perf_counter()
     options = {"split": split} if split is not None else None
     obs, infos = envs.reset(seed=None if seeds is None else list(seeds), options=options)
+    info_values: dict[str, list] = {}
+    _add_info_values(info_values, infos)
     n, length = obs["input_ids"].shape
     horizon = _max_new_tokens(envs, length)
     prompt_len = length - horizon
@@ -146,6 +194,7 @@ def collect_rollout(
             completions,
             finals,
             supports,
+            info_values,
         )
     if not done.all():
         raise RuntimeError(
@@ -174,6 +223,7 @@ def collect_rollout(
         completions=completions,
         seconds=time.perf_counter() - t0,
         support=supports[0] if supports else None,
+        info_means={k: _finite_mean(np.concatenate(v)) for k, v in info_values.items()} or None,
     )
 
 
@@ -193,13 +243,15 @@ def _steps(
     completions: list[str],
     finals: dict[str, np.ndarray] | None = None,
     supports: list[torch.Tensor] | None = None,
+    info_values: dict[str, list] | None = None,
 ) -> None:
     """The stepping loop of :func:`collect_rollout`; fills the buffers in place.
 
     Token-level buffers are indexed by where each action lands after ``P`` (the observation's
     ``num_generated``): step ``t`` in TextGen, later in a dialogue, where the partner's replies
     sit in between. ``finals`` (dialogues) receives each episode's final observation.
-    ``supports`` receives one ``(N, T, ceil(V / 8))`` buffer if the policy returns supports.
+    ``supports`` receives one ``(N, T, ceil(V / 8))`` buffer if the policy returns supports;
+    ``info_values`` the values of :data:`LOGGED_INFO_KEYS` in each step's infos.
     """
     for _ in range(tokens.shape[1]):
         out = policy.act(
@@ -207,6 +259,8 @@ def _steps(
         )
         at = obs["num_generated"].reshape(-1)  # where the actions land after P (TextGen: t)
         obs, reward, terminated, truncated, infos = envs.step(out.actions)
+        if info_values is not None:
+            _add_info_values(info_values, infos)
         live = ~done
         rows = np.flatnonzero(live)
         tokens[rows, at[rows]] = out.actions[rows]
@@ -365,6 +419,19 @@ def group_advantages(
     if scale:
         advantages = advantages / (groups.std(-1, keepdim=True) + 1e-4)
     return advantages.reshape(-1)
+
+
+def flat_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``(N / group_size,)`` bool: which groups' episodes all got the same score. Every member
+    of such a group has advantage 0 against any group baseline: the group carries no signal."""
+    groups = scores.view(-1, group_size)
+    return (groups == groups[:, :1]).all(-1)
+
+
+def group_rows(groups: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The episode rows of the groups a ``(N / group_size,)`` bool mask selects, in order."""
+    first = torch.nonzero(groups).reshape(-1, 1) * group_size
+    return (first + torch.arange(group_size, device=groups.device)).reshape(-1)
 
 
 KL_ESTIMATORS = ("k1", "k2", "k3")

@@ -272,7 +272,7 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
     if envs.spec is not None and envs.spec.kwargs.get("chat_template"):
         raise ValueError("trl-grpo: chat_template envs are not supported here (plain prompts)")
     train = list(envs.prompts["train"])
-    scorer = envs.core.scorer
+    scorer = envs.scorer
     by_prompt = {ex.prompt: ex.reference for ex in train}
     max_new = token_budget(envs.single_observation_space)[1]
     batch = int(task.num_envs)

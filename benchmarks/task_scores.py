@@ -37,8 +37,10 @@ def token_budget(space: gym.spaces.Dict) -> tuple[int, int]:
 
 
 def _first_scores(envs, actions_fn, n: int) -> np.ndarray:
-    """Step until every slot has finished one episode; returns each slot's first score."""
-    scores = np.full(n, np.nan)
+    """Step until every slot has finished one episode; returns each slot's first score and,
+    for a task whose checker labels answers (``info["outcome"]``), whether it was correct
+    (NaN where the task has no labels)."""
+    scores, correct = np.full(n, np.nan), np.full(n, np.nan)
     obs, _ = envs.reset(seed=0)
     t = 0
     while np.isnan(scores).any():
@@ -47,20 +49,28 @@ def _first_scores(envs, actions_fn, n: int) -> np.ndarray:
         first = done & np.isnan(scores)
         if first.any():
             scores[first] = np.asarray(infos["score"], dtype=np.float64)[first]
+            if "outcome" in infos:
+                correct[first] = (np.asarray(infos["outcome"]) == "correct")[first]
         t += 1
-    return scores
+    return np.stack([scores, correct])
 
 
-def random_score(env_id: str, n: int, seed: int = 0) -> float:
+def _label(results: np.ndarray) -> str:
+    """``"0.412"`` (mean reward), or ``"0.412 (31% correct)"`` for tasks that label answers."""
+    scores, correct = results
+    text = f"{scores.mean():.3f}"
+    return text if np.isnan(correct).all() else f"{text} ({100 * correct.mean():.0f}% correct)"
+
+
+def random_score(env_id: str, n: int, seed: int = 0) -> str:
     envs = gym.make_vec(env_id, num_envs=n, split="test")
     mask = envs.unwrapped.action_masks()[0]
     allowed = np.flatnonzero(mask)
     rng = np.random.default_rng(seed)
-    scores = _first_scores(envs, lambda obs, t: rng.choice(allowed, size=n), n)
-    return float(scores.mean())
+    return _label(_first_scores(envs, lambda obs, t: rng.choice(allowed, size=n), n))
 
 
-def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> float:
+def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> str:
     envs = gym.make_vec(env_id, num_envs=n, split="test")
     prompt_len, max_new = token_budget(envs.single_observation_space)
     obs, _ = envs.reset(seed=0)
@@ -84,8 +94,7 @@ def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> float:
             generated.append(full.numpy())
     tokens = np.concatenate(generated)
     # Same prompts again (same seed), then the generated tokens go through the environment.
-    scores = _first_scores(envs, lambda obs, t: tokens[:, min(t, tokens.shape[1] - 1)], n)
-    return float(scores.mean())
+    return _label(_first_scores(envs, lambda obs, t: tokens[:, min(t, tokens.shape[1] - 1)], n))
 
 
 def main() -> None:
@@ -115,19 +124,19 @@ def main() -> None:
         elif char:
             lm = "n/a (char vocabulary)"
         else:
-            lm = f"{lm_score(env_id, args.episodes, model):.3f}"
+            lm = lm_score(env_id, args.episodes, model)
         rows.append(
             {
                 "id": env_id,
                 "data (train/test)": sizes,
                 "reward": reward_label(env.prompts.name),
                 "token budget (prompt/new)": f"{prompt_len}/{max_new}",
-                "random": f"{rand:.3f}",
+                "random": rand,
                 "SmolLM2-135M zero-shot (greedy)": lm,
                 "seconds": round(time.time() - start, 1),
             }
         )
-        print(f"{env_id}: random {rand:.3f}, SmolLM2 {lm} ({rows[-1]['seconds']} s)", flush=True)
+        print(f"{env_id}: random {rand}, SmolLM2 {lm} ({rows[-1]['seconds']} s)", flush=True)
     columns = [c for c in rows[0] if c != "seconds"]
     print()
     print("| " + " | ".join(columns) + " |")

@@ -9,9 +9,9 @@ train split's references (:func:`agents.warm_start`; the KL reference then becom
 warmed-up model) and evaluate again, then train a learner (GRPO by default) for ``--minutes``
 of wall time and evaluate a last time on the same test episodes (same seed). Every evaluation
 runs ``--eval-episodes`` sampled episodes (temperature 1, the policy RL trains) and the same
-number greedily. ``--drop-flat-groups`` (on by default for group learners) leaves out of each
-update the groups whose completions all scored the same: their advantages are 0, they would
-only dilute the token mean and cost a forward/backward.
+number greedily. ``--drop-flat-groups`` (on by default for group learners) sets the learner's
+``drop_flat_groups``: groups whose completions all scored the same (advantage 0, no signal) are
+left out of each update and replaced by newly drawn prompts (:class:`agents.GRPOConfig`).
 
 The env, learner, model and hyperparameter flags are ``textgym train``'s
 (:func:`agents.cli.add_training_arguments`: ``--agent``, ``--model``, ``--lr``, ``--group-size``
@@ -40,50 +40,9 @@ from agents.cli import (
     make_envs,
     parse_json_object,
 )
-from agents.rollout import Rollout
 from benchmarks.stats import distinct_share, machine_info
 
 GROUP_SIZE = 8  # completions per prompt of a group learner (GRPO, RLOO) without --group-size
-
-
-def drop_flat_groups(rollout: Rollout, group_size: int) -> tuple[Rollout | None, int]:
-    """``rollout`` without the groups (``group_size`` consecutive slots) whose scores are all
-    equal, and how many groups were dropped; None when every group was flat."""
-    groups = rollout.scores.view(-1, group_size)
-    keep_groups = (groups.max(-1).values - groups.min(-1).values) > 1e-9
-    dropped = int((~keep_groups).sum())
-    if dropped == 0:
-        return rollout, 0
-    if not bool(keep_groups.any()):
-        return None, dropped
-    keep = keep_groups.repeat_interleave(group_size)
-    rows = keep.nonzero().squeeze(-1).tolist()
-    fields = {}
-    for name, value in vars(rollout).items():
-        if isinstance(value, torch.Tensor):
-            fields[name] = value[keep.to(value.device)]
-        elif isinstance(value, list):
-            fields[name] = [value[i] for i in rows]
-        else:
-            fields[name] = value
-    return Rollout(**fields), dropped
-
-
-def with_flat_group_dropping(cls: type) -> type:
-    """A subclass of a group learner (GRPO, RLOO) whose updates skip flat groups."""
-
-    class Dropping(cls):
-        def update(self, rollout: Rollout) -> dict[str, float]:
-            kept, dropped = drop_flat_groups(rollout, self.group_size)
-            total = rollout.num_envs // self.group_size
-            if kept is None:
-                return {"dropped_groups": float(dropped), "kept_groups": 0.0}
-            row = super().update(kept)
-            row.update(dropped_groups=float(dropped), kept_groups=float(total - dropped))
-            return row
-
-    Dropping.__name__ = Dropping.__qualname__ = f"{cls.__name__}DropFlat"
-    return Dropping
 
 
 def measure(
@@ -205,8 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if "group_size" in cls.Config.__dataclass_fields__:
         overrides.setdefault("group_size", GROUP_SIZE)
-        if args.drop_flat_groups:
-            cls = with_flat_group_dropping(cls)
+        overrides.setdefault("drop_flat_groups", args.drop_flat_groups)
     config = cls.Config.for_policy(policy, seed=args.seed, **{"progress": False, **overrides})
     agent = cls(policy, envs, config)
     t1 = time.perf_counter()
@@ -214,11 +172,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t1
     history = agent.history
     dropped = sum(r.get("dropped_groups", 0) for r in history)
-    kept = sum(r.get("kept_groups", 0) for r in history)
+    kept = sum(r.get("update_groups", 0) for r in history)
     print(
         f"{cls.__name__}: {agent.episodes} episodes, {agent.iteration} updates in "
         f"{train_seconds:.0f} s ({agent.stop_reason}); flat groups dropped "
-        f"{dropped:.0f} of {dropped + kept:.0f}",
+        f"{dropped:.0f}, groups trained on {kept:.0f}",
         flush=True,
     )
     result["train"] = {

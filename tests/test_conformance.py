@@ -14,11 +14,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from registered import IDS, make, make_vec
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-import textgym
-
-IDS = textgym.registered_ids()
 
 
 def test_registry_lists_every_id():
@@ -29,13 +26,13 @@ def test_registry_lists_every_id():
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_gymnasium_check_env(env_id):
-    env = gym.make(env_id).unwrapped
+    env = make(env_id).unwrapped
     gym_check_env(env, skip_render_check=False)
 
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_sb3_check_env(env_id):
-    env = gym.make(env_id).unwrapped
+    env = make(env_id).unwrapped
     sb3_check_env(env, warn=True)
 
 
@@ -83,10 +80,10 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("env_id", IDS)
 def test_seeded_rollout_is_deterministic(env_id):
-    env = gym.make(env_id)
+    env = make(env_id)
     actions = _actions(env, 50, seed=1)
     first = _rollout(env, actions, seed=7)
-    second = _rollout(gym.make(env_id), actions, seed=7)
+    second = _rollout(make(env_id), actions, seed=7)
     _assert_same(first, second)
     assert sum(1 for step in first if len(step) == 2) >= 2  # at least one episode ended
 
@@ -94,7 +91,7 @@ def test_seeded_rollout_is_deterministic(env_id):
 @pytest.mark.parametrize("env_id", IDS)
 def test_pickle_and_deepcopy_round_trip(env_id):
     for make_clone in (lambda e: pickle.loads(pickle.dumps(e)), copy.deepcopy):
-        env = gym.make(env_id).unwrapped
+        env = make(env_id).unwrapped
         env.reset(seed=3)
         actions = _actions(env, 5, seed=2, p_eos=0.0)
         for a in actions[:2]:
@@ -109,10 +106,10 @@ def test_pickle_and_deepcopy_round_trip(env_id):
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_vector_env_equals_single_envs(env_id, mode):
     n = 4
-    native = gym.make_vec(env_id, num_envs=n, autoreset_mode=mode)
+    native = make_vec(env_id, n, autoreset_mode=mode)
     assert type(native.unwrapped).__name__.endswith("VectorEnv")
     assert not isinstance(native.unwrapped, SyncVectorEnv)
-    reference = SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n)], autoreset_mode=mode)
+    reference = SyncVectorEnv([lambda: make(env_id) for _ in range(n)], autoreset_mode=mode)
     _assert_same(native.reset(seed=11), reference.reset(seed=11))
     rng = np.random.default_rng(0)
     eos = native.unwrapped.tokenizer.eos_token_id

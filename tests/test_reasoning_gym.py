@@ -21,6 +21,7 @@ from textgym.errors import InvalidArgumentError  # noqa: E402
 from textgym.procedural import PROCEDURAL_TASKS  # noqa: E402
 from textgym.procedural.reasoning_gym import (  # noqa: E402
     ANSWER_INSTRUCTION,
+    NOT_REPRODUCIBLE,
     NOT_STANDALONE,
     UNSOUND_SCORERS,
     EntryAnswer,
@@ -138,7 +139,7 @@ def test_reasoning_gym_ids_list_the_offline_datasets(offline):
     from reasoning_gym.factory import DATASETS
 
     ids = reasoning_gym_ids()
-    expected = set(DATASETS) - NOT_STANDALONE - set(UNSOUND_SCORERS)
+    expected = set(DATASETS) - NOT_STANDALONE - set(UNSOUND_SCORERS) - set(NOT_REPRODUCIBLE)
     assert {kwargs["task_kwargs"]["dataset"] for kwargs in ids.values()} == expected
     assert len(ids) >= 100
     env_params = inspect.signature(TextGenEnv).parameters

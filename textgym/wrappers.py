@@ -1,5 +1,5 @@
 """Wrappers for the TextGen environments: dense potential-based shaping, a per-token
-reference-LM reward, and text observations.
+reference-LM reward, text observations, and a curriculum over a task's difficulty.
 
 * :class:`PotentialShaping` / :class:`VectorPotentialShaping`: add
   ``gamma * phi(s') - phi(s)`` each step, where ``phi`` is a potential of the completion so far
@@ -9,6 +9,8 @@ reference-LM reward, and text observations.
   prefix)`` each step from a reference causal LM, one batched forward pass per vector step,
   so any RL algorithm gets a fluency signal.
 * :class:`TextObservation`: the observation is the decoded text (prompt + completion so far).
+* :class:`Curriculum` / :class:`VectorCurriculum`: move through a task's levels (``"easy"``,
+  ``"medium"``, ``"hard"``) by the success rate of recent episodes, with ``set_task``.
 
 All wrappers work on ``gym.make``/``gym.make_vec`` environments of any textgym id (they reach
 the :class:`~textgym.envs.TextGenEnv` through ``env.unwrapped``).
@@ -16,6 +18,8 @@ the :class:`~textgym.envs.TextGenEnv` through ``env.unwrapped``).
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -24,7 +28,12 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorWrapper
 
 from textgym.envs import TextGenEnv, TextGenVectorEnv
+from textgym.envs.checks import check_int
+from textgym.errors import InvalidArgumentError
+from textgym.procedural.base import CORRECT, DIFFICULTIES
 from textgym.rewards import run_scorer
+from textgym.task_suite import make_task
+from textgym.tasks import Task
 
 
 def _text_env(env: Any, vector: bool) -> Any:
@@ -54,7 +63,7 @@ class _Potential:
                 "reward_mode='sparse' (reward_mode='dense' already shapes with the task scorer)"
             )
         self.base = base
-        self.potential = potential if potential is not None else base.core.scorer
+        self.potential = potential  # None: the current task's scorer
 
     def __call__(
         self, examples: list, completions: list[str], empty: list[bool]
@@ -66,7 +75,8 @@ class _Potential:
         prompts = [e.prompt for e in examples] + [examples[k].prompt for k in extra]
         texts = list(completions) + [""] * len(extra)
         refs = [e.reference for e in examples] + [examples[k].reference for k in extra]
-        scores = run_scorer(self.potential, self.base.core.task_name, prompts, texts, refs)
+        potential = self.potential if self.potential is not None else self.base.scorer
+        scores = run_scorer(potential, self.base.core.task_name, prompts, texts, refs)
         return scores[:n].astype(np.float64), dict(zip(extra, scores[n:].astype(np.float64)))
 
 
@@ -370,3 +380,215 @@ class TextObservation(gym.ObservationWrapper):
     def observation(self, observation: Any) -> str:
         examples, texts = self._base.current_completions()
         return examples[0].prompt + self.separator + texts[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Curriculum
+# ---------------------------------------------------------------------------------------------
+
+
+class _CurriculumBase:
+    """What the single and the vector curriculum share: the levels (one Task each), the current
+    level, the results of recent episodes at it and the rule that moves it."""
+
+    def __init__(
+        self,
+        env: Any,
+        levels: Sequence[str | dict | Task] = DIFFICULTIES,
+        window: int = 32,
+        promote_at: float = 0.8,
+        demote_at: float = 0.2,
+        min_episodes: int | None = None,
+        success_score: float = 1.0,
+        start_level: int = 0,
+    ):
+        super().__init__(env)  # gym.Wrapper or VectorWrapper
+        base = self._base = _text_env(env, vector=isinstance(self, VectorWrapper))
+        if isinstance(levels, (str, dict, Task)) or not isinstance(levels, Sequence) or not levels:
+            raise InvalidArgumentError(
+                f"levels must be a non-empty list of difficulty names, task kwargs (dicts) or "
+                f"Tasks, got {levels!r:.60}; pass e.g. levels=('easy', 'medium', 'hard')"
+            )
+        window = check_int("window", window, 1, 1 << 20, 32)
+        min_episodes = window if min_episodes is None else min_episodes
+        self._min_episodes = check_int("min_episodes", min_episodes, 1, 1 << 30, 32)
+        self._level = check_int("start_level", start_level, 0, len(levels) - 1, 0)
+        numbers = all(isinstance(x, (int, float, np.number)) for x in (promote_at, demote_at))
+        if not numbers or not 0.0 <= demote_at <= promote_at <= 1.0:
+            raise InvalidArgumentError(
+                f"need 0 <= demote_at <= promote_at <= 1, got demote_at={demote_at!r:.20}, "
+                f"promote_at={promote_at!r:.20}; pass e.g. promote_at=0.8, demote_at=0.2"
+            )
+        self._promote_at, self._demote_at = float(promote_at), float(demote_at)
+        self._success_score = float(success_score)
+        self._tasks: list[Task] = []
+        self._names: list[str] = []
+        name, kwargs = base.core.task_spec  # the env's task as it was made
+        for k, level in enumerate(levels):
+            if isinstance(level, Task):
+                self._tasks.append(level)
+                self._names.append(level.name)
+                continue
+            if not isinstance(level, (str, dict)) or not isinstance(name, str):
+                raise InvalidArgumentError(
+                    f"levels[{k}]={level!r:.40}: a level is a difficulty name or a dict of task "
+                    f"kwargs (for an env made with a task name, e.g. task='countdown'), or a Task"
+                )
+            changes = {"difficulty": level} if isinstance(level, str) else level
+            self._tasks.append(make_task(name, **{**kwargs, **changes}))
+            self._names.append(
+                level if isinstance(level, str) else ", ".join(f"{k}={v}" for k, v in level.items())
+            )
+        # Every level is set once, so that one whose prompts cannot be played fails now, not in
+        # the middle of training; the start level last.
+        for k in [k for k in range(len(self._tasks)) if k != self._level] + [self._level]:
+            base.set_task(self._tasks[k])
+        self._results: deque[bool] = deque(maxlen=window)
+        self._episodes = 0  # finished at this level since it was reached
+
+    @property
+    def level(self) -> int:
+        """The index of the current level in ``levels``."""
+        return self._level
+
+    @property
+    def success_rate(self) -> float:
+        """The success rate of the recent episodes at this level (0.0 before the first: a real
+        number, so that infos stay comparable, as Gymnasium's checker compares them)."""
+        return sum(self._results) / len(self._results) if self._results else 0.0
+
+    def action_masks(self) -> np.ndarray:
+        return self._base.action_masks()
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "curriculum_level": self._level,
+            "curriculum_name": self._names[self._level],
+            "success_rate": self.success_rate,
+        }
+
+    def _record(self, outcome: Any, score: float, level: int) -> None:
+        """Count an episode played at ``level`` (one of an earlier level does not count), then
+        move the level when the rule says so."""
+        if level != self._level:
+            return
+        success = outcome == CORRECT if outcome is not None else score >= self._success_score
+        self._results.append(bool(success))
+        self._episodes += 1
+        if self._episodes < self._min_episodes:
+            return
+        rate = self.success_rate
+        if rate >= self._promote_at and self._level + 1 < len(self._tasks):
+            move = 1
+        elif rate < self._demote_at and self._level > 0:
+            move = -1
+        else:
+            return
+        self._base.set_task(self._tasks[self._level + move])
+        self._level += move
+        self._results.clear()
+        self._episodes = 0
+
+
+class Curriculum(_CurriculumBase, gym.Wrapper):
+    """Move a task through its levels of difficulty by the success rate of recent episodes.
+
+    ## Description
+
+    The environment plays ``levels[start_level]`` first. A finished episode is a success when
+    its ``info["outcome"]`` is ``"correct"`` (the verifiable tasks' checkers label each answer)
+    or, for tasks without outcomes, when ``info["score"] >= success_score``. Once ``min_episodes``
+    episodes have finished at the current level, the success rate of the last ``window`` of
+    them moves it: one level up when the rate reaches ``promote_at``, one down when it falls
+    below ``demote_at``; the count then starts afresh. The level changes through
+    :meth:`~textgym.envs.TextGenEnv.set_task`, so the next episode plays it; an episode
+    finishes under the level it started with and counts for that level only. The schedule has
+    no randomness of its own: under a seed, the same actions give the same levels.
+
+    ## Levels
+
+    * a difficulty name (``"easy"``, ``"medium"``, ``"hard"``): the env's task with
+      ``difficulty=name``;
+    * a dict: the env's task with its task kwargs updated by the dict;
+    * a :class:`~textgym.tasks.Task`: that task.
+
+    Names and dicts need an environment made with a task name (``task="countdown"``, or a
+    registered id such as ``TextGen-Countdown-Hard-v0``). Every level is set once when the
+    wrapper is made, so a level whose prompts cannot be played fails then. Make the environment
+    with the token budgets of the hardest level (its ``-Hard-v0`` id), else the prompts of the
+    harder levels are cut (with a warning).
+
+    ## Info
+
+    ``reset`` and every ``step`` add ``curriculum_level`` (the level's index in ``levels``),
+    ``curriculum_name`` (the difficulty name, the dict as ``key=value`` pairs, or the Task's
+    name) and ``success_rate`` (:attr:`success_rate`: the window's, 0.0 while it is empty).
+
+    ## Arguments
+
+    * ``env``: a textgym environment playing a task (not a dialogue game).
+    * ``levels``: the levels, easiest first (``("easy", "medium", "hard")``).
+    * ``window``: how many recent episodes the success rate covers (32).
+    * ``promote_at``: the success rate that moves one level up (0.8).
+    * ``demote_at``: a success rate below it moves one level down (0.2; 0 never demotes).
+    * ``min_episodes``: episodes to finish at a level before it can move (None: ``window``).
+    * ``success_score``: the score that counts as a success for tasks without outcomes (1.0).
+    * ``start_level``: the index of the first level (0).
+    """
+
+    _episode_level = 0  # the level the running episode plays
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._episode_level = self._level
+        return obs, {**info, **self._info()}
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            self._record(info.get("outcome"), info["score"], self._episode_level)
+        return obs, reward, terminated, truncated, {**info, **self._info()}
+
+
+class VectorCurriculum(_CurriculumBase, VectorWrapper):
+    """:class:`Curriculum` for :class:`~textgym.envs.TextGenVectorEnv`, with the same arguments:
+    one schedule for all slots, fed by every episode that finishes (in slot order), honouring
+    the autoreset mode. When the level moves, running episodes finish under their own level and
+    do not count for the new one. The info keys are arrays over the slots, every slot marked."""
+
+    def __init__(self, env: Any, *args: Any, **kwargs: Any):
+        super().__init__(env, *args, **kwargs)
+        n = self._base.num_envs
+        self._episode_level = np.full(n, self._level)  # the level each slot's episode plays
+        self._restarting = np.zeros(n, dtype=bool)  # NEXT_STEP: episodes that start next step
+
+    def reset(self, **kwargs: Any):
+        obs, infos = self.env.reset(**kwargs)
+        mask = (kwargs.get("options") or {}).get("reset_mask")
+        slots = slice(None) if mask is None else np.asarray(mask)
+        self._episode_level[slots] = self._level
+        self._restarting[slots] = False
+        return obs, self._vector_info(infos)
+
+    def step(self, actions: Any):
+        level = self._level  # the task the episodes that start in this step play
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        self._episode_level[self._restarting] = level
+        done = terminated | truncated
+        mode = self._base.autoreset_mode
+        final = infos.get("final_info", {}) if mode == AutoresetMode.SAME_STEP else infos
+        for s in np.flatnonzero(done).tolist():
+            outcome = final["outcome"][s] if "outcome" in final and final["_outcome"][s] else None
+            self._record(outcome, float(final["score"][s]), self._episode_level[s])
+        if mode == AutoresetMode.SAME_STEP:  # the finished slots restarted inside env.step
+            self._episode_level[done] = level
+        self._restarting = done & (mode == AutoresetMode.NEXT_STEP)
+        return obs, rewards, terminated, truncated, self._vector_info(infos)
+
+    def _vector_info(self, infos: dict[str, Any]) -> dict[str, Any]:
+        n = self._base.num_envs
+        infos = dict(infos)
+        for key, value in self._info().items():
+            infos[key] = np.full(n, value, dtype=object if isinstance(value, str) else None)
+            infos["_" + key] = np.ones(n, dtype=bool)
+        return infos

@@ -9,6 +9,7 @@ environment of ``N`` slots produce identical data. The dialogue environments ext
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -108,6 +109,7 @@ class TextGenCore:
                 f"task must be a task name (str) or a textgym.Task, got {type(task).__name__}"
             )
         self.scorer_timeout = scorer_timeout
+        self.task_spec: tuple[str | Task, dict[str, Any]] = (task, dict(task_kwargs or {}))
         task = make_task(task, **(task_kwargs or {}))
         self.task_name = task.name
         self.prompts = PromptSet.coerce(prompts) if prompts is not None else task.prompts
@@ -327,6 +329,19 @@ class TextGenCore:
             raise InvalidArgumentError(f"{name} must be one of {list(SPLITS)}, got {split!r:.60}")
         self.bank(split)  # raises for an empty split or prompts that cannot be encoded
         return split
+
+    def with_task(self, task: str | Task, task_kwargs: dict[str, Any]) -> TextGenCore:
+        """A copy that plays ``task`` (its prompts and scorer; ``task_spec`` records it as given),
+        every non-empty split encoded now: a task that cannot be played fails before any change."""
+        made = make_task(task, **task_kwargs)
+        core = copy.copy(self)
+        core.task_spec = (task, dict(task_kwargs))
+        core.task_name, core.prompts, core.scorer = made.name, made.prompts, made.scorer
+        core.banks = {}
+        for split in SPLITS:
+            if made.prompts.splits.get(split):
+                core.bank(split)
+        return core
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 :class:`TextGenEnv` runs one episode at a time, :class:`TextGenVectorEnv` steps ``num_envs``
 episodes with numpy arrays. Both are thin layers over the same machinery
 (:mod:`textgym.envs.core`: the shared core and the episode arrays), so their data are identical.
+Over 600 lines because one concept needs them: the TextGen environment, whose two forms share
+one documentation, one set of checks and one way to change the task (``set_task``).
 """
 
 from __future__ import annotations
@@ -136,6 +138,16 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     Bad arguments raise :class:`~textgym.errors.InvalidArgumentError` (a ``ValueError`` and a
     ``TypeError``) naming the argument, before anything is loaded or allocated.
 
+    ## Changing the task
+
+    ``env.set_task(task, **task_kwargs)`` (a name of ``textgym.TASKS`` with its kwargs, or a
+    :class:`~textgym.tasks.Task`) plays that task from the next episode on: its prompts and scorer
+    replace the current ones (``prompts``/``scorer`` arguments too); tokenizer, budgets and stop
+    rules stay. The new task's prompts are all encoded first: a rejected call changes nothing. A
+    running episode finishes under the task it started with, scored by that task's scorer.
+    ``env.scorer`` is the scorer of the current task. :class:`textgym.wrappers.Curriculum` moves
+    a task's difficulty this way.
+
     ## Vectorized environment
 
     ``gym.make_vec("TextGen-v0", num_envs=N)`` returns :class:`TextGenVectorEnv`, which steps all
@@ -144,6 +156,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    _episode_core: TextGenCore | None = None  # the running episode's, after a set_task
 
     def __init__(
         self,
@@ -202,6 +215,19 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         ``prompts[split]``."""
         return self.core.prompts
 
+    @property
+    def scorer(self) -> Scorer:
+        """The current task's scorer, ``scorer(prompts, completions, references)``."""
+        return self.core.scorer
+
+    def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
+        """Play ``task`` from the next episode on (see "Changing the task")."""
+        core = _task_core(self, task, task_kwargs, [self.split])
+        if not self._needs_reset and self._episode_core is None:
+            self._episode_core = self.core  # the running episode finishes under its task
+        self._episode.reports_outcomes |= core.reports_outcomes
+        self.core = core
+
     def encode_prompts(self, prompts: Sequence[str | Example]) -> dict[str, np.ndarray]:
         """Encode ``prompts`` the way the environment does: ``{"input_ids", "attention_mask"}``,
         ``(len(prompts), P)`` int64 arrays equal to the first ``P`` columns of the observation
@@ -233,6 +259,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             index = int(self.np_random.integers(len(bank.examples)))
             example, row = bank.examples[index], bank.rows[index]
         self.split = split
+        self._episode_core = None
         ep = self._episode
         ep.prompt_index[0] = index
         ep.split[0] = split
@@ -251,7 +278,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             )
         token = self.core.check_actions(action, None).reshape(1)
         ep = self._episode
-        reward, terminated, truncated = ep.step(self.core, self._slot, token)
+        core = self.core if self._episode_core is None else self._episode_core
+        reward, terminated, truncated = ep.step(core, self._slot, token)
         done = bool(terminated[0] or truncated[0])
         info: dict[str, Any] = {}
         if done:
@@ -288,6 +316,21 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             print(text, end="")
             return None
         return text
+
+
+def _task_core(env: Any, task: Any, task_kwargs: dict[str, Any], splits: list[str]) -> TextGenCore:
+    """``env``'s core for ``task``, checked and encoded (the splits in use must have prompts);
+    raises before ``env`` changes."""
+    if type(env.core) is not TextGenCore:
+        raise InvalidArgumentError(f"{type(env).__name__} has no task to set")
+    if not isinstance(task, (str, Task)):
+        raise InvalidArgumentError(
+            f"task must be a task name (str) or a textgym.Task, got {type(task).__name__}"
+        )
+    core = env.core.with_task(task, task_kwargs)
+    for split in set(splits):
+        core.check_split(split)
+    return core
 
 
 class TextGenVectorEnv(VectorEnv):
@@ -359,6 +402,10 @@ class TextGenVectorEnv(VectorEnv):
         self._needs_reset = np.ones(num_envs, dtype=bool)  # done last step (or never reset)
         self._was_reset = False
         self._all = np.arange(num_envs)
+        # set_task: slot s's episode plays task self._slot_task[s], whose core is in _task_cores.
+        self._task_id = 0
+        self._task_cores = {0: self.core}
+        self._slot_task = np.zeros(num_envs, dtype=np.int64)
 
     @property
     def tokenizer(self) -> Any:
@@ -368,6 +415,21 @@ class TextGenVectorEnv(VectorEnv):
     def prompts(self) -> PromptSet:
         """See :attr:`TextGenEnv.prompts`."""
         return self.core.prompts
+
+    @property
+    def scorer(self) -> Scorer:
+        """See :attr:`TextGenEnv.scorer`."""
+        return self.core.scorer
+
+    def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
+        """Play ``task`` in the episodes that start from now on (see :class:`TextGenEnv`,
+        "Changing the task"); every running episode finishes under the task it started with."""
+        core = _task_core(self, task, task_kwargs, self._splits)
+        self._task_id += 1
+        self._task_cores[self._task_id] = core
+        self._episodes.reports_outcomes |= core.reports_outcomes
+        self.core = core
+        self._forget_unused_tasks()
 
     def encode_prompts(self, prompts: Sequence[str | Example]) -> dict[str, np.ndarray]:
         """See :meth:`TextGenEnv.encode_prompts`."""
@@ -457,7 +519,7 @@ class TextGenVectorEnv(VectorEnv):
 
         # The live slots step first: if the scorer (or a partner) fails, ep.step takes their
         # tokens back and nothing else has changed yet, so the same call can be retried.
-        r, term, trunc = ep.step(self.core, active, actions[active])
+        r, term, trunc = self._step_episodes(active, actions[active])
         if resetting.any():
             # NEXT_STEP: slots that finished last step start a new episode and ignore the action.
             slots = np.flatnonzero(resetting)
@@ -488,7 +550,34 @@ class TextGenVectorEnv(VectorEnv):
         if self.render_mode == "human" and done.size:
             for s in done.tolist():
                 print(f"[env {s}]\n{ep.render(self.core, s)}", end="")
+        self._forget_unused_tasks()
         return ep.observation(slice(None), self.copy), rewards, terminated, truncated, infos
+
+    def _step_episodes(
+        self, slots: np.ndarray, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``Episodes.step`` of ``slots``, each scored by the task its episode started with
+        (one scorer call per task); if one fails, every slot is put back."""
+        tasks = self._slot_task[slots]
+        if (tasks == self._task_id).all():
+            return self._episodes.step(self.core, slots, tokens)
+        out = (np.zeros(len(slots)), np.zeros(len(slots), bool), np.zeros(len(slots), bool))
+        snap = self._episodes.snapshot(slots)
+        try:
+            for task in np.unique(tasks).tolist():
+                k = tasks == task
+                stepped = self._episodes.step(self._task_cores[task], slots[k], tokens[k])
+                for array, values in zip(out, stepped):
+                    array[k] = values
+        except BaseException:
+            self._episodes.restore(snap)
+            raise
+        return out
+
+    def _forget_unused_tasks(self) -> None:
+        if len(self._task_cores) > 1:
+            used = {*self._slot_task.tolist(), self._task_id}
+            self._task_cores = {t: c for t, c in self._task_cores.items() if t in used}
 
     def _check_episode_option(self, prompt: Any) -> list[tuple[Example, np.ndarray]] | None:
         """Validate and encode ``options["prompt"]`` (before any state changes); returns one
@@ -527,6 +616,7 @@ class TextGenVectorEnv(VectorEnv):
         for s in slots.tolist():
             ep.split[s] = splits[s]
         ep.start(self.core, slots, rows, examples)
+        self._slot_task[slots] = self._task_id
 
     def _batch_infos(
         self, infos: dict[str, Any], slots: np.ndarray, values: dict[str, list[Any]]
@@ -554,10 +644,13 @@ class TextGenVectorEnv(VectorEnv):
             rngs,
             list(self._splits),
             self._was_reset,
+            self._slot_task.copy(),
+            dict(self._task_cores),
         )
 
     def restore_state(self, state: Any) -> None:
-        snap, needs_reset, rngs, self._splits, self._was_reset = state
+        snap, needs_reset, rngs, self._splits, self._was_reset, tasks, cores = state
+        self._slot_task[:], self._task_cores = tasks, {**cores, self._task_id: self.core}
         self._episodes.restore(snap)
         self._needs_reset[:] = needs_reset
         for rng, saved in zip(self._rngs, rngs):

@@ -158,6 +158,13 @@ UNSOUND_SCORERS = {
 """Datasets whose ``score_answer`` rewards junk answers in full; :func:`reasoning_gym` builds
 them when asked, :func:`reasoning_gym_ids` leaves them out."""
 
+NOT_REPRODUCIBLE = {
+    "list_functions": "the same seed gives different first entries from one build to the next, "
+    "so an env is not deterministic under its seed",
+}
+"""Datasets whose entries are not a function of the seed; :func:`reasoning_gym` builds them
+when asked, :func:`reasoning_gym_ids` leaves them out."""
+
 
 class EntryAnswer(str):
     """A reference: the entry's oracle answer as text, with the whole reasoning-gym entry as
@@ -170,14 +177,45 @@ class EntryAnswer(str):
 
     entry: dict[str, Any]
 
-    def __new__(cls, entry: dict[str, Any]) -> EntryAnswer:
+    def __new__(cls, entry: dict[str, Any], recipe: Recipe | None = None) -> EntryAnswer:
         answer = entry.get("answer")
         self = super().__new__(cls, "" if answer is None else str(answer))
-        self.entry = entry
+        self.entry, self.recipe = entry, recipe
         return self
 
-    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Entries may hold what pickle cannot (arc_1d keeps lambdas in its metadata): a pickled
+        # reference is its recipe, and unpickling generates the same entry again.
+        if self.recipe is not None:
+            return _rebuild_reference, self.recipe
         return EntryAnswer, (self.entry,)
+
+    def __copy__(self) -> EntryAnswer:
+        return self  # a reference is a value: copies share it
+
+    def __deepcopy__(self, memo: dict) -> EntryAnswer:
+        return self
+
+
+Recipe = tuple[str, dict, int]
+"""How to generate an entry again: (dataset, config fields, index)."""
+
+_GENERATORS: dict[str, Any] = {}
+
+
+def _generator(dataset: str, fields: dict) -> Any:
+    """The dataset's generator for config ``fields``, built once per process."""
+    key = f"{dataset}:{fields!r}"  # plain values and dataclasses: a deterministic repr
+    if key not in _GENERATORS:
+        from reasoning_gym.factory import DATASETS
+
+        dataset_cls, config_cls = DATASETS[dataset][:2]
+        _GENERATORS[key] = dataset_cls(config=config_cls(**fields))
+    return _GENERATORS[key]
+
+
+def _rebuild_reference(dataset: str, fields: dict, index: int) -> EntryAnswer:
+    return EntryAnswer(_generator(dataset, fields)[index], (dataset, fields, index))
 
 
 class ReasoningGymChecker(Checker):
@@ -195,12 +233,21 @@ class ReasoningGymChecker(Checker):
     """
 
     def __init__(
-        self, score_answer: Callable[[str, dict[str, Any]], float], credit_floor: float = 0.3
+        self,
+        score_answer: Callable[[str, dict[str, Any]], float],
+        credit_floor: float = 0.3,
+        recipe: tuple[str, dict] | None = None,
     ):
         if not 0.0 <= credit_floor <= 1.0:
             raise InvalidArgumentError(f"credit_floor must be in [0, 1], got {credit_floor!r}")
         self.score_answer = score_answer
         self.credit_floor = credit_floor
+        self.recipe = recipe  # (dataset, config fields): how a pickled checker is rebuilt
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.recipe is None:
+            return ReasoningGymChecker, (self.score_answer, self.credit_floor)
+        return _rebuild_checker, (*self.recipe, self.credit_floor)
 
     def check(self, completion: str, reference: EntryAnswer) -> Verdict:
         # The marker rule only, not the quote and period trimming of extract_answer: the
@@ -337,8 +384,9 @@ def reasoning_gym(
     for arg, value in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{arg} must be an int >= 1, got {value!r:.40}")
-    dataset_cls = DATASETS[dataset][0]
-    generator = dataset_cls(config=_config(dataset, difficulty, seed, n_train + n_test, config))
+    built = _config(dataset, difficulty, seed, n_train + n_test, config)
+    fields = {f.name: getattr(built, f.name) for f in dataclasses.fields(built)}  # shallow
+    generator = _generator(dataset, fields)
     entries = [generator[k] for k in range(n_train + n_test)]
     splits: dict[str, list[Example]] = {"train": [], "test": []}
     seen: set[str] = set()
@@ -346,26 +394,32 @@ def reasoning_gym(
         if entry["question"] in seen:
             continue
         seen.add(entry["question"])
-        example = Example(f"{entry['question']}\n{ANSWER_INSTRUCTION}", EntryAnswer(entry))
+        reference = EntryAnswer(entry, (dataset, fields, k))
+        example = Example(f"{entry['question']}\n{ANSWER_INSTRUCTION}", reference)
         splits["train" if k < n_train else "test"].append(example)
     return Task(
         name=f"reasoning_gym/{dataset}",
         prompts=PromptSet(splits["train"], splits["test"], f"reasoning_gym/{dataset}"),
-        scorer=ReasoningGymChecker(generator.score_answer, credit_floor),
+        scorer=ReasoningGymChecker(generator.score_answer, credit_floor, (dataset, fields)),
         reward_range=ReasoningGymChecker.reward_range,
         description=f"reasoning-gym {dataset} (the dataset's score_answer, in [0, 1])",
     )
 
 
+def _rebuild_checker(dataset: str, fields: dict, credit_floor: float) -> ReasoningGymChecker:
+    score_answer = _generator(dataset, fields).score_answer
+    return ReasoningGymChecker(score_answer, credit_floor, (dataset, fields))
+
+
 def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
     """Proposed Gymnasium ids of every reasoning-gym dataset that builds alone and offline:
     ``"RG-<dataset>-v0"`` -> TextGenEnv kwargs; empty when reasoning-gym is not installed.
-    Datasets in :data:`UNSOUND_SCORERS` are left out.
+    Datasets in :data:`UNSOUND_SCORERS` and :data:`NOT_REPRODUCIBLE` are left out.
 
     The ids use a dash prefix, not ``rg:<dataset>``: Gymnasium reads ``module:id`` as "import
     ``module``, then make ``id``", so a colon form would send ``gym.make`` looking for a module
     named ``rg``. Questions can be long (grids, boards, code) and answers several lines, so the
-    budgets are generous (1024 prompt tokens, 256 new tokens) and there is no stop string;
+    budgets are generous (2048 prompt tokens, 256 new tokens) and there is no stop string;
     pass ``task_kwargs={"dataset": ..., "difficulty": ...}`` or other budgets to change them.
     """
     if importlib.util.find_spec("reasoning_gym") is None:
@@ -375,8 +429,8 @@ def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
             "task": "reasoning_gym",
             "task_kwargs": {"dataset": name},
             "max_new_tokens": 256,
-            "max_prompt_tokens": 1024,
+            "max_prompt_tokens": 2048,
         }
         for name in KNOWN_DATASETS
-        if name not in NOT_STANDALONE and name not in UNSOUND_SCORERS
+        if name not in NOT_STANDALONE | set(UNSOUND_SCORERS) | set(NOT_REPRODUCIBLE)
     }
