@@ -458,7 +458,10 @@ def test_audit_hook_looks_up_no_global_names():
     ],
 )
 def test_sandbox_refuses_bad_limits(kwargs):
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         PythonSandbox(**kwargs)
-    with pytest.raises(InvalidArgumentError):
+
+
+def test_calculator_refuses_bad_limits():
+    with pytest.raises(InvalidArgumentError, match="max_digits"):
         Calculator(max_digits=0)

@@ -14,13 +14,21 @@ import re
 
 import gymnasium as gym
 
-from textgym.envs import DialogueEnv, DialogueVectorEnv, TextGenEnv, TextGenVectorEnv
+from textgym.envs import (
+    DialogueEnv,
+    DialogueVectorEnv,
+    TextGenEnv,
+    TextGenVectorEnv,
+    ToolUseEnv,
+    ToolUseVectorEnv,
+)
 from textgym.partners import make_game
 from textgym.procedural import PROCEDURAL_IDS, reasoning_gym_ids
 from textgym.task_suite import TASKS
 
 _TEXT_GEN = (TextGenEnv, TextGenVectorEnv)
 _DIALOGUE = (DialogueEnv, DialogueVectorEnv)
+_TOOLS = (ToolUseEnv, ToolUseVectorEnv)
 _LINE = ("\n",)  # one-line answers end at a newline
 
 # id -> (single environment class, vector environment class, default kwargs)
@@ -75,6 +83,27 @@ _REGISTRY: dict[str, tuple[type, type, dict]] = {
             "tokenizer": "smollm2-135m",
             "max_turns": 20,
             "max_turn_tokens": 12,
+        },
+    ),
+    # Tool use: the env runs the agent's calculator and Python calls (textgym.envs.tool_use).
+    "TextTools-Arithmetic-v0": (
+        *_TOOLS,
+        {
+            "task": "tool_arithmetic",
+            "tokenizer": "smollm2-135m",
+            "max_prompt_tokens": 84,
+            "max_new_tokens": 128,
+            "max_tool_calls": 4,
+        },
+    ),
+    "TextTools-DataQuestion-v0": (
+        *_TOOLS,
+        {
+            "task": "data_question",
+            "tokenizer": "smollm2-135m",
+            "max_prompt_tokens": 232,
+            "max_new_tokens": 256,
+            "max_tool_calls": 4,
         },
     ),
 }
@@ -167,8 +196,13 @@ def summary(env_id: str) -> str:
         doc = type(make_game(kwargs["game"])).__doc__
     else:
         task = kwargs.get("task", "reviews")
+        task_kwargs = kwargs.get("task_kwargs", {})
+        if task == "reasoning_gym":
+            return f"reasoning-gym's {task_kwargs['dataset']} dataset, scored by its score_answer"
         doc = TASKS[task].__doc__ if isinstance(task, str) else TextGenEnv.__doc__
-    return _split_sections(doc)[0].split("\n")[0]
+    first = " ".join(_split_sections(doc)[0].split("\n\n")[0].split())  # the first paragraph
+    level = kwargs.get("task_kwargs", {}).get("difficulty")
+    return f"{first} ({level})" if level else first
 
 
 def _entry(env_id: str) -> tuple[type, type, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections import Counter
 from dataclasses import dataclass
 
 from textgym.procedural.base import IntegerChecker, check_difficulty, disjoint_splits
@@ -21,24 +22,31 @@ class Level:
 
     words: int  # words in the text
     lengths: tuple[int, int]  # word lengths, inclusive
-    absent: float  # chance that the letter is not in the text (the answer is 0)
+    counts: tuple[int, ...]  # the answers, drawn uniformly (0: a letter absent from the text)
 
 
 LEVELS = {
-    "easy": Level(1, (4, 7), 0.0),
-    "medium": Level(1, (7, 12), 0.15),
-    "hard": Level(3, (4, 9), 0.1),
+    "easy": Level(1, (4, 7), (1, 2)),
+    "medium": Level(1, (7, 12), (0, 1, 2, 3)),
+    "hard": Level(3, (4, 9), (0, 1, 2, 3, 4, 5)),
 }
 
 
 def _draw(rng: random.Random, level: Level, pool: list[str]) -> Example:
-    text = " ".join(rng.sample(pool, level.words))
-    present = sorted(set(text) - {" "})
-    if rng.random() < level.absent:
-        letter = rng.choice(sorted(set(string.ascii_lowercase) - set(present)))
-    else:
-        letter = rng.choice(present)
-    return Example(TEMPLATE.format(letter=letter, text=text), str(text.count(letter)))
+    # The answer is drawn first, so every count of the level is equally likely: a constant
+    # answer scores 1/len(counts), not the share of letters that occur once.
+    target = rng.choice(level.counts)
+    for _ in range(10_000):
+        text = " ".join(rng.sample(pool, level.words))
+        counts = Counter(text.replace(" ", ""))
+        if target == 0:
+            letters = sorted(set(string.ascii_lowercase) - set(counts))
+        else:
+            letters = sorted(letter for letter, n in counts.items() if n == target)
+        if letters:
+            letter = rng.choice(letters)
+            return Example(TEMPLATE.format(letter=letter, text=text), str(target))
+    raise RuntimeError(f"no text of the word list has a letter {target} times ({level})")
 
 
 class LetterCountChecker(IntegerChecker):
@@ -64,9 +72,12 @@ def letter_counting(
 
     ## Difficulty
 
-    * ``"easy"``: one word of 4-7 letters; the letter is in it.
-    * ``"medium"``: one word of 7-12 letters; 15% of the letters asked about are absent (0).
-    * ``"hard"``: three words of 4-9 letters; the count runs over all of them; 10% absent.
+    The answer is drawn first, uniformly over the level's counts, so no constant answer does
+    better than one in two (easy), four (medium) or six (hard).
+
+    * ``"easy"``: one word of 4-7 letters; the letter occurs once or twice.
+    * ``"medium"``: one word of 7-12 letters; 0 to 3 times (0: a letter not in the word).
+    * ``"hard"``: three words of 4-9 letters, the count over all of them; 0 to 5 times.
 
     ## Rewards
 

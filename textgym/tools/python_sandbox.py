@@ -109,10 +109,10 @@ class PythonSandbox:
             output, status, error = self._execute(code, work)
         finally:
             _remove_folder(work)
-        if status is not None and error is None:
-            ok, error, shown = bool(status.get("ok")), status.get("error"), status.get("shown")
-        else:
-            ok, shown = False, False
+        ok = shown = False
+        if status is not None and error is None:  # the child's own report (it may be wrong)
+            ok, shown = status.get("ok") is True, status.get("shown") is True
+            error = None if ok else str(status.get("error") or "the program failed")[:300]
         text = output
         if not ok and not shown:
             text = f"{text}\nError: {error}" if text else f"Error: {error}"
@@ -175,12 +175,12 @@ class PythonSandbox:
             return text, None, f"output limit (more than {OUTPUT_STOP_FACTOR * keep} bytes)"
         if status is not None:
             return text, status, None
-        code = process.returncode
-        if code == -signal.SIGXCPU:
+        returncode = process.returncode
+        if returncode == -signal.SIGXCPU:
             return text, None, f"CPU time limit ({self.cpu_seconds} s)"
-        if code is not None and code < 0:
-            return text, None, f"killed by signal {signal.Signals(-code).name}"
-        return text, None, f"exited with code {code} before finishing"
+        if returncode < 0:
+            return text, None, f"killed by signal {signal.Signals(-returncode).name}"
+        return text, None, f"exited with code {returncode} before finishing"
 
 
 def _clean_code(call_text: object) -> str | None:
@@ -219,7 +219,7 @@ def _collect(
                 else:
                     status += chunk[: max(0, 65536 - len(status))]
     # Both pipes are closed: wait (without reaping, so the group id stays ours) for the exit.
-    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+    while _running(process):
         if time.monotonic() >= deadline:
             return bytes(output), written, None, "timeout"
         time.sleep(0.002)
@@ -228,6 +228,14 @@ def _collect(
     except ValueError:
         parsed = None
     return bytes(output), written, parsed if isinstance(parsed, dict) else None, None
+
+
+def _running(process: subprocess.Popen) -> bool:
+    """Whether the child has not exited yet; an exited child is left unreaped (a zombie)."""
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # reaped already
+        return False
 
 
 def _kill_group(process: subprocess.Popen) -> None:
