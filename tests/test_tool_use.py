@@ -267,11 +267,15 @@ def test_a_failed_scorer_puts_back_the_tool_calls_of_the_step():
     for a, b in zip(CHAR.encode("<calc>2*3</calc"), CHAR.encode("Answer: 1       ")):
         envs.step(np.array([a, b]))
     untouched = copy.deepcopy(envs)
-    scorer = envs.core.scorer
-    envs.core.scorer = lambda *args: (_ for _ in ()).throw(RuntimeError("reward server down"))
+
+    def down(prompts, completions, references):
+        raise RuntimeError("the reward server is down")
+
+    scorer, envs.core.scorer = envs.core.scorer, down
     last = np.array(CHAR.encode(">\n"))
     with pytest.raises(ScorerError):
         envs.step(last)
+    same(envs.save_state()[0], untouched.save_state()[0])  # every slot as before the step
     envs.core.scorer = scorer
     obs, rewards, terminated, truncated, infos = envs.step(last)
     want = untouched.step(last)

@@ -3,8 +3,8 @@ model on a single-turn id and on a multi-turn id, with the rewards TRL logged ch
 the env's own scores and the model checked to have moved. Skipped without ``trl``.
 
 A random tiny model almost never scores, and GRPO learns nothing from a group of equal rewards,
-so each test first fits the model for a few steps to the task's data (references, or random
-guesses in the dialogue): rewards then differ within groups and the parameters must change.
+so the tests that check the model moved first fit it for a few steps to the task's data
+(references, or random guesses in the dialogue): rewards then differ within groups.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-import textgym  # noqa: F401  (registers the ids)
+import textgym
 from textgym.integrations import trl as textgym_trl
 from textgym.models import tiny_lm
 from textgym.turns import TextTurns
@@ -230,6 +230,24 @@ def test_smollm2_prompts_stop_strings_and_success_as_the_env_has_them(tmp_path):
     assert success([example.prompt], [text], **kwargs) == [1.0]
 
 
+@pytest.mark.smollm2
+@needs_smollm2
+def test_smollm2_chat_template_prompts_are_the_env_prompt_ids():
+    env_id, kwargs = (
+        "TextGen-LetterCounting-Easy-v0",
+        {"chat_template": True, "max_prompt_tokens": 96},
+    )
+    env = gym.make(env_id, **kwargs)
+    ds = textgym_trl.dataset(env_id, size=8, **kwargs)
+    arrays = env.unwrapped.encode_prompts([env.unwrapped.prompts["train"][i] for i in range(8)])
+    env_ids = [row[mask == 1].tolist() for row, mask in zip(*arrays.values())]
+    tok = textgym_trl.processing_class(env_id, **kwargs)
+    trl_ids = tok.apply_chat_template(
+        list(ds["prompt"]), add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]  # what GRPOTrainer does with a conversational prompt
+    assert [list(ids) for ids in trl_ids] == env_ids
+
+
 def _guessing_games(env_id, episodes=48):
     """Token trajectories of dialogues whose turns are random guesses, for :func:`_fit`."""
     turns, rng, out = TextTurns(gym.make(env_id)), np.random.default_rng(0), []
@@ -247,7 +265,7 @@ def test_grpo_trainer_on_a_dialogue_plays_whole_episodes_through_the_env(tmp_pat
     env_id = "TextDialogue-GuessNumber-v0"
     model = _fit(tiny_lm(vocab_size=99, n_layer=1, n_embd=32, n_head=2), _guessing_games(env_id))
     before = _params(model)
-    calls, rollouts = [], []
+    rollouts = []
     rollout = textgym_trl.rollout_func(env_id)
 
     def recorded_rollout(prompts, trainer):
@@ -271,9 +289,8 @@ def test_grpo_trainer_on_a_dialogue_plays_whole_episodes_through_the_env(tmp_pat
         tmp_path,
         model,
         env_id,
-        [_recorded(score, calls), success],
+        [score, success],
         textgym_trl.dataset(env_id, size=16),
-        max_completion_length=128,
         reward_weights=[1.0, 0.0],
         rollout_func=recorded_rollout,
     )

@@ -24,6 +24,7 @@ from textgym.envs import (
 )
 from textgym.partners import make_game
 from textgym.procedural import PROCEDURAL_IDS, reasoning_gym_ids
+from textgym.procedural.tool_tasks import TOOL_TASKS
 from textgym.task_suite import TASKS
 
 _TEXT_GEN = (TextGenEnv, TextGenVectorEnv)
@@ -192,7 +193,9 @@ def describe(env_id: str) -> str:
 def summary(env_id: str) -> str:
     """One line about a registered id (its task's or game's summary), for ``textgym list``."""
     env_class, _, kwargs = _entry(env_id)
-    if env_class is not TextGenEnv:
+    if env_class is ToolUseEnv:
+        doc = TOOL_TASKS[kwargs["task"]].__doc__
+    elif env_class is not TextGenEnv:
         doc = type(make_game(kwargs["game"])).__doc__
     else:
         task = kwargs.get("task", "reviews")

@@ -57,8 +57,6 @@ from textgym.models import position_ids
 from textgym.rewards import run_scorer
 from textgym.tasks import Example
 
-#: the names TRL logs the reward functions under (``rewards/textgym_score/mean``, ...)
-SCORE, SUCCESS = "textgym_score", "textgym_success"
 #: the per-episode fields :func:`rollout_func` returns, which TRL passes to reward functions
 RETURN_FIELD, SUCCESS_FIELD, SEED_FIELD = "textgym_return", "textgym_success", "textgym_seed"
 
@@ -69,14 +67,15 @@ RETURN_FIELD, SUCCESS_FIELD, SEED_FIELD = "textgym_return", "textgym_success", "
 def dataset(env_id: str, split: str = "train", size: int | None = None, **env_kwargs: Any) -> Any:
     """The prompts of ``env_id``'s ``split`` as a ``datasets.Dataset``.
 
-    Columns: ``prompt`` (the text the env encodes: plain text, or a one-message conversation
-    ``[{"role": "user", "content": text}]`` when the env uses the chat template, which TRL then
-    applies the same way), ``prompt_index`` and ``split`` (where the example, and so its
-    reference, is in ``env.unwrapped.prompts``: references never leave textgym). ``size``: the
-    number of rows, cycling through the examples (None: each example once). A dialogue's split
-    is its one opening, each row one episode: pass ``size`` (at least the prompts of one
-    generation batch, ``generation_batch_size / num_generations``). ``env_kwargs`` as in
-    ``gym.make``.
+    Columns: ``prompt`` (the example's text, which TRL tokenizes into the env's prompt ids:
+    plain text, or a one-message conversation ``[{"role": "user", "content": text}]`` when the
+    env uses the chat template, which TRL then applies as the env does; with
+    :func:`rollout_func` the env encodes its own prompt), ``prompt_index`` and ``split`` (where
+    the example, and so its reference, is in ``env.unwrapped.prompts``: references never leave
+    textgym). ``size``: the number of rows, cycling through the examples (None: each example
+    once). A dialogue's split is its one opening, each row one episode: pass ``size`` (at least
+    the prompts of one generation batch, ``generation_batch_size / num_generations``).
+    ``env_kwargs`` as in ``gym.make``.
     """
     from datasets import Dataset
 
@@ -392,14 +391,7 @@ class _Rollout:
             group = trainer.num_generations_eval or group
         first = trainer.accelerator.process_index * len(prompts)  # TRL's global batch order
         self.calls += 1
-        seeds = [
-            int(
-                np.random.SeedSequence(
-                    [args.seed, self.calls, (first + i) // group]
-                ).generate_state(1)[0]
-            )
-            for i in range(len(prompts))
-        ]
+        seeds = [_seed(args.seed, self.calls, (first + i) // group) for i in range(len(prompts))]
         options = [self.options(p) for p in prompts]
         while len(self.envs) < len(prompts):
             self.envs.append(gym.make(self.env_id, **self.env_kwargs))
@@ -424,6 +416,11 @@ class _Rollout:
             SUCCESS_FIELD: [e.success for e in episodes],
             SEED_FIELD: seeds,
         }
+
+
+def _seed(*entropy: int) -> int:
+    """An env reset seed drawn from ``entropy`` (the run's seed, the call, the group)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
 
 
 def _sampler(args: Any, n_actions: int) -> Callable:
@@ -513,9 +510,7 @@ def _play(model: Any, episodes: list[_Episode], sample: Callable, pad: int, devi
 
 __all__ = [
     "RETURN_FIELD",
-    "SCORE",
     "SEED_FIELD",
-    "SUCCESS",
     "SUCCESS_FIELD",
     "dataset",
     "processing_class",

@@ -1,7 +1,8 @@
 """Sandboxed Python: an agent's code runs in a locked-down child process with hard limits.
 
-Each call starts a fresh interpreter (``python -I -S -B -u``: isolated mode, standard library
-only, no ``.pyc`` writes, unbuffered) in a new session, in a fresh temporary working folder that
+Each call starts a fresh interpreter (``python -s -P -S -B -u``, ``PYTHONHASHSEED=0``: no user
+site or script folder, standard library only, no ``.pyc`` writes, unbuffered, set iteration
+order fixed) in a new session, in a fresh temporary working folder that
 is deleted afterwards, with a minimal environment (no inherited variables, so no secrets). The
 child program, :mod:`textgym.tools.sandbox_runner`, applies its limits and isolation *before*
 the code runs; the parent here enforces the wall-clock limit (it kills the whole process group),
@@ -132,8 +133,17 @@ class PythonSandbox:
             "parent_pid": os.getpid(),
             "audit_hook": self.audit_hook,
         }
-        command = [sys.executable, "-I", "-S", "-B", "-u", str(RUNNER), json.dumps(config)]
-        environment = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LC_ALL": "C.UTF-8"}
+        # -s -P instead of -I: the same isolation (no user site, no script folder on the path;
+        # the environment is built from scratch, so -E has nothing to ignore) but with
+        # PYTHONHASHSEED honoured, so that printing a set gives the same order every run.
+        command = [sys.executable, "-s", "-P", "-S", "-B", "-u", str(RUNNER), json.dumps(config)]
+        environment = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": work,
+            "TMPDIR": work,
+            "LC_ALL": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+        }
         deadline = time.monotonic() + self.timeout
         try:
             process = subprocess.Popen(

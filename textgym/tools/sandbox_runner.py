@@ -1,6 +1,6 @@
 """The program :class:`~textgym.tools.python_sandbox.PythonSandbox` runs in its child process.
 
-Run as a script (``python -I -S -B -u sandbox_runner.py CONFIG`` in a fresh working folder, the
+Run as a script (``python -s -P -S -B -u sandbox_runner.py CONFIG`` in a fresh working folder, the
 code on stdin), never imported. Before the agent's code runs it locks the process down, in order:
 
 1. resource limits: CPU seconds, address space, file size, no new processes, open files, no core
