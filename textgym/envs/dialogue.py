@@ -104,7 +104,9 @@ class _DialogueCore(TextGenCore):
         elif partner == "lm":
             partner = LMPartner(**(partner_kwargs or {}))
         if not callable(partner):
-            raise InvalidArgumentError(f"partner must be 'rule', 'lm' or a callable, got {partner!r}")
+            raise InvalidArgumentError(
+                f"partner must be 'rule', 'lm' or a callable, got {partner!r}"
+            )
         self.partner = partner
         if max_turns < 1:
             raise InvalidArgumentError(f"max_turns must be >= 1, got {max_turns}")
@@ -126,11 +128,15 @@ class _DialogueCore(TextGenCore):
             self.ends_turn[: len(tok)] = [end_of_turn in p for p in pieces]
             self.ends_turn[[i for i in tok.all_special_ids if i < self.vocab_size]] = False
             if not self.ends_turn.any():
-                raise InvalidArgumentError(f"no token of the tokenizer contains end_of_turn={end_of_turn!r}")
+                raise InvalidArgumentError(
+                    f"no token of the tokenizer contains end_of_turn={end_of_turn!r}"
+                )
         if max_turn_tokens is None:
             examples = self.game.example_turns()
             if not examples:
-                raise InvalidArgumentError(f"game {self.game.name!r} needs an explicit max_turn_tokens")
+                raise InvalidArgumentError(
+                    f"game {self.game.name!r} needs an explicit max_turn_tokens"
+                )
             longest = max(len(self.encode_text(t)) for t in examples)
             max_turn_tokens = longest + (1 if end_of_turn else 0)
         if max_turn_tokens < 1:
