@@ -1,10 +1,8 @@
-"""The machinery under the TextGen environments: the shared core and the episode arrays.
+"""The shared core under the TextGen environments.
 
 :class:`TextGenCore` holds everything the single and the vector environment share (task,
-tokenizer, prompt encoding, stop rules, scoring); :class:`Episodes` keeps ``n`` episode slots in
-fixed-shape numpy arrays. The single environment is this machinery with one slot, the vector
-environment with ``num_envs``, which is what makes ``N`` single environments and one vector
-environment of ``N`` slots produce identical data. The dialogue environments extend both.
+tokenizer, prompt encoding, stop rules, scoring); the episode slots it works on are
+:class:`textgym.envs.episodes.Episodes`. The dialogue and tool-use environments extend both.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
@@ -33,6 +31,9 @@ from textgym.errors import (
 from textgym.rewards import run_scorer
 from textgym.task_suite import make_task
 from textgym.tasks import SPLITS, Example, PromptSet, Scorer, Task
+
+if TYPE_CHECKING:
+    from textgym.envs.episodes import Episodes
 
 REWARD_MODES = ("sparse", "dense")
 PROMPT_OVERFLOW = ("truncate", "error")
@@ -173,15 +174,26 @@ class TextGenCore:
             self.stop_token[: len(tok)] = [bool(chars & set(p)) for p in pieces]
 
         self.banks: dict[str, PromptBank] = {}
-        context = max_prompt_tokens + max_new_tokens
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": spaces.Box(0, self.vocab_size - 1, (context,), np.int64),
-                "attention_mask": spaces.Box(0, 1, (context,), np.int64),
-                "num_generated": spaces.Box(0, max_new_tokens, (1,), np.int64),
-            }
-        )
+        self.observation_space = self.make_observation_space(max_new_tokens)
         self.action_space = spaces.Discrete(self.vocab_size)
+
+    def make_observation_space(self, max_new_tokens: int, agent_mask: bool = False) -> spaces.Dict:
+        """The observation space for ``max_new_tokens``; ``agent_mask=True`` adds the mask of
+        the agent's own tokens that the envs with environment-written tokens (a partner's
+        replies, tool results) observe."""
+        context = self.max_prompt_tokens + max_new_tokens
+        fields = {
+            "input_ids": spaces.Box(0, self.vocab_size - 1, (context,), np.int64),
+            "attention_mask": spaces.Box(0, 1, (context,), np.int64),
+            "num_generated": spaces.Box(0, max_new_tokens, (1,), np.int64),
+        }
+        if agent_mask:
+            fields["agent_mask"] = spaces.Box(0, 1, (context,), np.int64)
+        return spaces.Dict(fields)
+
+    def encode_text(self, text: str) -> list[int]:
+        """``text``'s token ids without special tokens (a reply or a tool result, encoded once)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -404,7 +416,14 @@ class TextGenCore:
     ) -> tuple[list[str], np.ndarray, list[str] | None]:
         """The completions of ``slots``, their scores and (:attr:`reports_outcomes`) labels."""
         texts = self.completions(ep, slots)
-        examples = [ep.examples[s] for s in slots]
+        return (texts, *self.score_texts([ep.examples[s] for s in slots], texts))
+
+    def score_texts(
+        self, examples: Sequence[Example], texts: Sequence[str]
+    ) -> tuple[np.ndarray, list[str] | None]:
+        """Score finished completions of ``examples`` as an episode's end does: the checked
+        scorer call (:func:`~textgym.rewards.run_scorer`) and the checker's outcome labels
+        (None when the scorer gives none)."""
         scorer, labels = self.scorer, []
         if self.reports_outcomes:
 
@@ -422,13 +441,13 @@ class TextGenCore:
             timeout=getattr(self, "scorer_timeout", None),
         )
         if not self.reports_outcomes:
-            return texts, scores, None
+            return scores, None
         if len(labels) != len(texts) or not all(isinstance(o, str) for o in labels):
             raise ScorerError(
                 f"the scorer of task {self.task_name!r} returned {len(labels)} outcome labels "
                 f"for {len(texts)} completions; score_with_outcomes must return one string each"
             )
-        return texts, scores, labels
+        return scores, labels
 
 
 def prompt_mask(rows: np.ndarray, pad_id: int) -> np.ndarray:
@@ -441,159 +460,3 @@ def prompt_mask(rows: np.ndarray, pad_id: int) -> np.ndarray:
 def _cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> str:
     cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
     return text[:cut]
-
-
-class Episodes:
-    """``n`` episode slots: prompt ids left-padded in ``[0, P)``, generated ids from ``P`` on."""
-
-    def __init__(self, core: TextGenCore, n: int):
-        context = core.max_prompt_tokens + core.max_new_tokens
-        self.input_ids = np.full((n, context), core.pad_id, dtype=np.int64)
-        self.attention_mask = np.zeros((n, context), dtype=np.int64)
-        self.num_generated = np.zeros(n, dtype=np.int64)
-        self.potential = np.zeros(n, dtype=np.float64)  # last dense-reward potential
-        self.examples: list[Example | None] = [None] * n
-        self.prompt_index = np.full(n, -1, dtype=np.int64)
-        self.split: list[str] = ["train"] * n
-        self.completion: list[str | None] = [None] * n
-        self.outcome: list[str | None] = [None] * n  # the checker's label, if it gives one
-        self.reports_outcomes = core.reports_outcomes
-        self.score = np.zeros(n, dtype=np.float64)
-
-    def start(
-        self, core: TextGenCore, slots: np.ndarray, rows: np.ndarray, examples: list[Example]
-    ) -> None:
-        """Put new prompts (``rows``: left-padded ids) into ``slots`` and clear the rest."""
-        budget = core.max_prompt_tokens
-        self.input_ids[slots, :budget] = rows
-        self.input_ids[slots, budget:] = core.pad_id
-        self.attention_mask[slots, :budget] = prompt_mask(rows, core.pad_id)
-        self.attention_mask[slots, budget:] = 0
-        self.num_generated[slots] = 0
-        self.potential[slots] = 0.0
-        self.score[slots] = 0.0
-        for s, e in zip(slots.tolist(), examples):
-            self.examples[s] = e
-            self.completion[s] = None
-            self.outcome[s] = None
-
-    def observation(self, slots: np.ndarray | slice, copy: bool = True) -> dict[str, np.ndarray]:
-        obs = {
-            "input_ids": self.input_ids[slots],
-            "attention_mask": self.attention_mask[slots],
-            "num_generated": self.num_generated[slots, None],
-        }
-        return {k: v.copy() for k, v in obs.items()} if copy else obs
-
-    def append(self, core: TextGenCore, slots: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """Write one token per slot after its last one; returns the indices written."""
-        position = core.max_prompt_tokens + self.num_generated[slots]
-        self.input_ids[slots, position] = tokens
-        self.attention_mask[slots, position] = 1
-        self.num_generated[slots] += 1
-        return position
-
-    def unappend(self, core: TextGenCore, slots: np.ndarray, position: np.ndarray) -> None:
-        """Undo :meth:`append` (a step whose scorer or partner failed changes nothing)."""
-        self.input_ids[slots, position] = core.pad_id
-        self.attention_mask[slots, position] = 0
-        self.num_generated[slots] -= 1
-
-    #: per-slot arrays a snapshot copies (subclasses add theirs)
-    _SLOT_ARRAYS: tuple[str, ...] = (
-        "input_ids",
-        "attention_mask",
-        "num_generated",
-        "potential",
-        "score",
-        "prompt_index",
-    )
-    _SLOT_LISTS = ("examples", "split", "completion", "outcome")
-
-    def snapshot(self, slots: np.ndarray) -> dict[str, Any]:
-        """A copy of ``slots``' state, for :meth:`restore` if a step fails half-way."""
-        snap = {name: getattr(self, name)[slots].copy() for name in self._SLOT_ARRAYS}
-        for name in self._SLOT_LISTS:
-            values = getattr(self, name)
-            snap[name] = [values[s] for s in slots.tolist()]
-        snap["slots"] = slots.copy()
-        return snap
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Put back a :meth:`snapshot`, in place (observation views stay valid)."""
-        slots = snap["slots"]
-        for name in self._SLOT_ARRAYS:
-            getattr(self, name)[slots] = snap[name]
-        for name in self._SLOT_LISTS:
-            values = getattr(self, name)
-            for s, v in zip(slots.tolist(), snap[name]):
-                values[s] = v
-
-    def step(
-        self, core: TextGenCore, slots: np.ndarray, tokens: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Append ``tokens`` to ``slots``; returns (rewards, terminated, truncated) for them.
-        If the scorer fails, the tokens are taken back: the state is as before the call."""
-        position = self.append(core, slots, tokens)
-        try:
-            return self._finish_step(core, slots, tokens)
-        except BaseException:
-            self.unappend(core, slots, position)
-            raise
-
-    def _finish_step(
-        self, core: TextGenCore, slots: np.ndarray, tokens: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        terminated = np.zeros(len(slots), dtype=bool)
-        if core.eos_id is not None:
-            terminated |= tokens == core.eos_id
-        if core.stop_strings:
-            terminated |= core.hit_stop_string(self, slots, tokens)
-        truncated = ~terminated & (self.num_generated[slots] >= core.max_new_tokens)
-        done = terminated | truncated
-
-        rewards = np.zeros(len(slots), dtype=np.float64)
-        # Sparse: the score once, at the end. Dense: the change of the potential
-        # phi_t = score(completion so far), phi_0 = 0, so the rewards sum to the final score.
-        scored = np.arange(len(slots)) if core.reward_mode == "dense" else np.flatnonzero(done)
-        if scored.size:
-            texts, scores, outcomes = core.score(self, slots[scored])  # may raise: no change yet
-            potential = scores.astype(np.float64)
-            rewards[scored] = potential - self.potential[slots[scored]]
-            self.potential[slots[scored]] = potential
-            for k, i in enumerate(scored.tolist()):
-                if done[i]:
-                    self.completion[slots[i]] = texts[k]
-                    self.score[slots[i]] = potential[k]
-                    if outcomes is not None:
-                        self.outcome[slots[i]] = outcomes[k]
-        return rewards, terminated, truncated
-
-    def reset_info(self, slots: np.ndarray) -> dict[str, list[Any]]:
-        return {
-            "prompt": [self.examples[s].prompt for s in slots],
-            "prompt_index": self.prompt_index[slots].tolist(),
-            "split": [self.split[s] for s in slots],
-        }
-
-    def final_info(self, slots: np.ndarray) -> dict[str, list[Any]]:
-        info = {
-            "prompt": [self.examples[s].prompt for s in slots],
-            "completion": [self.completion[s] for s in slots],
-            "score": self.score[slots].tolist(),
-            "num_tokens": self.num_generated[slots].tolist(),
-        }
-        if self.reports_outcomes:
-            info["outcome"] = [self.outcome[s] for s in slots]
-        return info
-
-    def render(self, core: TextGenCore, slot: int) -> str:
-        if self.examples[slot] is None:
-            return "(not reset yet)"
-        text = self.completion[slot]
-        if text is None:
-            text = core.completions(self, np.array([slot]))[0]
-            status = f"{self.num_generated[slot]}/{core.max_new_tokens} tokens"
-        else:
-            status = f"done, score {self.score[slot]:.4f}"
-        return f"prompt:     {self.examples[slot].prompt}\ncompletion: {text}\n[{status}]\n"

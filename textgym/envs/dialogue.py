@@ -17,10 +17,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from textgym.envs.checks import MAX_TOKENS, check_int, check_render_mode, check_seed
-from textgym.envs.core import Episodes, TextGenCore
+from textgym.envs.core import TextGenCore
+from textgym.envs.episodes import MaskedEpisodes
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError, ScorerError
 from textgym.partners import Game, LMPartner, RulePartner, make_game
@@ -158,18 +158,7 @@ class _DialogueCore(TextGenCore):
             )
         self.max_new_tokens = int(max_new_tokens)
 
-        context = self.max_prompt_tokens + self.max_new_tokens
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": spaces.Box(0, self.vocab_size - 1, (context,), np.int64),
-                "attention_mask": spaces.Box(0, 1, (context,), np.int64),
-                "num_generated": spaces.Box(0, self.max_new_tokens, (1,), np.int64),
-                "agent_mask": spaces.Box(0, 1, (context,), np.int64),
-            }
-        )
-
-    def encode_text(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        self.observation_space = self.make_observation_space(self.max_new_tokens, agent_mask=True)
 
     def reply_ids(self, text: str) -> np.ndarray:
         """A reply's token ids (encoded once per distinct text), cut to the reply budget."""
@@ -181,12 +170,11 @@ class _DialogueCore(TextGenCore):
         return ids
 
 
-class _DialogueEpisodes(Episodes):
+class _DialogueEpisodes(MaskedEpisodes):
     """TextGen's episode arrays plus who wrote each token, the secret and the turn counters."""
 
     def __init__(self, core: _DialogueCore, n: int):
         super().__init__(core, n)
-        self.agent_mask = np.zeros_like(self.attention_mask)
         self.secret = np.full(n, None, dtype=object)
         self.turns = np.zeros(n, dtype=np.int64)  # agent turns answered so far
         self.turn_start = np.zeros(n, dtype=np.int64)  # num_generated when this turn began
@@ -196,16 +184,10 @@ class _DialogueEpisodes(Episodes):
         """Start dialogues with ``secrets`` in ``slots``: the opening, nothing after it."""
         rows = np.broadcast_to(core.opening_row, (len(slots), core.max_prompt_tokens))
         self.start(core, slots, rows, [Example(core.game.opening())] * len(slots))
-        self.agent_mask[slots] = 0
         self.secret[slots] = secrets
         self.turns[slots] = 0
         self.turn_start[slots] = 0
         self.solved[slots] = False
-
-    def observation(self, slots: np.ndarray | slice, copy: bool = True) -> dict[str, np.ndarray]:
-        obs = super().observation(slots, copy)
-        obs["agent_mask"] = self.agent_mask[slots].copy() if copy else self.agent_mask[slots]
-        return obs
 
     def step(
         self, core: _DialogueCore, slots: np.ndarray, tokens: np.ndarray
@@ -228,8 +210,7 @@ class _DialogueEpisodes(Episodes):
             raise
 
     _SLOT_ARRAYS = (
-        *Episodes._SLOT_ARRAYS,
-        "agent_mask",
+        *MaskedEpisodes._SLOT_ARRAYS,
         "secret",
         "turns",
         "turn_start",

@@ -26,7 +26,8 @@ from textgym.envs.checks import (
     check_render_mode,
     check_seed,
 )
-from textgym.envs.core import Episodes, TextGenCore
+from textgym.envs.core import TextGenCore
+from textgym.envs.episodes import Episodes
 from textgym.errors import InvalidArgumentError, ResetNeeded
 from textgym.tasks import Example, PromptSet, Scorer, Task
 
@@ -235,6 +236,17 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         truncation). With :meth:`encode_completions`, supervised data in the env's layout."""
         return self.core.prompt_arrays(prompts)
 
+    def score_texts(
+        self, examples: Sequence[Example], texts: Sequence[str]
+    ) -> tuple[np.ndarray, list[str] | None]:
+        """Score finished completions ``texts`` of ``examples`` (prompt, reference) exactly as
+        the end of an episode does, with the current task's scorer: float32 scores, and the
+        checker's outcome labels (``"correct"``, ``"partial"``, ``"wrong"``, ``"format_error"``)
+        or None for a scorer that gives none. ``texts`` are cut at stop strings already (as
+        ``info["completion"]`` is). Raises :class:`~textgym.errors.ScorerError` as a step
+        would."""
+        return self.core.score_texts(examples, texts)
+
     def encode_completions(self, completions: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode ``completions`` as the environment holds generated text: ``{"input_ids",
         "attention_mask"}``, ``(len(completions), T)`` int64 arrays, the columns from ``P`` on of
@@ -434,6 +446,12 @@ class TextGenVectorEnv(VectorEnv):
     def encode_prompts(self, prompts: Sequence[str | Example]) -> dict[str, np.ndarray]:
         """See :meth:`TextGenEnv.encode_prompts`."""
         return self.core.prompt_arrays(prompts)
+
+    def score_texts(
+        self, examples: Sequence[Example], texts: Sequence[str]
+    ) -> tuple[np.ndarray, list[str] | None]:
+        """See :meth:`TextGenEnv.score_texts`."""
+        return self.core.score_texts(examples, texts)
 
     def encode_completions(self, completions: Sequence[str]) -> dict[str, np.ndarray]:
         """See :meth:`TextGenEnv.encode_completions`."""

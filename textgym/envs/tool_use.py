@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from textgym.envs.checks import MAX_TOKENS, check_int, check_render_mode
-from textgym.envs.core import Episodes, TextGenCore
+from textgym.envs.core import TextGenCore
+from textgym.envs.episodes import Episodes, MaskedEpisodes
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError
 from textgym.procedural.base import ANSWER_MARKER
@@ -205,18 +205,7 @@ class _ToolCore(TextGenCore):
             )
         self.max_result_tokens = max_result_tokens
 
-        context = self.max_prompt_tokens + self.max_new_tokens
-        self.observation_space = spaces.Dict(
-            {
-                "input_ids": spaces.Box(0, self.vocab_size - 1, (context,), np.int64),
-                "attention_mask": spaces.Box(0, 1, (context,), np.int64),
-                "num_generated": spaces.Box(0, self.max_new_tokens, (1,), np.int64),
-                "agent_mask": spaces.Box(0, 1, (context,), np.int64),
-            }
-        )
-
-    def encode_text(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        self.observation_space = self.make_observation_space(self.max_new_tokens, agent_mask=True)
 
     def run(self, call: ToolCall) -> tuple[str, bool]:
         """Run ``call``: (the text shown between the result tags, whether the call failed).
@@ -260,20 +249,18 @@ def _agent_texts(core: _ToolCore, ep: _ToolEpisodes, slots: np.ndarray) -> list[
     return core.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-class _ToolEpisodes(Episodes):
+class _ToolEpisodes(MaskedEpisodes):
     """TextGen's episode arrays plus who wrote each token and the tool counters."""
 
     def __init__(self, core: _ToolCore, n: int):
         super().__init__(core, n)
-        self.agent_mask = np.zeros_like(self.attention_mask)
         self.segment_start = np.zeros(n, dtype=np.int64)  # num_generated after the last result
         self.tool_calls = np.zeros(n, dtype=np.int64)  # calls written, refused ones included
         self.tool_errors = np.zeros(n, dtype=np.int64)  # calls answered with an error
         self.answered = np.zeros(n, dtype=bool)  # ended at its answer line
 
     _SLOT_ARRAYS = (
-        *Episodes._SLOT_ARRAYS,
-        "agent_mask",
+        *MaskedEpisodes._SLOT_ARRAYS,
         "segment_start",
         "tool_calls",
         "tool_errors",
@@ -284,16 +271,10 @@ class _ToolEpisodes(Episodes):
         self, core: TextGenCore, slots: np.ndarray, rows: np.ndarray, examples: list[Any]
     ) -> None:
         super().start(core, slots, rows, examples)
-        self.agent_mask[slots] = 0
         self.segment_start[slots] = 0
         self.tool_calls[slots] = 0
         self.tool_errors[slots] = 0
         self.answered[slots] = False
-
-    def observation(self, slots: np.ndarray | slice, copy: bool = True) -> dict[str, np.ndarray]:
-        obs = super().observation(slots, copy)
-        obs["agent_mask"] = self.agent_mask[slots].copy() if copy else self.agent_mask[slots]
-        return obs
 
     def step(
         self, core: _ToolCore, slots: np.ndarray, tokens: np.ndarray

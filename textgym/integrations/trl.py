@@ -54,7 +54,6 @@ from textgym.char_tokenizer import CharTokenizer
 from textgym.envs import DialogueEnv
 from textgym.errors import InvalidArgumentError
 from textgym.models import position_ids
-from textgym.rewards import run_scorer
 from textgym.tasks import Example
 
 #: the per-episode fields :func:`rollout_func` returns, which TRL passes to reward functions
@@ -253,26 +252,8 @@ class _Rewards:
             ids = self.base.tokenizer(texts, add_special_tokens=False)["input_ids"]
         texts = [self._completion(e, seq) for e, seq in zip(examples, ids)]
 
-        labels: list[str] = []
-
-        def scorer(prompts: Sequence[str], completions: Sequence[str], references: Sequence):
-            if not self.outcomes:
-                return self.base.scorer(prompts, completions, references)
-            scores, outcomes = self.base.scorer.score_with_outcomes(
-                prompts, completions, references
-            )
-            labels[:] = list(outcomes)
-            return scores
-
-        scores = run_scorer(
-            scorer,
-            self.env_id,
-            [e.prompt for e in examples],
-            texts,
-            [e.reference for e in examples],
-            timeout=self.env_kwargs.get("scorer_timeout"),
-        )
-        success = [float(o == "correct") for o in labels] if self.outcomes else [None] * len(texts)
+        scores, labels = self.base.score_texts(examples, texts)
+        success = [float(o == "correct") for o in labels] if labels else [None] * len(texts)
         return [float(s) for s in scores], success
 
     def _completion(self, example: Example, ids: Sequence[int]) -> str:
