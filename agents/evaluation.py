@@ -1,4 +1,5 @@
-"""``evaluate``: reward (mean and 95% CI), KL to the reference, fluency, diversity, samples."""
+"""``evaluate``: reward (mean and 95% CI), success rate, KL to the reference, fluency, diversity,
+samples."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class EvalResult:
         samples: the first few (prompt, completion, score) rows.
         entropy: mean per-token entropy of the policy (nats) over the completions' tokens, when
             ``evaluate(..., with_entropy=True)`` measured it (NaN otherwise).
+        outcomes: on a verifiable task (an env that reports ``info["outcome"]``), how many
+            episodes ended ``"correct"``, ``"partial"``, ``"wrong"`` or ``"format_error"``
+            (empty otherwise).
+        success_rate, success_ci: the share of ``"correct"`` episodes and its 95% Wilson interval
+            (NaN without outcomes). Partial credit counts in the reward, not here.
     """
 
     n_episodes: int
@@ -42,6 +48,9 @@ class EvalResult:
     mean_length: float
     samples: list[dict[str, Any]] = field(default_factory=list)
     entropy: float = math.nan
+    outcomes: dict[str, int] = field(default_factory=dict)
+    success_rate: float = math.nan
+    success_ci: tuple[float, float] = (math.nan, math.nan)
 
     def as_dict(self) -> dict[str, Any]:
         """The scalar figures as a dict (no samples; ``entropy`` only when it was measured)."""
@@ -59,6 +68,10 @@ class EvalResult:
         }
         if math.isfinite(self.entropy):
             out["entropy"] = self.entropy
+        if self.outcomes:
+            out["outcomes"] = dict(self.outcomes)
+            out["success_rate"] = self.success_rate
+            out["success_ci_low"], out["success_ci_high"] = self.success_ci
         return out
 
     def table(self) -> str:
@@ -76,12 +89,26 @@ class EvalResult:
 
     def __str__(self) -> str:
         lo, hi = self.reward_ci
+        success = ""
+        if self.outcomes:
+            s_lo, s_hi = self.success_ci
+            success = f"success {self.success_rate:.3f} (95% CI {s_lo:.3f}..{s_hi:.3f}), "
         return (
             f"reward {self.reward_mean:.4f} (95% CI {lo:.4f}..{hi:.4f}, n={self.n_episodes}), "
-            f"KL {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
+            f"{success}KL {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
             f"distinct-1/2 {self.distinct_1:.3f}/{self.distinct_2:.3f}, "
             f"length {self.mean_length:.1f}"
         )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for ``z=1.96``); sound at 0 and n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -134,6 +161,7 @@ def evaluate(
     prompts: list[str] = []
     completions: list[str] = []
     lengths: list[int] = []
+    outcomes: list[str | None] = []
     while len(scores) < n_episodes:
         seeds = rng.integers(0, 2**31 - 1, size=envs.num_envs).tolist()
         ro = collect_rollout(
@@ -175,12 +203,13 @@ def evaluate(
         prompts += ro.prompts[:take]
         completions += ro.completions[:take]
         lengths += ro.lengths[:take].tolist()
+        outcomes += ro.outcomes[:take] if ro.outcomes is not None else [None] * take
     if info.enabled:  # rank order, so the samples are rank 0's first
         parts = distributed.gather_objects(
-            (scores, kls, nll, tokens, prompts, completions, lengths, entropy_sum)
+            (scores, kls, nll, tokens, prompts, completions, lengths, entropy_sum, outcomes)
         )
-        scores, kls, prompts, completions, lengths = (
-            [x for part in parts for x in part[i]] for i in (0, 1, 4, 5, 6)
+        scores, kls, prompts, completions, lengths, outcomes = (
+            [x for part in parts for x in part[i]] for i in (0, 1, 4, 5, 6, 8)
         )
         nll, tokens = sum(part[2] for part in parts), sum(part[3] for part in parts)
         entropy_sum = sum(part[7] for part in parts)
@@ -192,6 +221,12 @@ def evaluate(
         {"prompt": p, "completion": c, "score": s}
         for p, c, s in list(zip(prompts, completions, scores))[:num_samples]
     ]
+    for sample, outcome in zip(samples, outcomes):
+        if outcome is not None:
+            sample["outcome"] = outcome
+    labelled = [o for o in outcomes if o is not None]
+    counts = {label: labelled.count(label) for label in sorted(set(labelled))}
+    correct = counts.get("correct", 0)
     return EvalResult(
         n_episodes=len(values),
         reward_mean=mean,
@@ -204,4 +239,7 @@ def evaluate(
         mean_length=float(np.mean(lengths)),
         samples=samples,
         entropy=entropy_sum / max(tokens, 1) if with_entropy else math.nan,
+        outcomes=counts,
+        success_rate=correct / len(labelled) if labelled else math.nan,
+        success_ci=wilson_interval(correct, len(labelled)),
     )

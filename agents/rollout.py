@@ -44,6 +44,9 @@ class Rollout:
     prompts: list[str]
     completions: list[str]
     seconds: float  # wall time of the collection
+    # (N,) a verifiable task's label of each episode, from its final ``info["outcome"]``
+    # ("correct", "partial", "wrong", "format_error"); None when the env reports no outcomes.
+    outcomes: list[str | None] | None = None
     # (N, T, ceil(V / 8)) uint8: packed sets each action's distribution was restricted to, when the
     # acting policy restricts it (NLPO); the update scores the same distributions.
     support: torch.Tensor | None = None
@@ -98,6 +101,9 @@ def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
             means = [v for v in values if v]
             keys = dict.fromkeys(k for v in means for k in v)
             out[f.name] = {k: _finite_mean([v[k] for v in means if k in v]) for k in keys} or None
+        elif f.name == "outcomes":  # labels of envs that report them; None for the others
+            labelled = [v if v is not None else [None] * r.num_envs for v, r in zip(values, rollouts)]
+            out[f.name] = None if all(v is None for v in values) else sum(labelled, [])
         elif isinstance(values[0], list):
             out[f.name] = [x for v in values for x in v]
         elif values[0] is None:
@@ -173,6 +179,7 @@ def collect_rollout(
     lengths = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
     completions = [""] * n
+    outcomes: list[str | None] = [None] * n  # filled by _steps from info["outcome"]
     supports: list[torch.Tensor] = []  # filled by _steps if the policy returns supports
     policy.reset_state()
     # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
@@ -195,6 +202,7 @@ def collect_rollout(
             finals,
             supports,
             info_values,
+            outcomes,
         )
     if not done.all():
         raise RuntimeError(
@@ -223,6 +231,7 @@ def collect_rollout(
         completions=completions,
         seconds=time.perf_counter() - t0,
         support=supports[0] if supports else None,
+        outcomes=outcomes if any(o is not None for o in outcomes) else None,
         info_means={k: _finite_mean(np.concatenate(v)) for k, v in info_values.items()} or None,
     )
 
@@ -244,6 +253,7 @@ def _steps(
     finals: dict[str, np.ndarray] | None = None,
     supports: list[torch.Tensor] | None = None,
     info_values: dict[str, list] | None = None,
+    outcomes: list[str | None] | None = None,
 ) -> None:
     """The stepping loop of :func:`collect_rollout`; fills the buffers in place.
 
@@ -251,7 +261,8 @@ def _steps(
     ``num_generated``): step ``t`` in TextGen, later in a dialogue, where the partner's replies
     sit in between. ``finals`` (dialogues) receives each episode's final observation.
     ``supports`` receives one ``(N, T, ceil(V / 8))`` buffer if the policy returns supports;
-    ``info_values`` the values of :data:`LOGGED_INFO_KEYS` in each step's infos.
+    ``info_values`` the values of :data:`LOGGED_INFO_KEYS` in each step's infos; ``outcomes``
+    each finished episode's ``info["outcome"]`` (verifiable tasks).
     """
     for _ in range(tokens.shape[1]):
         out = policy.act(
@@ -281,6 +292,9 @@ def _steps(
             if "completion" in final:
                 for i in np.flatnonzero(finished & final["_completion"]).tolist():
                     completions[i] = str(final["completion"][i])
+            if "outcome" in final and outcomes is not None:
+                for i in np.flatnonzero(finished & final["_outcome"]).tolist():
+                    outcomes[i] = str(final["outcome"][i])
             if finals is not None:  # NEXT_STEP: obs is the final one; SAME_STEP: final_obs
                 final_obs = infos.get("final_obs")
                 for i in np.flatnonzero(finished).tolist():

@@ -49,7 +49,9 @@ class TaskSpec:
         tiny: ``tiny_lm`` size for ``model="tiny"``.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
         config: learner config overrides for every agent (``"*"``) and per agent name.
-        time_limit: a safety cap on one cell's training time, seconds (None: none).
+        time_limit: seconds of training per cell (None: none). With ``episodes`` set out of
+            reach it makes the agents' budget equal wall time (the SmolLM2 cells: a faster
+            learner gets more updates, as it would in practice).
         greedy: evaluate with greedy decoding (deterministic actions; the leaderboard's metric)
             instead of sampling. The random row samples either way.
     """
@@ -163,8 +165,8 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         description="about an hour on a 2-core CPU: character tasks with a tiny LM at 60,000 "
-        "token-steps per cell (all agents and SB3 PPO x 3 seeds) and a short SmolLM2-135M run on TextGen-v0 (PPO, GRPO, TRL's "
-        "GRPOTrainer; 1 seed)",
+        "token-steps per cell (all agents and SB3 PPO x 3 seeds) and SmolLM2-135M on TextGen-v0 for "
+        "180 s of training per cell, equal wall time (PPO, GRPO, TRL's GRPOTrainer; 3 seeds)",
         tasks=[
             TaskSpec(
                 "TextGen-Copy-v0",
@@ -186,14 +188,15 @@ PRESETS: dict[str, Preset] = {
                 precision="fp32",
                 config={**copy.deepcopy(_CHAR_CONFIG), "sb3-ppo": {"n_layers": 2}},
             ),
-            TaskSpec(
+            TaskSpec(  # equal wall time: 100,000 episodes are out of reach in 180 s
                 "TextGen-v0",
                 model="smollm2-135m",
                 agents=_LM_AGENTS,
-                seeds=[0],
+                seeds=[0, 1, 2],
                 num_envs=16,
-                episodes=160,
-                eval_episodes=32,
+                episodes=100_000,
+                time_limit=180.0,
+                eval_episodes=64,
                 precision="fp32",
                 config={"*": {"lr": 5e-5}},
             ),

@@ -105,6 +105,8 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
     for task in results["tasks"]:
         spec = task["spec"]
         budget = f"{spec['episodes']:,} training episodes ({spec['num_envs']} per iteration)"
+        if spec.get("time_limit"):  # whichever comes first (out-of-reach episodes: equal time)
+            budget += f" or {spec['time_limit']:.0f} s of training, whichever comes first"
         if spec.get("max_tokens"):
             budget += f", at most {spec['max_tokens']:,} tokens"
         seeds_per_row = ", ".join(f"{r['agent']} {len(r['seeds'])}" for r in task["rows"])

@@ -13,6 +13,13 @@ number greedily. ``--drop-flat-groups`` (on by default for group learners) sets 
 ``drop_flat_groups``: groups whose completions all scored the same (advantage 0, no signal) are
 left out of each update and replaced by newly drawn prompts (:class:`agents.GRPOConfig`).
 
+``--curriculum easy,medium,hard`` trains on a procedural task (``--env TextGen-<Task>-<Level>-v0``)
+under :class:`textgym.wrappers.VectorCurriculum`: the training envs take the budgets of the last
+level's id and start at ``--env``'s level, which moves up once the success rate of the last
+``--curriculum-window`` training episodes reaches ``--promote-at``. The levels reached, with the
+success rate that moved them, are printed and kept; the warm-started and the trained policy are
+also evaluated on every level above the start up to the one reached.
+
 The env, learner, model and hyperparameter flags are ``textgym train``'s
 (:func:`agents.cli.add_training_arguments`: ``--agent``, ``--model``, ``--lr``, ``--group-size``
 (8 here), ``--config JSON``, ``--env-kwargs JSON``, ...). ``--model tiny`` trains
@@ -41,6 +48,8 @@ from agents.cli import (
     parse_json_object,
 )
 from benchmarks.stats import distinct_share, machine_info
+from textgym.procedural import PROCEDURAL_IDS
+from textgym.wrappers import VectorCurriculum
 
 GROUP_SIZE = 8  # completions per prompt of a group learner (GRPO, RLOO) without --group-size
 
@@ -69,16 +78,40 @@ def measure(
             "samples": res.samples[:samples],
         }
         lo, hi = res.reward_ci
+        success = ""
+        if res.outcomes:  # a verifiable task's checker labels every episode
+            s_lo, s_hi = res.success_ci
+            success = f"success {res.success_rate:.3f} ({s_lo:.3f}..{s_hi:.3f}) {res.outcomes}, "
         print(
             f"[{label}] {mode:7s} reward {res.reward_mean:.3f} (95% CI {lo:.3f}..{hi:.3f}, "
-            f"n={res.n_episodes}), distinct completions {distinct:.2f}, KL {res.kl:.2f}, "
-            f"length {res.mean_length:.1f}",
+            f"n={res.n_episodes}), {success}distinct completions {distinct:.2f}, "
+            f"KL {res.kl:.2f}, length {res.mean_length:.1f}",
             flush=True,
         )
         if mode == "sampled":
             for s in res.samples[:samples]:
                 print(f"    {s['prompt'][-60:]!r} -> {s['completion']!r} ({s['score']:.2f})")
     return out
+
+
+def level_of(env_id: str) -> str:
+    """The level of a procedural id: ``TextGen-WordSorting-Easy-v0`` -> ``"easy"``."""
+    return env_id.rsplit("-", 2)[1].lower()
+
+
+def level_ids(env_id: str, curriculum: str) -> dict[str, str]:
+    """``{level: registered id}`` for ``--curriculum easy,medium,hard`` on ``env_id``'s task."""
+    names = [name.strip().lower() for name in curriculum.split(",") if name.strip()]
+    stem = env_id.rsplit("-", 2)[0]
+    ids = {name: f"{stem}-{name.capitalize()}-v0" for name in names}
+    unknown = [i for i in ids.values() if i not in PROCEDURAL_IDS]
+    if len(names) < 2 or unknown or env_id not in ids.values():
+        raise SystemExit(
+            f"--curriculum {curriculum!r}: needs two or more levels of --env's procedural task, "
+            f"--env among them ({env_id}; unknown: {unknown}); e.g. --env "
+            f"TextGen-WordSorting-Easy-v0 --curriculum easy,medium,hard"
+        )
+    return ids
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -105,7 +138,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
     p.add_argument("--out", default=None, help="write the results (JSON) here")
+    p.add_argument(
+        "--curriculum",
+        default=None,
+        help="levels to train through, easiest first, e.g. easy,medium,hard (procedural ids)",
+    )
+    p.add_argument(
+        "--promote-at", type=float, default=0.8, help="curriculum: success rate to move up"
+    )
+    p.add_argument("--curriculum-window", type=int, default=64, help="curriculum: episodes judged")
     args = p.parse_args(argv)
+    levels = level_ids(args.env, args.curriculum) if args.curriculum else {}
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -121,11 +164,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cls = learner_class(args.agent)
     overrides = learner_overrides(args, cls)
     env_kwargs = env_kwargs_for(args.model, parse_json_object(args.env_kwargs, "--env-kwargs"))
-    envs = make_envs(args.env, args.num_envs, env_kwargs)
+    # Training envs (with a curriculum: the last level's budgets, playing the start level; the
+    # warm start reads the base envs' train split, the learner steps the wrapper).
+    envs = base_envs = make_envs(
+        list(levels.values())[-1] if levels else args.env, args.num_envs, env_kwargs
+    )
+    if levels:
+        envs = VectorCurriculum(
+            base_envs,
+            levels=list(levels),
+            start_level=list(levels).index(level_of(args.env)),
+            promote_at=args.promote_at,
+            demote_at=0.0,
+            window=args.curriculum_window,
+        )
     eval_envs = make_envs(args.env, args.num_envs, env_kwargs)
     policy = build_policy(
         args.model,
-        envs,
+        base_envs,
         seed=args.seed,
         precision=args.precision,
         compile=args.compile,
@@ -141,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.warm_start_epochs:
         ws = warm_start(
             policy,
-            envs,
+            base_envs,
             WarmStartConfig(
                 epochs=args.warm_start_epochs,
                 lr=args.warm_start_lr,
@@ -160,6 +216,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         result["after_warm_start"] = measure(
             policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "warm start"
+        )
+    # The next level up, where a curriculum run goes first: the policy before training there,
+    # so that the trained policy's figures on it have something to compare with.
+    names = list(levels)
+    above = names[names.index(level_of(args.env)) + 1 :] if levels else []
+    next_level = above[0] if above else None
+    if next_level:
+        next_envs = make_envs(levels[next_level], args.num_envs, env_kwargs)
+        result[f"before_training_{next_level}"] = measure(
+            policy, next_envs, args.eval_episodes, args.eval_seed, args.samples, next_level
         )
 
     if "group_size" in cls.Config.__dataclass_fields__:
@@ -190,19 +256,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "groups_kept": kept,
         "reward_curve": [[r.get("episodes"), r.get("reward")] for r in history],
     }
+    if levels:  # the level each iteration trained at (its mean over the rollout's steps)
+        start = list(levels).index(level_of(args.env))
+        curve = [
+            [r.get("episodes"), r.get("curriculum_level"), r.get("success_rate")] for r in history
+        ]
+        result["train"]["curriculum_curve"] = curve
+        reached = max([start] + [int(c[1]) for c in curve if c[1] is not None])
+        result["train"]["level_reached"] = names[reached]
+        level = start
+        for episodes, mean_level, _ in curve:
+            while mean_level is not None and int(mean_level) > level:
+                level += 1
+                print(f"curriculum: {names[level]} reached by episode {episodes}")
+        print(f"curriculum: reached {names[reached]} (promote at {args.promote_at})", flush=True)
     result["after"] = measure(
         agent, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "trained"
     )
+    if next_level:
+        result[f"after_{next_level}"] = measure(
+            agent,
+            next_envs,
+            args.eval_episodes,
+            args.eval_seed,
+            args.samples,
+            f"trained, {next_level}",
+        )
     result["total_seconds"] = time.perf_counter() - started
-    b, a = result["before"]["sampled"], result["after"]["sampled"]
-    separated = a["reward_ci_low"] > b["reward_ci_high"]
-    result["cis_separated"] = separated
-    print(
-        f"sampled reward {b['reward_mean']:.3f} [{b['reward_ci_low']:.3f}, "
-        f"{b['reward_ci_high']:.3f}] -> {a['reward_mean']:.3f} [{a['reward_ci_low']:.3f}, "
-        f"{a['reward_ci_high']:.3f}]: 95% CIs {'do not overlap' if separated else 'overlap'}; "
-        f"total {result['total_seconds'] / 60:.1f} min"
-    )
+    # RL's own gain: against the warm-started model when there is one, else the untrained one;
+    # on the success rate for a verifiable task, else on the mean reward.
+    start = "after_warm_start" if "after_warm_start" in result else "before"
+    metric = "success" if "success_rate" in result["after"]["sampled"] else "reward"
+    key = "success_rate" if metric == "success" else "reward_mean"
+    for mode in ("sampled", "greedy"):
+        b, a = result[start][mode], result["after"][mode]
+        separated = a[f"{metric}_ci_low"] > b[f"{metric}_ci_high"]
+        result.setdefault("cis_separated", {})[mode] = separated
+        print(
+            f"{mode} {metric} ({start.replace('_', ' ')} -> trained) {b[key]:.3f} "
+            f"[{b[f'{metric}_ci_low']:.3f}, {b[f'{metric}_ci_high']:.3f}] -> {a[key]:.3f} "
+            f"[{a[f'{metric}_ci_low']:.3f}, {a[f'{metric}_ci_high']:.3f}]: 95% CIs "
+            f"{'do not overlap' if separated else 'overlap'}"
+        )
+    print(f"total {result['total_seconds'] / 60:.1f} min")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1, default=str)

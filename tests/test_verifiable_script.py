@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import verifiable
 
 
@@ -42,4 +44,46 @@ def test_verifiable_script_tiny_end_to_end(tmp_path):
     assert saved["train"]["learner"] == "GRPO"
     assert saved["train"]["config"]["drop_flat_groups"] is True
     assert saved["train"]["episodes"] > 0
-    assert result["cis_separated"] in (True, False)
+    assert set(result["cis_separated"]) == {"sampled", "greedy"}  # RL vs the warm start
+
+
+def test_verifiable_script_curriculum_moves_up_and_evaluates_the_next_level(tmp_path):
+    """--curriculum trains under VectorCurriculum from --env's level; promote_at 0 moves it up
+    after every window, so the run must reach a harder level and report it."""
+    result = verifiable.main(
+        [
+            "--env",
+            "TextGen-WordSorting-Easy-v0",
+            "--model",
+            "tiny",
+            "--curriculum",
+            "easy,medium,hard",
+            "--promote-at",
+            "0",
+            "--curriculum-window",
+            "8",
+            "--minutes",
+            "0.05",
+            "--eval-episodes",
+            "4",
+            "--num-envs",
+            "8",
+            "--group-size",
+            "4",
+            "--threads",
+            "1",
+        ]
+    )
+    assert result["train"]["level_reached"] in ("medium", "hard")
+    levels = [row[1] for row in result["train"]["curriculum_curve"]]
+    assert levels == sorted(levels) and levels[-1] >= 1  # never demoted (demote_at 0)
+    for key in ("before", "after", "before_training_medium", "after_medium"):
+        assert result[key]["sampled"]["n_episodes"] == 4
+        assert "success_rate" in result[key]["sampled"]  # a verifiable task's labels
+
+
+def test_verifiable_script_rejects_a_curriculum_outside_the_task():
+    with pytest.raises(SystemExit, match="--curriculum"):
+        verifiable.main(["--env", "TextGen-Copy-v0", "--curriculum", "easy,hard"])
+    with pytest.raises(SystemExit, match="--curriculum"):
+        verifiable.main(["--env", "TextGen-WordSorting-Medium-v0", "--curriculum", "easy"])
