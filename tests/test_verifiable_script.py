@@ -9,25 +9,20 @@ import pytest
 
 from benchmarks import verifiable
 
+# A seconds-long run of the tiny model: 8 envs = 2 groups of 4, one thread.
+TINY = ["--model", "tiny", "--minutes", "0.05", "--num-envs", "8", "--group-size", "4"]
+TINY += ["--threads", "1"]
+
 
 def test_verifiable_script_tiny_end_to_end(tmp_path):
     out = tmp_path / "run.json"
     result = verifiable.main(
         [
+            *TINY,
             "--env",
             "TextGen-Copy-v0",
-            "--model",
-            "tiny",
-            "--minutes",
-            "0.05",
             "--eval-episodes",
             "8",
-            "--num-envs",
-            "8",
-            "--group-size",
-            "4",
-            "--threads",
-            "1",
             "--warm-start-epochs",
             "1",
             "--warm-start-examples",
@@ -52,26 +47,17 @@ def test_verifiable_script_curriculum_moves_up_and_evaluates_the_next_level(tmp_
     after every window, so the run must reach a harder level and report it."""
     result = verifiable.main(
         [
+            *TINY,
             "--env",
             "TextGen-WordSorting-Easy-v0",
-            "--model",
-            "tiny",
             "--curriculum",
             "easy,medium,hard",
             "--promote-at",
             "0",
             "--curriculum-window",
             "8",
-            "--minutes",
-            "0.05",
             "--eval-episodes",
             "4",
-            "--num-envs",
-            "8",
-            "--group-size",
-            "4",
-            "--threads",
-            "1",
         ]
     )
     assert result["train"]["level_reached"] in ("medium", "hard")
