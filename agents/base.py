@@ -12,7 +12,8 @@ a :class:`~agents.rollout.Rollout` into advantages and a loss (see ``reinforce.p
   gradient clipping and PPO-style target-KL early stopping (checked per minibatch);
 * the non-finite policy: a NaN/inf reward, loss or gradient never reaches the weights; the update
   is skipped (counted, logged and warned) or training stops with :class:`NonFiniteError`;
-* checkpoints: what a run's state is (weights, optimizer, RNG states, counters), written and read
+* checkpoints: what a run's state is (weights, optimizer, RNG states, counters, the training env's
+  ``state_dict()`` when it has one: a curriculum's), written and read
   back checked by ``checkpoint.py``. :meth:`Learner.resume` continues the same run bit for bit
   (all randomness flows from the learner's own numpy and torch generators, which are saved).
 
@@ -37,7 +38,13 @@ import numpy as np
 import torch
 
 from agents import distributed
-from agents.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
+from agents.checkpoint import (
+    env_state_of,
+    read_checkpoint,
+    resolve_checkpoint,
+    restore_env_state,
+    write_checkpoint,
+)
 from agents.logger import Logger
 from agents.policy import LMPolicy
 from agents.rollout import (
@@ -611,11 +618,14 @@ class Learner:
     def save_checkpoint(self, directory: str | os.PathLike | None = None) -> Path:
         """Write ``<dir>/iter-NNNNNN/`` (model.safetensors, optimizer.pt, rng.safetensors,
         state.json, and extra.safetensors if the learner has extra tensors) atomically, then
-        point ``<dir>/latest`` at it; returns the folder.
+        point ``<dir>/latest`` at it; returns the folder. state.json holds the training env's
+        ``state_dict()`` when it has one (a curriculum's), which :meth:`resume` loads back.
         Distributed: every rank must call it; rank 0 writes (with every rank's sampling RNG)."""
         root = Path(directory or self.config.checkpoint_dir or "checkpoints")
         name = f"iter-{self.iteration:06d}"
         generators = distributed.gather_tensors(self.generator.get_state())
+        env_state = env_state_of(self.envs)  # a curriculum's level and window, say
+        env_states = distributed.gather_objects(env_state)  # every rank's
         if not self.dist.is_main:
             distributed.barrier()  # wait for rank 0's write, so "latest" is ready on return
             return root / name
@@ -649,6 +659,8 @@ class Learner:
                 "extra": self.extra_state(),
                 "config": dataclasses.asdict(self.config),
                 "reference": self.policy.reference_record(),  # what KL is measured against
+                "env_state": env_state,
+                **({"env_state_ranks": env_states} if self.dist.enabled else {}),
             }
 
         final = write_checkpoint(root, name, write, keep=self.config.keep_checkpoints)
@@ -661,9 +673,12 @@ class Learner:
         Everything is read and checked before anything is changed: a missing, truncated or
         corrupted file, a checkpoint of another learner or another model shape, or one whose KL
         reference is not this learner's, raises :class:`~textgym.errors.CheckpointError` naming
-        the file and the problem, and leaves the learner as it was. Nothing is unpickled: tensors
-        come from safetensors, the optimizer state from ``torch.load(weights_only=True)``, the
-        rest from JSON."""
+        the file and the problem, and leaves the learner as it was. The training env's state (a
+        curriculum's level and window, recorded by :meth:`save_checkpoint`) is loaded into
+        ``envs``; a checkpoint with one and an env without (or the reverse) is a
+        :class:`~textgym.errors.CheckpointError` too. Nothing is unpickled: tensors come from
+        safetensors, the optimizer state from ``torch.load(weights_only=True)``, the rest from
+        JSON."""
         path = resolve_checkpoint(path or self.config.checkpoint_dir or "checkpoints")
         state, rng, optim, extra = read_checkpoint(
             path,
@@ -673,6 +688,8 @@ class Learner:
             check_extra=self.extra_tensors_problem,
             reference=self.policy.reference_record(),
         )
+        # First: a training env state that does not fit this learner's env changes nothing.
+        restore_env_state(path, state, self.envs, self.dist.rank)
         device = self.policy.device
         from safetensors.torch import load_model
 

@@ -8,8 +8,9 @@ A checkpoint is a folder ``<dir>/iter-NNNNNN/``:
 * ``rng.safetensors``: the torch RNG states (global, the learner's sampling generator per rank,
   CUDA's);
 * ``extra.safetensors``: tensors a learner adds (NLPO: its mask policy), if any;
-* ``state.json``: counters, config, the numpy RNG, what the KL reference is, the sha256 of every
-  file above and a checksum of its own content.
+* ``state.json``: counters, config, the numpy RNG, what the KL reference is, the training env's
+  state (``env_state``: a curriculum's ``state_dict()``, None for an env without one), the
+  sha256 of every file above and a checksum of its own content.
 
 The learner writes these files (:meth:`~agents.base.Learner.save_checkpoint`);
 :func:`write_checkpoint` has them written into a temporary folder that is renamed into place,
@@ -28,6 +29,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,54 @@ def _check_reference(path: Path, state: dict, own: dict[str, str]) -> None:
             f"(fingerprint {own['fingerprint']}): build the learner from the policy the run "
             f"started from (e.g. warm-start it the same way, or load those weights) and resume"
         )
+
+
+def env_state_of(envs: Any) -> Any:
+    """The training env's state for ``state.json``: its ``state_dict()`` (JSON-able; textgym's
+    curriculum wrappers have one, and the other textgym wrappers pass it on), None without one."""
+    return envs.state_dict() if hasattr(envs, "state_dict") else None
+
+
+def restore_env_state(path: Path, state: dict, envs: Any, rank: int = 0) -> None:
+    """Load the training env's state recorded in the checkpoint folder ``path`` (``state``: its
+    checked state.json) into ``envs`` with ``load_state_dict``; under distributed training,
+    rank ``rank``'s. A checkpoint with an env state and an env without one (or the reverse), or a
+    state the env rejects, raise :class:`CheckpointError` and change nothing. A checkpoint
+    written before env states were recorded loads as before (a warning if the env has a state:
+    it keeps its own)."""
+    file = path / "state.json"
+    has_state = hasattr(envs, "state_dict") and hasattr(envs, "load_state_dict")
+    if "env_state" not in state:
+        if has_state:
+            warnings.warn(
+                f"{file} records no training env state (written before env states were): "
+                f"the env ({type(envs).__name__}, e.g. a curriculum) keeps its own state",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return
+    saved, ranks = state["env_state"], state.get("env_state_ranks")
+    if isinstance(ranks, list) and rank < len(ranks):
+        saved = ranks[rank]
+    if saved is None and has_state:
+        raise CheckpointError(
+            f"{file}: the run's training env had no state (no curriculum), this learner's env "
+            f"({type(envs).__name__}) has one: resume with the training env the run had, "
+            f"without the curriculum wrapper"
+        )
+    if saved is not None and not has_state:
+        raise CheckpointError(
+            f"{file}: the run's training env had a state ({saved!r:.120}), this learner's env "
+            f"({type(envs).__name__}) has none: resume with the training env the run had (e.g. "
+            f"wrapped in the same textgym.wrappers.VectorCurriculum)"
+        )
+    if saved is not None:
+        try:
+            envs.load_state_dict(saved)
+        except (ValueError, TypeError, KeyError) as e:  # textgym's InvalidArgumentError
+            raise CheckpointError(
+                f"{file}: the run's training env state does not fit this learner's env: {e}"
+            ) from e
 
 
 def _read_optimizer_state(

@@ -4,16 +4,18 @@ task's difficulty with it, and the learners' logging of the curriculum's level."
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
-from test_agents_helpers import a_task, make_policy, one_thread  # noqa: F401
+from test_agents_helpers import a_task, make_envs, make_policy, one_thread  # noqa: F401
 
 import textgym
-from agents import REINFORCE, REINFORCEConfig
+from agents import REINFORCE, CheckpointError, REINFORCEConfig
 from textgym.char_tokenizer import DEFAULT_ALPHABET, EOS_ID, CharTokenizer
 from textgym.errors import InvalidArgumentError, PromptTooLongError, ScorerError
 from textgym.tasks import PromptSet, Task
@@ -269,6 +271,89 @@ def test_vector_curriculum_moves_for_all_slots_and_is_deterministic(mode, answer
     assert set(run_vector(mode, answers, right=lambda s: s % 2 == 0)[0]) == {0}
 
 
+# -- the schedule's state ---------------------------------------------------------------------------
+
+
+def small_curriculum(**kwargs) -> Curriculum:
+    settings = dict(levels=LEVELS, window=4, promote_at=0.75, demote_at=0.25)
+    return Curriculum(textgym.TextGenEnv(**ENV), **{**settings, **kwargs})
+
+
+def test_a_loaded_state_continues_the_schedule_exactly(answers):
+    env = small_curriculum()
+    _, info = env.reset(seed=0)
+    for right in [True] * 4 + [True, False]:  # four right answers move it up; two at level 1
+        *_, info = play(env, info, answers, right)
+        _, info = env.reset()
+    state = json.loads(json.dumps(env.state_dict()))  # plain JSON values
+    assert (state["level"], state["results"], state["episodes"]) == (1, [True, False], 2)
+    twin = small_curriculum()
+    assert twin.level == 0
+    twin.load_state_dict(state)
+    assert twin.state_dict() == state and twin.unwrapped.prompts["train"] == prompts_of("medium")
+    # Under the same seed, the same answers give the same levels and success rates.
+    runs = []
+    for curriculum in (env, twin):
+        _, info = curriculum.reset(seed=7)
+        seen = []
+        for right in [True, True, False, True, True, True, False, False, False, False]:
+            *_, info = play(curriculum, info, answers, right)
+            seen.append((info["curriculum_level"], info["success_rate"], info["score"]))
+            _, info = curriculum.reset()
+        runs.append(seen)
+    assert runs[0] == runs[1]
+    assert {level for level, *_ in runs[0]} == {1, 2}  # it moved after the load
+
+
+def test_a_state_that_does_not_fit_is_rejected_and_changes_nothing(answers):
+    env = small_curriculum()
+    _, info = env.reset(seed=0)
+    for right in [True] * 5:
+        *_, info = play(env, info, answers, right)
+        _, info = env.reset()
+    state = env.state_dict()
+    assert state["level"] == 1
+    vector_state = VectorCurriculum(
+        gym.make_vec("TextGen-v0", num_envs=2, **ENV), levels=LEVELS, window=4
+    ).state_dict()
+    target = small_curriculum()
+    before, core = target.state_dict(), target.unwrapped.core
+    rejected = [
+        (small_curriculum(levels=("easy", "hard")).state_dict(), "levels=\\['easy', 'hard'\\]"),
+        (small_curriculum(window=8).state_dict(), "window=8"),
+        (vector_state, "expected a dict with keys"),
+        ("not a state", "got str"),
+        ({**state, "level": 3}, "level=3 is not a level index"),
+        ({**state, "level": True}, "level=True"),
+        ({**state, "level": 2, "results": [1]}, "results=\\[1\\] are not 1 booleans"),
+        ({**state, "episodes": -1}, "episodes=-1"),
+        ({**state, "episode_level": 5}, "episode_level=5"),
+    ]
+    for bad, match in rejected:
+        with pytest.raises(InvalidArgumentError, match=match) as caught:
+            target.load_state_dict(bad)
+        assert str(caught.value).startswith("state: ") and "levels=['easy'" in str(caught.value)
+        assert target.state_dict() == before and target.unwrapped.core is core
+    target.load_state_dict(state)  # the state that fits still loads
+    assert target.state_dict() == state
+
+
+def test_a_vector_curriculums_state_holds_every_slot(answers):
+    levels, envs = run_vector("NextStep", answers, right=lambda s: True, steps=25)
+    state = envs.state_dict()
+    assert state["level"] > 0 and len(state["episode_levels"]) == len(state["restarting"]) == 4
+    fresh = VectorCurriculum(
+        gym.make_vec("TextGen-v0", num_envs=4, **ENV), levels=LEVELS, window=8, promote_at=0.75
+    )
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    assert fresh.state_dict() == state
+    assert fresh.unwrapped.prompts["train"] == prompts_of(LEVELS[state["level"]])
+    three = VectorCurriculum(gym.make_vec("TextGen-v0", num_envs=3, **ENV), levels=LEVELS, window=8)
+    with pytest.raises(InvalidArgumentError, match="one per slot.*num_envs=3"):
+        three.load_state_dict(state)
+    assert three.level == 0
+
+
 # -- the learners log the schedule -----------------------------------------------------------------
 
 
@@ -289,3 +374,64 @@ def test_learner_logs_the_curriculum_level_and_success_rate(tmp_path):
         assert float(row["curriculum_level"]) == 0.0
         assert 0.0 <= float(row["success_rate"]) <= 1.0
     assert "curriculum_name" not in rows[0]  # text infos are not averaged
+
+
+def curriculum_learner(checkpoint_dir: str | None = None, **curriculum) -> REINFORCE:
+    """REINFORCE on three levels (one task under three names) that move up every 6 episodes
+    (``promote_at=0``), so that a resumed run's level shows whether the schedule was restored;
+    an episode scoring 0.1 is a success, so the window holds both outcomes."""
+    easy = a_task()
+    levels = [easy, *(Task(f"frac-a-{k}", easy.prompts, easy.scorer) for k in (2, 3))]
+    settings = dict(window=8, min_episodes=6, promote_at=0.0, demote_at=0.0, success_score=0.1)
+    envs = VectorCurriculum(
+        gym.make_vec("TextGen-v0", num_envs=4, task=easy, tokenizer="char", max_new_tokens=6),
+        levels=levels,
+        **{**settings, **curriculum},
+    )
+    config = REINFORCEConfig(
+        seed=0, progress=False, tensorboard=False, checkpoint_dir=checkpoint_dir
+    )
+    return REINFORCE(make_policy(), envs, config)
+
+
+def test_a_resumed_learner_continues_the_curriculum_exactly(tmp_path):
+    straight = curriculum_learner()
+    straight.learn(iterations=6)
+    first = curriculum_learner(str(tmp_path))
+    first.learn(iterations=3)  # checkpoints at the end
+    saved = first.envs.state_dict()
+    assert saved["level"] == 1 and saved["results"]  # moved up once, the window part full
+    state = json.loads((tmp_path / "iter-000003" / "state.json").read_text())
+    assert state["env_state"] == saved
+    del first
+
+    resumed = curriculum_learner(str(tmp_path))  # fresh objects: the env at level 0
+    assert resumed.envs.level == 0
+    resumed.resume()
+    assert resumed.envs.state_dict() == saved
+    assert resumed.envs.unwrapped.core.task_name == "frac-a-2"
+    resumed.learn(iterations=3)
+
+    keys = ("curriculum_level", "success_rate", "reward", "loss")
+    later = [[row[k] for k in keys] for row in straight.history[3:]]
+    assert [[row[k] for k in keys] for row in resumed.history] == later
+    assert [row["curriculum_level"] for row in straight.history] == [0, 1 / 7, 1, 8 / 7, 2, 2]
+    assert any(row["success_rate"] > 0 for row in straight.history)  # not a window of zeros
+    assert resumed.envs.state_dict() == straight.envs.state_dict()
+    for (name, a), b in zip(straight.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_resuming_a_curriculum_run_on_another_env_is_refused(tmp_path):
+    run = curriculum_learner(str(tmp_path))
+    run.learn(iterations=3)
+    saved = run.envs.state_dict()
+    plain = REINFORCE(make_policy(), make_envs(4), REINFORCEConfig(seed=0, progress=False))
+    with pytest.raises(CheckpointError, match="had a state .* has none"):
+        plain.resume(tmp_path)
+    assert plain.iteration == 0
+    other = curriculum_learner(str(tmp_path), window=16)  # another curriculum
+    with pytest.raises(CheckpointError, match="does not fit this learner's env.*window=16"):
+        other.resume()
+    assert other.iteration == 0 and other.envs.level == 0
+    assert curriculum_learner(str(tmp_path)).resume().envs.state_dict() == saved

@@ -1,4 +1,5 @@
-"""Kill -9 during training and during a checkpoint write; corrupted checkpoints; no unpickling."""
+"""Kill -9 during training and during a checkpoint write; corrupted checkpoints; no unpickling;
+a checkpoint's training env state (a curriculum's) must fit the env it is resumed on."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from test_agents_helpers import make_envs, make_policy, one_thread  # noqa: F401
+from test_agents_helpers import a_task, make_envs, make_policy, one_thread  # noqa: F401
 
 from agents import PPO, CheckpointError, PPOConfig
 
@@ -220,6 +222,38 @@ def test_latest_pointing_nowhere_is_reported(checkpoint):
     (checkpoint.parent / "latest").write_text("iter-999999")
     with pytest.raises(CheckpointError, match="latest"):
         _fresh().resume(checkpoint.parent)
+
+
+def _curriculum_envs():
+    from textgym.tasks import Task
+    from textgym.wrappers import VectorCurriculum
+
+    easy = a_task()
+    return VectorCurriculum(make_envs(), levels=[easy, Task("frac-a-2", easy.prompts, easy.scorer)])
+
+
+def test_a_run_without_env_state_resumed_on_a_curriculum_is_refused(checkpoint):
+    assert json.loads((checkpoint / "state.json").read_text())["env_state"] is None
+    agent = PPO(make_policy(), _curriculum_envs(), PPOConfig(**CONFIG))
+    with pytest.raises(CheckpointError, match=r"state\.json: the run's training env had no state"):
+        agent.resume(checkpoint)
+    assert agent.iteration == 0
+
+
+def test_a_checkpoint_from_before_env_states_still_loads(checkpoint):
+    from agents.checkpoint import _state_checksum
+
+    state = json.loads((checkpoint / "state.json").read_text())
+    del state["env_state"]  # as checkpoints were written before env states were recorded
+    state["checksum"] = _state_checksum(state)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the env has no state to miss: no warning
+        assert _fresh().resume(checkpoint).iteration == 1
+    agent = PPO(make_policy(), _curriculum_envs(), PPOConfig(**CONFIG))
+    with pytest.warns(RuntimeWarning, match="records no training env state"):
+        agent.resume(checkpoint)
+    assert agent.iteration == 1 and agent.envs.level == 0  # the curriculum keeps its own state
 
 
 class _Payload:

@@ -1,4 +1,5 @@
-"""Wrappers: potential-based shaping sums to the sparse score, per-token LM reward, text obs."""
+"""Wrappers: potential-based shaping sums to the sparse score, per-token LM reward, text obs;
+every wrapper passes the action mask (and a curriculum's state) on."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from textgym.char_tokenizer import CharTokenizer
+from textgym.char_tokenizer import DEFAULT_ALPHABET, EOS_ID, CharTokenizer
 from textgym.models import tiny_lm
 from textgym.wrappers import (
+    Curriculum,
     LMTokenReward,
     PotentialShaping,
     TextObservation,
+    VectorCurriculum,
     VectorLMTokenReward,
     VectorPotentialShaping,
 )
@@ -170,3 +173,102 @@ def test_text_observation():
     tok = env.unwrapped.tokenizer
     obs, *_ = env.step(tok("ab")["input_ids"][0])
     assert obs == info["prompt"] + "a"
+
+
+# -- every wrapper passes the action mask on -------------------------------------------------------
+
+MASK_TOKENIZER = CharTokenizer(DEFAULT_ALPHABET + "\n")  # a task with levels, for the curriculum
+MASK_ENV = dict(
+    task="letter_counting",
+    task_kwargs={"difficulty": "easy"},
+    tokenizer=MASK_TOKENIZER,
+    max_new_tokens=4,
+    max_prompt_tokens=120,
+)
+
+
+@pytest.fixture(scope="module")
+def mask_lm():
+    return tiny_lm(vocab_size=len(MASK_TOKENIZER), seed=1)
+
+
+# (name, vector, wrap(env, reference LM)); a stack names its outermost wrapper first.
+STACKS = [
+    ("PotentialShaping", False, lambda e, lm: PotentialShaping(e)),
+    ("VectorPotentialShaping", True, lambda e, lm: VectorPotentialShaping(e)),
+    ("LMTokenReward", False, lambda e, lm: LMTokenReward(e, model=lm)),
+    ("VectorLMTokenReward", True, lambda e, lm: VectorLMTokenReward(e, model=lm)),
+    ("TextObservation", False, lambda e, lm: TextObservation(e)),
+    ("Curriculum", False, lambda e, lm: Curriculum(e)),
+    ("VectorCurriculum", True, lambda e, lm: VectorCurriculum(e)),
+    (
+        "LMTokenReward(PotentialShaping)",
+        False,
+        lambda e, lm: LMTokenReward(PotentialShaping(e), model=lm),
+    ),
+    (
+        "VectorLMTokenReward(VectorPotentialShaping)",
+        True,
+        lambda e, lm: VectorLMTokenReward(VectorPotentialShaping(e), model=lm),
+    ),
+    ("TextObservation(Curriculum)", False, lambda e, lm: TextObservation(Curriculum(e))),
+    ("PotentialShaping(Curriculum)", False, lambda e, lm: PotentialShaping(Curriculum(e))),
+    (
+        "VectorPotentialShaping(VectorCurriculum)",
+        True,
+        lambda e, lm: VectorPotentialShaping(VectorCurriculum(e)),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "vector", "wrap"), STACKS, ids=[s[0] for s in STACKS])
+def test_every_wrapper_passes_the_action_mask_and_a_curriculums_state_on(
+    name, vector, wrap, mask_lm
+):
+    # gym.make puts Gymnasium's own wrappers (OrderEnforcing, ...) below ours: they forward nothing.
+    if vector:
+        env = gym.make_vec("TextGen-v0", num_envs=3, **MASK_ENV)
+    else:
+        env = gym.make("TextGen-v0", **MASK_ENV)
+    wrapped = wrap(env, mask_lm)
+    expected = env.unwrapped.action_masks()
+    assert not expected.all()  # the special tokens but EOS are masked: a mask worth passing on
+    wrapped.reset(seed=0)
+    mask = wrapped.action_masks()
+    assert mask.shape == ((3, len(MASK_TOKENIZER)) if vector else (len(MASK_TOKENIZER),))
+    assert np.array_equal(mask, expected)
+    # A curriculum's state is reachable (and loadable) through the wrappers stacked on it.
+    curricula = [w for w in _chain(wrapped) if isinstance(w, (Curriculum, VectorCurriculum))]
+    assert hasattr(wrapped, "state_dict") == hasattr(wrapped, "load_state_dict") == bool(curricula)
+    if curricula:
+        state = wrapped.state_dict()
+        assert state == curricula[0].state_dict() and state["level"] == 0
+        wrapped.load_state_dict({**state, "level": 2})
+        assert curricula[0].level == 2
+
+
+def _chain(env):
+    while True:
+        yield env
+        if not hasattr(env, "env"):
+            return
+        env = env.env
+
+
+def test_a_rollout_through_wrappers_samples_under_the_envs_mask():
+    """agents' rollout reads ``envs.action_masks()``: through the wrappers it gets the env's."""
+    from agents import LMPolicy, collect_rollout
+
+    envs = VectorPotentialShaping(
+        VectorCurriculum(gym.make_vec("TextGen-v0", num_envs=4, **MASK_ENV))
+    )
+    allowed = [*MASK_TOKENIZER.encode("12"), EOS_ID]
+    core_mask = envs.unwrapped.core.action_mask  # narrowed to 3 tokens: sampling cannot miss it
+    core_mask[:] = False
+    core_mask[allowed] = True
+    policy = LMPolicy(tiny_lm(vocab_size=len(MASK_TOKENIZER), seed=0), precision="fp32")
+    rollout = collect_rollout(
+        policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
+    )
+    tokens = rollout.input_ids[:, rollout.prompt_len :][rollout.mask]
+    assert tokens.numel() >= 4 and set(tokens.tolist()) <= set(allowed)

@@ -13,7 +13,13 @@ reference-LM reward, text observations, and a curriculum over a task's difficult
   ``"medium"``, ``"hard"``) by the success rate of recent episodes, with ``set_task``.
 
 All wrappers work on ``gym.make``/``gym.make_vec`` environments of any textgym id (they reach
-the :class:`~textgym.envs.TextGenEnv` through ``env.unwrapped``).
+the :class:`~textgym.envs.TextGenEnv` through ``env.unwrapped``), and pass on what Gymnasium 1.x
+wrappers do not: ``action_masks()`` (so MaskablePPO and the learners keep the token mask through
+any stack of them) and a curriculum's ``state_dict()`` / ``load_state_dict()`` (so a learner's
+checkpoint records the curriculum below them).
+
+Over 600 lines because one concept needs them: a wrapper that reaches the TextGen env below it
+(``_text_env``) and passes its mask and state on (``_Forwards``); the wrappers share both.
 """
 
 from __future__ import annotations
@@ -45,6 +51,38 @@ def _text_env(env: Any, vector: bool) -> Any:
             f"is needed, got {type(base).__name__}"
         )
     return base
+
+
+def _below(env: Any, name: str) -> Any:
+    """``env``'s attribute ``name``, else that of the first env below it that has one (through
+    Gymnasium's own wrappers, such as ``gym.make``'s ``OrderEnforcing``, which forward nothing);
+    AttributeError when none has it."""
+    while not hasattr(env, name):
+        if not hasattr(env, "env"):
+            raise AttributeError(f"{type(env).__name__} has no attribute {name!r}")
+        env = env.env
+    return getattr(env, name)
+
+
+class _Forwards:
+    """What every wrapper here passes on from the env it wraps (Gymnasium 1.x wrappers forward
+    no attributes): the action mask, and the state of a curriculum below the wrapper."""
+
+    def action_masks(self) -> np.ndarray:
+        """The wrapped env's action mask (``(V,)``; ``(num_envs, V)`` for a vector env): under
+        the wrapper, MaskablePPO and the learners still mask the special tokens."""
+        return _below(self.env, "action_masks")()
+
+    @property
+    def state_dict(self) -> Any:
+        """The wrapped env's ``state_dict`` (a curriculum's below this wrapper); absent
+        (``hasattr`` is False) when no env below has one."""
+        return _below(self.env, "state_dict")
+
+    @property
+    def load_state_dict(self) -> Any:
+        """The wrapped env's ``load_state_dict``; absent when no env below has one."""
+        return _below(self.env, "load_state_dict")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +118,7 @@ class _Potential:
         return scores[:n].astype(np.float64), dict(zip(extra, scores[n:].astype(np.float64)))
 
 
-class PotentialShaping(gym.Wrapper):
+class PotentialShaping(_Forwards, gym.Wrapper):
     """Dense rewards for a single TextGen environment by potential-based shaping.
 
     Each step adds ``F = gamma * phi(s') - phi(s)`` to the environment's (sparse) reward, with
@@ -134,7 +172,7 @@ class PotentialShaping(gym.Wrapper):
         return obs, float(reward) + shaping, terminated, truncated, info
 
 
-class VectorPotentialShaping(VectorWrapper):
+class VectorPotentialShaping(_Forwards, VectorWrapper):
     """:class:`PotentialShaping` for :class:`~textgym.envs.TextGenVectorEnv`: one batched
     potential call per step for every running slot, honouring the autoreset mode (a slot that
     restarts gets no shaping on its reset step). ``infos["shaping"]`` is the per-slot term."""
@@ -242,7 +280,7 @@ class _RefLM:
         return lp.cpu().numpy().astype(np.float64)
 
 
-class LMTokenReward(gym.Wrapper):
+class LMTokenReward(_Forwards, gym.Wrapper):
     """Add ``beta * log p_ref(token | prompt + completion so far)`` to every step's reward.
 
     A per-token fluency (or KL-like) signal from a frozen reference causal LM that shares the
@@ -296,7 +334,7 @@ class LMTokenReward(gym.Wrapper):
         return obs, float(reward) + self.beta * lp, terminated, truncated, info
 
 
-class VectorLMTokenReward(VectorWrapper):
+class VectorLMTokenReward(_Forwards, VectorWrapper):
     """:class:`LMTokenReward` for :class:`~textgym.envs.TextGenVectorEnv`: one batched
     forward pass per step over the slots whose action was used (a slot restarting under
     ``NEXT_STEP`` autoreset ignores its action and gets no bonus)."""
@@ -352,7 +390,7 @@ class VectorLMTokenReward(VectorWrapper):
 # ---------------------------------------------------------------------------------------------
 
 
-class TextObservation(gym.ObservationWrapper):
+class TextObservation(_Forwards, gym.ObservationWrapper):
     """The observation is the text: ``prompt + completion so far`` (decoded, cut at a stop
     string), for agents that work on strings (e.g. prompting an API model).
 
@@ -387,7 +425,19 @@ class TextObservation(gym.ObservationWrapper):
 # ---------------------------------------------------------------------------------------------
 
 
-class _CurriculumBase:
+def _ints(values: Any, top: int) -> bool:
+    """``values`` is a list of integers in ``[0, top]`` (not booleans)."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and 0 <= v <= top
+        for v in values
+    )
+
+
+def _bools(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(v, (bool, np.bool_)) for v in values)
+
+
+class _CurriculumBase(_Forwards):
     """What the single and the vector curriculum share: the levels (one Task each), the current
     level, the results of recent episodes at it and the rule that moves it."""
 
@@ -457,8 +507,60 @@ class _CurriculumBase:
         number, so that infos stay comparable, as Gymnasium's checker compares them)."""
         return sum(self._results) / len(self._results) if self._results else 0.0
 
-    def action_masks(self) -> np.ndarray:
-        return self._base.action_masks()
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's state, as plain JSON-able values, for :meth:`load_state_dict`: the
+        levels' names and the window (what a state must fit), the current level, the window's
+        results, the episodes finished at the level and the level each running episode plays."""
+        return {
+            "levels": list(self._names),
+            "window": self._results.maxlen,
+            "level": self._level,
+            "results": [bool(r) for r in self._results],
+            "episodes": self._episodes,
+            **self._slot_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (a :meth:`state_dict` of a curriculum made with the same levels
+        and window): the level's task is set on the env, so the next episode plays it. A state
+        that does not fit raises :class:`~textgym.errors.InvalidArgumentError` and changes
+        nothing."""
+        problem = self._state_problem(state)
+        if problem:
+            raise InvalidArgumentError(
+                f"state: {problem}; pass a state_dict() of a curriculum made like this one "
+                f"(levels={self._names}, window={self._results.maxlen}{self._slots_text()}), "
+                f"or make this curriculum like the one that saved it"
+            )
+        self._base.set_task(self._tasks[state["level"]])  # each level was set once: it fits
+        self._level, self._episodes = int(state["level"]), int(state["episodes"])
+        self._results.clear()
+        self._results.extend(bool(r) for r in state["results"])
+        self._load_slot_state(state)
+
+    def _state_problem(self, state: Any) -> str | None:
+        """What keeps ``state`` from being loaded (None: it fits)."""
+        own = self.state_dict()
+        if not isinstance(state, dict) or set(state) != set(own):
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            return f"expected a dict with keys {sorted(own)}, got {keys}"
+        levels = state["levels"]
+        if not isinstance(levels, (list, tuple)) or list(levels) != own["levels"]:
+            return f"it was saved by a curriculum with levels={levels!r:.200}"
+        if state["window"] != own["window"]:
+            return f"it was saved by a curriculum with window={state['window']!r:.20}"
+        top = len(self._tasks) - 1
+        if not _ints([state["level"]], top):
+            return f"level={state['level']!r:.20} is not a level index in [0, {top}]"
+        if not _ints([state["episodes"]], 1 << 62):
+            return f"episodes={state['episodes']!r:.20} is not a count"
+        results, expected = state["results"], min(state["episodes"], own["window"])
+        if not _bools(results) or len(results) != expected:
+            return (
+                f"results={results!r:.60} are not {expected} booleans (one per episode of the "
+                f"window, episodes={state['episodes']})"
+            )
+        return self._slot_problem(state, top)
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -524,6 +626,20 @@ class Curriculum(_CurriculumBase, gym.Wrapper):
     ``curriculum_name`` (the difficulty name, the dict as ``key=value`` pairs, or the Task's
     name) and ``success_rate`` (:attr:`success_rate`: the window's, 0.0 while it is empty).
 
+    ## State
+
+    :meth:`state_dict` returns the schedule's state as plain JSON-able values: the levels'
+    names and the window, the current level, the window's results, the episodes finished at the
+    level and the level of the running episode(s). :meth:`load_state_dict` puts it back into a
+    curriculum made with the same levels and window (and, for :class:`VectorCurriculum`, as many
+    slots) and sets the level's task on the env, so the next episode plays it; a state that does
+    not fit raises :class:`~textgym.errors.InvalidArgumentError` and changes nothing. The
+    thresholds (``promote_at``, ``demote_at``, ``min_episodes``, ``success_score``) are the
+    wrapper's arguments, not part of the state, and neither are the env's running episodes: load
+    a state between episodes. Every wrapper of :mod:`textgym.wrappers` stacked on the curriculum
+    passes both methods on. The learners of ``agents`` save the state in their checkpoints and
+    load it on resume, so a resumed run continues at the saved level with the saved window.
+
     ## Arguments
 
     * ``env``: a textgym environment playing a task (not a dialogue game).
@@ -537,6 +653,20 @@ class Curriculum(_CurriculumBase, gym.Wrapper):
     """
 
     _episode_level = 0  # the level the running episode plays
+
+    def _slot_state(self) -> dict[str, Any]:
+        return {"episode_level": int(self._episode_level)}
+
+    def _slot_problem(self, state: dict[str, Any], top: int) -> str | None:
+        if not _ints([state["episode_level"]], top):
+            return f"episode_level={state['episode_level']!r:.20} is not a level index"
+        return None
+
+    def _slots_text(self) -> str:
+        return ""
+
+    def _load_slot_state(self, state: dict[str, Any]) -> None:
+        self._episode_level = int(state["episode_level"])
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)
@@ -561,6 +691,28 @@ class VectorCurriculum(_CurriculumBase, VectorWrapper):
         n = self._base.num_envs
         self._episode_level = np.full(n, self._level)  # the level each slot's episode plays
         self._restarting = np.zeros(n, dtype=bool)  # NEXT_STEP: episodes that start next step
+
+    def _slot_state(self) -> dict[str, Any]:
+        return {
+            "episode_levels": self._episode_level.tolist(),
+            "restarting": self._restarting.tolist(),
+        }
+
+    def _slot_problem(self, state: dict[str, Any], top: int) -> str | None:
+        n, levels, restarting = self._base.num_envs, state["episode_levels"], state["restarting"]
+        if not (_ints(levels, top) and _bools(restarting) and len(levels) == n == len(restarting)):
+            return (
+                f"episode_levels={levels!r:.60} and restarting={restarting!r:.60} are not "
+                f"{n} level indices and {n} booleans (one per slot)"
+            )
+        return None
+
+    def _slots_text(self) -> str:
+        return f", num_envs={self._base.num_envs}"
+
+    def _load_slot_state(self, state: dict[str, Any]) -> None:
+        self._episode_level[:] = state["episode_levels"]
+        self._restarting[:] = state["restarting"]
 
     def reset(self, **kwargs: Any):
         obs, infos = self.env.reset(**kwargs)
