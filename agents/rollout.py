@@ -102,7 +102,9 @@ def cat_rollouts(rollouts: list[Rollout]) -> Rollout:
             keys = dict.fromkeys(k for v in means for k in v)
             out[f.name] = {k: _finite_mean([v[k] for v in means if k in v]) for k in keys} or None
         elif f.name == "outcomes":  # labels of envs that report them; None for the others
-            labelled = [v if v is not None else [None] * r.num_envs for v, r in zip(values, rollouts)]
+            labelled = [
+                v if v is not None else [None] * r.num_envs for v, r in zip(values, rollouts)
+            ]
             out[f.name] = None if all(v is None for v in values) else sum(labelled, [])
         elif isinstance(values[0], list):
             out[f.name] = [x for v in values for x in v]

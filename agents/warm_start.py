@@ -4,7 +4,9 @@
 cross-entropy of the reference completions, with the prompts encoded exactly as the environment
 encodes them (the same left-padded rows in ``[0, P)``) and the completion ``reference + EOS`` from
 ``P`` on, so the warmed-up policy starts RL on the very inputs it was trained on. Only completion
-tokens carry loss. Then any learner continues from the same :class:`~agents.policy.LMPolicy`::
+tokens carry loss; on a tool-use env the completion is a worked solution (calls, results, answer
+line) and only the agent's tokens carry loss, not the results the env writes. Then any learner
+continues from the same :class:`~agents.policy.LMPolicy`::
 
     policy = LMPolicy(model, tokenizer)
     warm_start(policy, "TextGen-Copy-v0", WarmStartConfig(epochs=3))
@@ -73,7 +75,10 @@ def reference_batch(source: Any, split: str = "train") -> tuple[dict[str, torch.
     Returns ``({"input_ids", "attention_mask"}: (N, P + T), "mask": (N, T) bool}, P)``: the
     prompt rows exactly as the env puts them in ``[0, P)`` (``env.encode_prompts``), then the
     reference's tokens plus EOS, cut to ``T = max_new_tokens`` (``env.encode_completions``). An
-    example with several references uses the first.
+    example with several references uses the first. A tool-use env (``TextTools-*``) gives
+    worked solutions instead (``env.encode_demonstrations``: the example's tool calls, each
+    result as the env appends it, then ``Answer: <reference>``); ``mask`` is then 1 on the
+    agent's tokens only, so the results are context and carry no loss.
     """
     env = _text_env(source)
     examples = env.prompts[split]
@@ -84,12 +89,17 @@ def reference_batch(source: Any, split: str = "train") -> tuple[dict[str, torch.
             f"{split!r}: a supervised warm start needs references"
         )
     prompt = env.encode_prompts(examples)
-    completion = env.encode_completions([r if isinstance(r, str) else r[0] for r in refs])
+    if hasattr(env, "encode_demonstrations"):  # tool use: calls, results, answer line
+        completion = env.encode_demonstrations(examples)
+        mask = completion["agent_mask"]  # the results are the env's tokens: context, no loss
+    else:
+        completion = env.encode_completions([r if isinstance(r, str) else r[0] for r in refs])
+        mask = completion["attention_mask"]
     batch = {
         key: torch.from_numpy(np.concatenate([prompt[key], completion[key]], axis=1))
         for key in ("input_ids", "attention_mask")
     }
-    batch["mask"] = torch.from_numpy(completion["attention_mask"].astype(bool))
+    batch["mask"] = torch.from_numpy(mask.astype(bool))
     return batch, prompt["input_ids"].shape[1]
 
 
@@ -136,6 +146,7 @@ class SupervisedWarmStart:
             prompt_len,
             with_entropy=False,
             with_values=False,
+            mask=mb["mask"],
         )
         mask = stats.mask
         return -masked_mean(stats.logprobs, mask), int(mask.sum())

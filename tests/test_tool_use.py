@@ -372,3 +372,27 @@ def test_a_learner_runs_on_a_tool_env():
     finally:
         torch.set_num_threads(threads)
     assert agent.skipped_updates == 0
+
+
+def test_demonstrations_are_the_episodes_that_play_them():
+    """Stepping a demonstration's agent tokens through the env reproduces it: the same tokens
+    after the prompt, the same agent_mask, and a correct answer."""
+    for tools in (["calc"], ()):
+        env = char_env(tools=tools)
+        obs, info = env.reset(seed=3)
+        example = env.unwrapped.core.bank("train").examples[info["prompt_index"]]
+        demo = env.unwrapped.encode_demonstrations([example])
+        n = int(demo["attention_mask"][0].sum())
+        ids, agent = demo["input_ids"][0, :n], demo["agent_mask"][0, :n]
+        for token in ids[agent == 1]:
+            obs, reward, terminated, truncated, info = env.step(int(token))
+        P = env.unwrapped.core.max_prompt_tokens
+        assert terminated and reward == 1.0 and int(obs["num_generated"][0]) == n
+        np.testing.assert_array_equal(obs["input_ids"][P : P + n], ids)
+        np.testing.assert_array_equal(obs["agent_mask"][P : P + n], agent)
+        a, b = operands(example.prompt)
+        expected = f"<calc>{a} * {b}</calc><result>{a * b}</result>\n" if tools else ""
+        assert info["completion"] == f"{expected}Answer: {a * b}\n"
+        assert (agent == 0).any() == bool(tools)
+    with pytest.raises(InvalidArgumentError, match="examples"):
+        env.unwrapped.encode_demonstrations(["What is 2 * 3?"])

@@ -9,6 +9,10 @@ TextGen's machinery as the dialogue environments do: the core (tokenizer, prompt
 scoring) extends :class:`TextGenCore`, the episode state :class:`Episodes`, and the
 environments subclass :class:`TextGenEnv` / :class:`TextGenVectorEnv` (reset, autoreset, infos
 and ``reset(options={"prompt": ...})`` come from there unchanged).
+
+Over 600 lines because one concept needs them: the tool-use environment, its vector twin and
+the core they share (running calls, appending results, worked demonstrations of the same
+episodes).
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from textgym.errors import InvalidArgumentError
 from textgym.procedural.base import ANSWER_MARKER
 from textgym.procedural.tool_tasks import TOOL_TASKS
 from textgym.tasks import Example, PromptSet, Task
-from textgym.tools import TOOL_NAMES, Calculator, PythonSandbox, Tool, ToolCall, find_tool_call
+from textgym.tools import (
+    TOOL_NAMES,
+    Calculator,
+    PythonSandbox,
+    Tool,
+    ToolCall,
+    find_tool_call,
+    format_call,
+)
 
 RESULT_OPEN, RESULT_CLOSE = "<result>", "</result>\n"
 CUT_MARK = "..."  # ends a result cut to max_result_tokens, before RESULT_CLOSE
@@ -225,6 +237,41 @@ class _ToolCore(TextGenCore):
         if len(ids) > self.max_result_tokens:
             ids = ids[: self.max_result_tokens - len(self.result_end)] + self.result_end
         return ids
+
+    def demonstration_arrays(self, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+        """Worked solutions of ``examples`` as episodes hold them: ``input_ids``,
+        ``attention_mask`` and ``agent_mask``, ``(len(examples), T)`` int64, padded and cut to
+        ``T``. Each runs the calls of ``example.meta["tool_calls"]`` (``(name, argument)``
+        pairs) whose tool the environment has, up to ``max_tool_calls``: the agent's
+        ``<name>argument</name>`` then the tool's result (agent_mask 0); then the agent's line
+        ``Answer: <reference>`` (the first reference) and its newline, which ends an episode."""
+        if isinstance(examples, (str, Example)) or not isinstance(examples, Sequence):
+            raise InvalidArgumentError(
+                f"examples must be a list of textgym.Example, got {type(examples).__name__}"
+            )
+        T, n = self.max_new_tokens, len(examples)
+        input_ids = np.full((n, T), self.pad_id, dtype=np.int64)
+        attention_mask, agent_mask = np.zeros((n, T), np.int64), np.zeros((n, T), np.int64)
+        for k, example in enumerate(examples):
+            if not isinstance(example, Example) or not example.reference:
+                raise InvalidArgumentError(
+                    f"examples[{k}] must be a textgym.Example with a reference, got "
+                    f"{example!r:.60}: a demonstration ends with the reference's answer line"
+                )
+            calls = [c for c in example.meta.get("tool_calls", ()) if c[0] in self.tools]
+            segments = []  # (token ids, written by the agent)
+            for name, argument in calls[: self.max_tool_calls]:
+                segments.append((self.encode_text(format_call(name, argument)), 1))
+                result, _ = self.run(ToolCall(name, argument, (0, 0)))
+                segments.append((self.result_ids(result), 0))
+            reference = example.reference
+            reference = reference if isinstance(reference, str) else reference[0]
+            segments.append((self.encode_text(f"Answer: {reference}\n"), 1))
+            ids = [i for seq, _ in segments for i in seq][:T]
+            who = [by_agent for seq, by_agent in segments for _ in seq][:T]
+            input_ids[k, : len(ids)], agent_mask[k, : len(ids)] = ids, who
+            attention_mask[k, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "agent_mask": agent_mask}
 
     def completions(self, ep: Episodes, slots: np.ndarray) -> list[str]:
         """Everything after the prompt (the agent's text and the results), decoded; an
@@ -469,6 +516,14 @@ class ToolUseEnv(TextGenEnv):
     ``num_tokens``, ``tool_calls`` (complete calls the agent wrote, refused ones included) and
     ``tool_errors`` (calls answered with an error); other steps return an empty dict.
 
+    ## Demonstrations
+
+    ``encode_demonstrations(examples)`` gives worked solutions in the episode layout, for
+    supervised warm starts: the example's calls (``meta["tool_calls"]``; the arithmetic task
+    has one ``calc`` call per example), each result as the environment appends it
+    (``agent_mask`` 0), then ``Answer: <reference>`` and a newline. Stepping the agent's tokens
+    of one through the environment plays the same episode.
+
     ## Arguments
 
     * ``task``: ``"tool_arithmetic"``, ``"data_question"`` (see
@@ -542,6 +597,13 @@ class ToolUseEnv(TextGenEnv):
         self._slot = np.zeros(1, dtype=np.int64)
         self._needs_reset = True
 
+    def encode_demonstrations(self, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+        """Worked solutions of ``examples`` (see "Demonstrations") in the layout of
+        :meth:`encode_completions`, plus who wrote each token: ``{"input_ids",
+        "attention_mask", "agent_mask"}``, ``(N, T)``. With :meth:`encode_prompts`, supervised
+        data whose loss skips the results."""
+        return self.core.demonstration_arrays(examples)
+
 
 class ToolUseVectorEnv(TextGenVectorEnv):
     """``num_envs`` tool-use episodes stepped together (see :class:`ToolUseEnv`, "Vectorized
@@ -549,6 +611,10 @@ class ToolUseVectorEnv(TextGenVectorEnv):
     ``autoreset_mode`` and ``copy``; options and infos as in :class:`TextGenVectorEnv`."""
 
     _env_class = ToolUseEnv
+
+    def encode_demonstrations(self, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+        """See :meth:`ToolUseEnv.encode_demonstrations`."""
+        return self.core.demonstration_arrays(examples)
 
 
 __all__ = ["ToolUseEnv", "ToolUseVectorEnv", "answer_end", "tool_hint"]

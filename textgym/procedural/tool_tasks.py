@@ -72,7 +72,9 @@ def _draw_arithmetic(rng: random.Random, level: ArithmeticLevel) -> Example:
         sign = rng.choice("+-")
         expression += f" {sign} {c} * {d}"
         value += c * d if sign == "+" else -c * d
-    return Example(f"What is {expression}?\n{NUMBER_ANSWER}", str(value))
+    # A worked solution: one calculator call on the expression (the tool-use envs' demonstrations).
+    meta = {"tool_calls": (("calc", expression),)}
+    return Example(f"What is {expression}?\n{NUMBER_ANSWER}", str(value), meta)
 
 
 def tool_arithmetic(
@@ -84,7 +86,9 @@ def tool_arithmetic(
 
     Products of numbers with 4 to 6 digits, beyond what a small LM multiplies reliably in its
     head; one calculator call (``<calc>48213 * 7719</calc>``) gets them right. Operands never end
-    in 0. Expressions are drawn from ``seed``; train and test expressions are disjoint.
+    in 0. Expressions are drawn from ``seed``; train and test expressions are disjoint. Each
+    example's ``meta["tool_calls"]`` holds that call, ``(("calc", "48213 * 7719"),)``: the
+    worked solution the tool-use environments demonstrate (``encode_demonstrations``).
 
     ## Difficulty
 
