@@ -1,4 +1,5 @@
-"""Reference scores of every registered task: a random policy and SmolLM2-135M zero-shot.
+"""Reference scores of every registered task: a random policy, SmolLM2-135M zero-shot, and
+SmolLM2-135M after a warm start and a short RL run.
 
 For each id, the mean test-split reward over ``--episodes`` episodes (prompts drawn with
 ``reset(seed=0)`` from the test split, with replacement) of
@@ -10,10 +11,17 @@ For each id, the mean test-split reward over ``--episodes`` episodes (prompts dr
   environment, so EOS, stop strings and scoring are the environment's own. Character-level ids
   get "n/a" (SmolLM2 does not use the character vocabulary).
 
+``--after-rl`` gives the third column instead, for ids with references (the procedural ones):
+per id, :mod:`benchmarks.verifiable` warm-starts SmolLM2-135M on ``--warm-start-examples`` train
+references (1 epoch), evaluates it, trains GRPO for ``--rl-minutes`` (groups of 8, flat groups
+dropped) and evaluates again on the same test episodes; the table has the success rate (the
+checker's "correct" share) greedy and sampled, after the warm start and after GRPO.
+
 Prints a Markdown table (and writes JSON with ``--json``)::
 
     python -m benchmarks.task_scores                     # all ids, 64 episodes each
     python -m benchmarks.task_scores --ids TextGen-QA-v0 --episodes 16 --no-lm
+    python -m benchmarks.task_scores --after-rl --ids TextGen-WordSorting-Easy-v0 --rl-minutes 1
 """
 
 from __future__ import annotations
@@ -97,14 +105,52 @@ def lm_score(env_id: str, n: int, model, batch_size: int = 32) -> str:
     return _label(_first_scores(envs, lambda obs, t: tokens[:, min(t, tokens.shape[1] - 1)], n))
 
 
+def after_rl_row(env_id: str, args: argparse.Namespace) -> dict:
+    """SmolLM2-135M on ``env_id`` after a warm start, then after a short GRPO run."""
+    from benchmarks import verifiable
+
+    result = verifiable.main(
+        ["--env", env_id, "--warm-start-epochs", "1", "--no-untrained", "--seed", "0"]
+        + ["--warm-start-examples", str(args.warm_start_examples), "--samples", "2"]
+        + ["--minutes", str(args.rl_minutes), "--eval-episodes", str(args.episodes)]
+        + ["--threads", str(args.threads)]
+    )
+
+    def success(stage: str, mode: str) -> str:
+        figures = result[stage][mode]
+        if "success_rate" not in figures:  # a task without outcome labels: the mean reward
+            return f"{figures['reward_mean']:.3f}"
+        return f"{100 * figures['success_rate']:.0f}%"
+
+    return {
+        "id": env_id,
+        "warm start (greedy)": success("after_warm_start", "greedy"),
+        "+ GRPO (greedy)": success("after", "greedy"),
+        "warm start (sampled)": success("after_warm_start", "sampled"),
+        "+ GRPO (sampled)": success("after", "sampled"),
+        "GRPO episodes": result["train"]["episodes"],
+        "seconds": round(result["total_seconds"], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", nargs="*", default=None, help="default: every registered id")
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--no-lm", action="store_true", help="skip the SmolLM2 column")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--after-rl", action="store_true", help="SmolLM2 after a warm start and a short GRPO run"
+    )
+    parser.add_argument("--rl-minutes", type=float, default=1.0, help="--after-rl: GRPO time")
+    parser.add_argument("--warm-start-examples", type=int, default=128, help="--after-rl")
+    parser.add_argument("--threads", type=int, default=1, help="--after-rl: torch threads")
     args = parser.parse_args()
     ids = args.ids or textgym.registered_ids()
+    if args.after_rl:
+        rows = [after_rl_row(env_id, args) for env_id in ids]
+        print_table(rows, args.json, args.episodes)
+        return
     model = None
     if not args.no_lm:
         from textgym.models import load_lm
@@ -137,15 +183,20 @@ def main() -> None:
             }
         )
         print(f"{env_id}: random {rand}, SmolLM2 {lm} ({rows[-1]['seconds']} s)", flush=True)
+    print_table(rows, args.json, args.episodes)
+
+
+def print_table(rows: list[dict], json_path: str | None, episodes: int) -> None:
+    """The rows as a Markdown table (without their seconds); also as JSON to ``json_path``."""
     columns = [c for c in rows[0] if c != "seconds"]
     print()
     print("| " + " | ".join(columns) + " |")
     print("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         print("| " + " | ".join(str(row[c]) for c in columns) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"episodes": args.episodes, "rows": rows}, f, indent=2)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"episodes": episodes, "rows": rows}, f, indent=2)
 
 
 _REWARD_LABELS = {

@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
+    p.add_argument(
+        "--no-untrained",
+        action="store_true",
+        help="skip the untrained model's evaluation (needs --warm-start-epochs)",
+    )
     p.add_argument("--out", default=None, help="write the results (JSON) here")
     p.add_argument(
         "--curriculum",
@@ -149,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--curriculum-window", type=int, default=64, help="curriculum: episodes judged")
     args = p.parse_args(argv)
     levels = level_ids(args.env, args.curriculum) if args.curriculum else {}
+    if args.no_untrained and not args.warm_start_epochs:
+        raise SystemExit(
+            "--no-untrained: RL is judged against the warm start; add --warm-start-epochs"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -189,9 +198,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     result: dict[str, Any] = {"args": vars(args), "machine": machine}
-    result["before"] = measure(
-        policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "untrained"
-    )
+    if not args.no_untrained:
+        result["before"] = measure(
+            policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "untrained"
+        )
 
     t0 = time.perf_counter()
     if args.warm_start_epochs:

@@ -58,12 +58,18 @@ def test_verifiable_script_curriculum_moves_up_and_evaluates_the_next_level(tmp_
             "8",
             "--eval-episodes",
             "4",
+            "--warm-start-epochs",
+            "1",
+            "--warm-start-examples",
+            "8",
+            "--no-untrained",
         ]
     )
+    assert "before" not in result  # --no-untrained: RL is judged against the warm start
     assert result["train"]["level_reached"] in ("medium", "hard")
     levels = [row[1] for row in result["train"]["curriculum_curve"]]
     assert levels == sorted(levels) and levels[-1] >= 1  # never demoted (demote_at 0)
-    for key in ("before", "after", "before_training_medium", "after_medium"):
+    for key in ("after_warm_start", "after", "before_training_medium", "after_medium"):
         assert result[key]["sampled"]["n_episodes"] == 4
         assert "success_rate" in result[key]["sampled"]  # a verifiable task's labels
 
@@ -73,3 +79,5 @@ def test_verifiable_script_rejects_a_curriculum_outside_the_task():
         verifiable.main(["--env", "TextGen-Copy-v0", "--curriculum", "easy,hard"])
     with pytest.raises(SystemExit, match="--curriculum"):
         verifiable.main(["--env", "TextGen-WordSorting-Medium-v0", "--curriculum", "easy"])
+    with pytest.raises(SystemExit, match="--warm-start-epochs"):
+        verifiable.main(["--env", "TextGen-Copy-v0", "--no-untrained"])
