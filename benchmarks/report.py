@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.stats import BOOTSTRAP, COLLAPSED, NOT_LEARNED, REFERENCES, curve_band, smooth
+from benchmarks.stats import (
+    BOOTSTRAP,
+    COLLAPSED,
+    NOT_LEARNED,
+    REFERENCES,
+    cpu_flags_text,
+    curve_band,
+    smooth,
+)
 
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
@@ -79,8 +87,8 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
         "",
         f"{preset['description']}.",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
-        f"GPU: {m['gpu'] or 'none'}; torch {v['torch']}, transformers {v['transformers']}, "
+        f"Machine: {m['cpu']} (CPU flags: {cpu_flags_text(m)}), {m['cores']} cores, "
+        f"{m['torch_threads']} torch threads, GPU: {m['gpu'] or 'none'}; torch {v['torch']}, transformers {v['transformers']}, "
         f"gymnasium {v['gymnasium']}; {results['date']}.",
         "",
         "Test reward: mean over seeds of the mean test-split reward "

@@ -23,6 +23,13 @@ NOT_LEARNED = "✗"  # the leaderboard's mark of a row that did not learn
 CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # decide bf16 and wide-vector speed
 
 
+def cpu_flags_text(machine: dict[str, Any]) -> str:
+    """The :data:`CPU_FLAGS` a :func:`machine_info` found present, space-separated (``"none of
+    avx512f, ..."`` when none is): what every published figure names."""
+    present = [flag for flag, found in machine["flags"].items() if found]
+    return " ".join(present) if present else "none of " + ", ".join(machine["flags"])
+
+
 def machine_info() -> dict[str, Any]:
     """The machine a figure was measured on: CPU model, its :data:`CPU_FLAGS` (flag -> present),
     ``native_bf16`` (bf16 autocast is fast on this CPU: :func:`agents.precision.bf16_supported`),

@@ -47,7 +47,7 @@ from agents.cli import (
     make_envs,
     parse_json_object,
 )
-from benchmarks.stats import distinct_share, machine_info
+from benchmarks.stats import cpu_flags_text, distinct_share, machine_info
 from textgym.procedural import PROCEDURAL_IDS
 from textgym.wrappers import VectorCurriculum
 
@@ -163,9 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     machine = machine_info()
-    flags = " ".join(f for f, present in machine["flags"].items() if present)
     print(
-        f"CPU: {machine['cpu']}, flags {flags or '-'}, "
+        f"CPU: {machine['cpu']}, flags {cpu_flags_text(machine)}, "
         f"{machine['torch_threads']} torch threads; precision {args.precision}",
         flush=True,
     )
