@@ -2,7 +2,7 @@
 
 The learning tests use a small copy task (``TextGen-Copy-v0`` with 3-character strings over
 ``"abc"`` and a 4-character tokenizer alphabet, so V = 8) to fit a CI budget on 2 CPU cores; the
-the figures for the full ``TextGen-Copy-v0`` are in benchmarks/README.md, with their commands.
+figures for the full ``TextGen-Copy-v0`` are in benchmarks/README.md, with their commands.
 """
 
 from __future__ import annotations
