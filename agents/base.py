@@ -285,6 +285,7 @@ class Learner:
             "reward_std": float(rollout.scores.std()) if rollout.num_envs > 1 else 0.0,
             "length": float(rollout.lengths.float().mean()),
             "tokens_per_s": rollout.num_tokens / max(rollout.seconds, 1e-9),
+            "rollout_seconds": rollout.seconds,  # the rest of ``seconds`` is the update's
             # The env's numeric infos of agents.rollout.LOGGED_INFO_KEYS (a curriculum's level
             # and success rate), when it reports them.
             **(rollout.info_means or {}),

@@ -24,6 +24,13 @@ plus the KL term:
 
 The entropy bonus is a token mean in all three. RLOO always uses the token mean.
 
+**The KL term's gradient.** The tokens are sampled from the policy, so the gradient of the
+sampled ``k3`` alone, ``E_pi[(1 - ref/pi) dlog pi]``, is the gradient of KL(ref || pi), not of
+KL(pi || ref) which ``k3`` estimates; the two agree to first order near the reference.
+``kl_bias_correction=True`` multiplies each token's term by ``pi / pi_old`` (1 in value), which
+adds ``k3 * dlog pi`` and makes it the gradient of KL(pi || ref) (TRL's ``use_bias_correction_kl``,
+on by default in TRL 1.x; off here by default, as in the GRPO paper).
+
 **Flat groups** (``drop_flat_groups=True``; DAPO's dynamic sampling, Yu et al., 2025): a group
 whose completions all got the same score has advantage 0 for every member (RLOO judges by the
 score too: its KL penalty is no task signal), so it only dilutes the update. Such groups are
@@ -72,6 +79,10 @@ class GRPOConfig(LearnerConfig):
         scale_rewards: divide by the group's std (False: Dr. GRPO's unscaled variant; None:
             True, except False with ``loss_type="dr_grpo"``).
         kl_coef: beta of the ``k3`` KL loss term.
+        kl_bias_correction: weigh each token's KL term by its importance ratio ``pi / pi_old``
+            (1 in value, not in gradient; TRL's ``use_bias_correction_kl``, its default). Without
+            it (the GRPO paper's loss) the term's gradient is that of KL(ref || pi); with it,
+            of KL(pi || ref), the divergence the term estimates (see the module docstring).
         loss_type: how per-token losses are aggregated: ``"token"``, ``"sequence"`` or
             ``"dr_grpo"`` (see the module docstring).
         drop_flat_groups: leave out groups whose scores are all equal and draw more prompts
@@ -86,6 +97,7 @@ class GRPOConfig(LearnerConfig):
     scale_rewards: bool | None = None
     kl_coef: float = 0.04
     kl_estimator: str = "k3"
+    kl_bias_correction: bool = False
     loss_type: str = "token"
     drop_flat_groups: bool = False
     max_extra_rollouts: int = 4
@@ -266,6 +278,10 @@ class GRPO(_GroupLearner):
         if not self.kl_coef:
             return None
         kl = kl_estimate(stats.logprobs, mb["ref_logprobs"], self.config.kl_estimator)
+        if (
+            self.config.kl_bias_correction
+        ):  # the sampled tokens' ratio: its gradient adds k3 * dlogp
+            kl = kl * torch.exp(stats.logprobs - mb["old_logprobs"])
         return reduce(kl, stats.mask)
 
 

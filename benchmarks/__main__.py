@@ -10,7 +10,7 @@ Agents: our learners (ppo, grpo, rloo, reinforce, a2c, nlpo, sft+ppo) and the pe
 trl, else skipped with a note), plus the untrained and random reference rows of every task.
 
 Re-running with the same --out finishes an interrupted benchmark: finished cells are skipped.
-Presets: tiny (seconds, for tests), quick (about an hour on a 2-core CPU), full (one GPU).
+Presets: tiny (seconds, for tests), quick (about two hours on a 2-core CPU), full (one GPU).
 The other benchmark scripts: python -m benchmarks.env_throughput, .rollout_vs_generate,
 .learner_throughput, .logprob_memory, .task_scores, .trl_baseline.
 """

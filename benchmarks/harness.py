@@ -41,6 +41,7 @@ from benchmarks.presets import Preset, TaskSpec
 from benchmarks.report import leaderboard_markdown, plot_curves
 from benchmarks.stats import (
     REFERENCES,
+    bootstrap_difference_ci,
     distinct_share,
     finite,
     machine_info,
@@ -396,6 +397,23 @@ def run_trl_cell(preset: Preset, out: Path, log=print) -> dict[str, Any]:
     return result
 
 
+def peer_comparisons(cells_by_agent: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """For each peer row whose algorithm is also ours (:data:`peers.COUNTERPART`): our row's
+    mean test reward minus the peer's, with the 95% CI of the difference
+    (:func:`~benchmarks.stats.bootstrap_difference_ci`, paired over test prompts)."""
+    rows = []
+    for peer, ours in peers.COUNTERPART.items():
+        if cells_by_agent.get(peer) and cells_by_agent.get(ours):
+            diff, lo, hi = bootstrap_difference_ci(
+                [c["scores"] for c in cells_by_agent[ours]],
+                [c["scores"] for c in cells_by_agent[peer]],
+            )
+            rows.append(
+                {"agent": ours, "peer": peer, "difference": diff, "ci_low": lo, "ci_high": hi}
+            )
+    return rows
+
+
 def collect(
     preset: Preset, out: Path, trl_result: dict | None = None, *, notes: dict | None = None
 ) -> dict[str, Any]:
@@ -428,6 +446,7 @@ def collect(
             if agent in peers.PEERS and agent not in cells_by_agent and agent not in task_notes:
                 why = peers.missing(agent)
                 task_notes[agent] = f"not run: {why}" if why else "not run"
+        comparisons = peer_comparisons(cells_by_agent)
         cells_out = {a: cs for a, cs in cells_by_agent.items()}
         tasks.append(
             {
@@ -437,6 +456,7 @@ def collect(
                 "cells": cells_out,
                 "spec": cell_key(task, "*", 0)["task"],
                 "notes": task_notes,
+                "comparisons": comparisons,
             }
         )
     return {

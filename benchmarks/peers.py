@@ -11,8 +11,10 @@
   Budget: the same number of completions (``episodes``, ``num_envs`` per optimizer step) of at most
   the env's ``max_new_tokens`` tokens, stopped early at ``max_tokens`` completion tokens or
   ``time_limit`` seconds. Its hyperparameters are our GRPO row's (``lr``, ``group_size``,
-  ``kl_coef``, ``clip_range``, ``update_epochs``, loss aggregation, reward scaling, gradient
-  clipping), overridable under the task's ``config["trl-grpo"]``.
+  ``kl_coef``, ``clip_range``, ``update_epochs``, loss aggregation, reward scaling, the KL
+  term's ratio weighting, gradient clipping), overridable under the task's
+  ``config["trl-grpo"]``. Given the same batch, the two compute the same gradient
+  (``tests/test_grpo_matches_trl.py``).
 
 Both are evaluated like our agents: the same test prompts (``EVAL_SEED``), the same number of
 test episodes, the same decoding (greedy unless the task says otherwise) and the same figures;
@@ -35,6 +37,8 @@ from agents.cli import EVAL_SEED
 from benchmarks.task_scores import token_budget
 
 PEERS = ("sb3-ppo", "trl-grpo")
+# Each peer's algorithm among our learners: the leaderboard states the difference of the two rows.
+COUNTERPART = {"sb3-ppo": "ppo", "trl-grpo": "grpo"}
 TRL_MISSING = "trl is not installed (pip install 'textgym[trl]')"
 SB3_MISSING = "stable-baselines3 is not installed (pip install 'textgym[sb3]')"
 
@@ -91,6 +95,7 @@ def _grpo_settings(task: Any) -> dict[str, Any]:
         "learning_rate": cfg.lr,
         "num_generations": cfg.group_size,
         "beta": cfg.kl_coef,
+        "use_bias_correction_kl": cfg.kl_bias_correction,
         "epsilon": cfg.clip_range,
         "num_iterations": cfg.update_epochs,
         "loss_type": loss,

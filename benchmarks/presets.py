@@ -1,10 +1,11 @@
 """Benchmark presets: which agents, tasks, seeds and budgets a quality benchmark runs.
 
 * ``tiny``: seconds; for the tests (tiny model, 1 seed, 2 agents and SB3 PPO, TextGen-Copy-v0).
-* ``quick``: about an hour on a 2-core CPU (the character tasks' 54 cells took 42 minutes, the SB3
-  ones 4 minutes each): the character tasks (Copy, Reverse) with a tiny LM at 60,000 token-steps
-  per cell, all agents and SB3 PPO x 3 seeds, plus a short SmolLM2-135M run (PPO, GRPO and TRL's
-  GRPOTrainer, 1 seed) on TextGen-v0 and the TRL speed comparison when ``trl`` is installed.
+* ``quick``: about two hours on a 2-core CPU: the character tasks (Copy, Reverse) with a tiny LM
+  at 60,000 token-steps per cell, all agents and SB3 PPO x 3 seeds (about 35 minutes), and
+  SmolLM2-135M on TextGen-v0 at equal wall time, 180 s of training per cell (PPO, GRPO and TRL's
+  GRPOTrainer x 8 seeds, about 4 minutes a cell: enough seeds to tell GRPO and TRL's apart if
+  they differ), and the TRL speed comparison when ``trl`` is installed.
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
 * ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
   budget (23 minutes measured on a 2-core CPU, 1 thread).
@@ -164,9 +165,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         name="quick",
-        description="about an hour on a 2-core CPU: character tasks with a tiny LM at 60,000 "
+        description="about two hours on a 2-core CPU: character tasks with a tiny LM at 60,000 "
         "token-steps per cell (all agents and SB3 PPO x 3 seeds) and SmolLM2-135M on TextGen-v0 for "
-        "180 s of training per cell, equal wall time (PPO, GRPO, TRL's GRPOTrainer; 3 seeds)",
+        "180 s of training per cell, equal wall time (PPO, GRPO, TRL's GRPOTrainer; 8 seeds)",
         tasks=[
             TaskSpec(
                 "TextGen-Copy-v0",
@@ -192,7 +193,7 @@ PRESETS: dict[str, Preset] = {
                 "TextGen-v0",
                 model="smollm2-135m",
                 agents=_LM_AGENTS,
-                seeds=[0, 1, 2],
+                seeds=list(range(8)),
                 num_envs=16,
                 episodes=100_000,
                 time_limit=180.0,

@@ -149,6 +149,21 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
                 f"| {_fmt(r['wall_seconds'], 1)} | {_fmt(r['tokens_per_s'], 0)} "
                 f"| {r['tokens']:,} |"
             )
+        for c in task.get("comparisons") or []:
+            verdict = (
+                f"{c['agent']} is ahead"
+                if c["ci_low"] > 0
+                else f"{c['peer']} is ahead"
+                if c["ci_high"] < 0
+                else "no clear difference (the CI contains 0)"
+            )
+            lines += [
+                "",
+                f"- {c['agent']} - {c['peer']} (the same algorithm): "
+                f"{c['difference']:+.3f} test reward, 95% CI {c['ci_low']:+.3f}..{c['ci_high']:+.3f} "
+                f"(bootstrap of the difference: each row's seeds, the test prompts paired): "
+                f"{verdict}.",
+            ]
         for agent, why in (task.get("notes") or {}).items():
             lines += ["", f"- {agent}: {why}"]
         png = f"curves-{task['env_id']}.png"
@@ -226,8 +241,8 @@ def trl_markdown(trl: dict[str, Any]) -> str:
         f"gradient checkpointing {'on' if s.get('trl_gradient_checkpointing', True) else 'off'}.",
         "",
         "| trainer | samples/s | ratio ours / TRL | mean reward (measured iterations) "
-        "| s / iteration |",
-        "|---|---|---|---|---|",
+        "| s / iteration | of which generation | the rest (update) |",
+        "|---|---|---|---|---|---|---|",
     ]
     base = trl["trainers"].get("trl_grpo", {}).get("samples_per_s")
     for name, r in trl["trainers"].items():
@@ -235,6 +250,7 @@ def trl_markdown(trl: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {_fmt(r['samples_per_s'], 2)} | "
             f"{_fmt(ratio, 2) + 'x' if ratio else '1 (baseline)' if name == 'trl_grpo' else 'n/a'}"
-            f" | {_fmt(r['reward_mean'])} | {_fmt(r['seconds_per_iteration'], 1)} |"
+            f" | {_fmt(r['reward_mean'])} | {_fmt(r['seconds_per_iteration'], 1)} "
+            f"| {_fmt(r.get('generation_seconds'), 1)} | {_fmt(r.get('update_seconds'), 1)} |"
         )
     return "\n".join(lines)

@@ -60,6 +60,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _seed_then_episode_means(
+    groups: list[np.ndarray], rng: np.random.Generator, n_boot: int, episodes: np.ndarray | None
+) -> np.ndarray:
+    """``n_boot`` bootstrap means over ``groups`` (one array of episode rewards per seed):
+    resample the seeds, then the episodes within each. ``episodes`` (``(n_boot, n)`` indices,
+    drawn by the caller) resamples every seed's episodes at the same positions; None draws them
+    per seed."""
+    per_seed = np.stack(
+        [
+            g[episodes if episodes is not None else rng.integers(0, len(g), (n_boot, len(g)))].mean(
+                1
+            )
+            for g in groups
+        ]
+    )  # (S, B)
+    s = len(groups)
+    pick = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), dtype=int)
+    return per_seed[pick, np.arange(n_boot)[:, None]].mean(1)
+
+
 def bootstrap_ci(
     groups: list[list[float]], n_boot: int = BOOTSTRAP, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
@@ -69,16 +89,39 @@ def bootstrap_ci(
     groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
     if not groups:
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    per_seed = np.stack(
-        [g[rng.integers(0, len(g), size=(n_boot, len(g)))].mean(1) for g in groups]
-    )  # (S, B)
-    s = len(groups)
-    pick = rng.integers(0, s, size=(n_boot, s)) if s > 1 else np.zeros((n_boot, 1), dtype=int)
-    boot = per_seed[pick, np.arange(n_boot)[:, None]].mean(1)
+    boot = _seed_then_episode_means(groups, np.random.default_rng(seed), n_boot, None)
     mean = float(np.mean([g.mean() for g in groups]))
     alpha = (1 - level) / 2
     return mean, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
+
+
+def bootstrap_difference_ci(
+    groups_a: list[list[float]],
+    groups_b: list[list[float]],
+    n_boot: int = BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """Mean difference (row a - row b) and its percentile bootstrap CI, for two rows of episode
+    rewards per seed: each row's seeds are resampled on their own (its training runs), and the
+    test episodes at the same positions together (episode k is the same test prompt in every
+    cell, the evaluation being seeded) when every seed has the same number of episodes, so that
+    the prompts' difficulty cancels. A CI above 0 is a clear win of row a: a paired test, more
+    sensitive than asking two rows' own CIs not to overlap."""
+    a = [np.asarray(g, dtype=np.float64) for g in groups_a if len(g)]
+    b = [np.asarray(g, dtype=np.float64) for g in groups_b if len(g)]
+    if not a or not b:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    sizes = {len(g) for g in a + b}
+    paired = len(sizes) == 1
+    episodes = rng.integers(0, sizes.pop(), (n_boot, len(a[0]))) if paired else None
+    boot = _seed_then_episode_means(a, rng, n_boot, episodes) - _seed_then_episode_means(
+        b, rng, n_boot, episodes
+    )
+    diff = float(np.mean([g.mean() for g in a]) - np.mean([g.mean() for g in b]))
+    alpha = (1 - level) / 2
+    return diff, float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
 
 
 def curve_band(

@@ -117,6 +117,7 @@ def _trl_trainer(
         num_iterations=1,
         learning_rate=spec.lr,
         beta=spec.beta,
+        use_bias_correction_kl=False,  # TRL's default is True; GRPOConfig.kl_bias_correction's False
         temperature=1.0,
         top_p=1.0,
         top_k=0,
@@ -189,7 +190,8 @@ def run_rounds(
         for name in spec.learners
     }
     raw: dict[str, dict[str, list[float]]] = {
-        name: {"step_seconds": [], "rewards": []} for name in ["trl_grpo", *ours]
+        name: {"step_seconds": [], "generation_seconds": [], "rewards": []}
+        for name in ["trl_grpo", *ours]
     }
 
     class Rounds(TrainerCallback):
@@ -205,9 +207,21 @@ def run_rounds(
             for name, agent in ours.items():
                 row = agent.train_iteration()
                 raw[name]["step_seconds"].append(row["seconds"])
+                raw[name]["generation_seconds"].append(row["rollout_seconds"])
                 raw[name]["rewards"].append(row["reward"])
 
     trainer = _trl_trainer(spec, [Rounds()], log=log, precision=precision, device=device)
+    generate = trainer._generate_and_score_completions  # sampling, rewards, reference log-probs
+
+    def timed_generation(inputs):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = generate(inputs)
+        _sync(device)
+        raw["trl_grpo"]["generation_seconds"].append(time.perf_counter() - t0)
+        return out
+
+    trainer._generate_and_score_completions = timed_generation
     trainer.train()
     raw["trl_grpo"]["rewards"] = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     return raw
@@ -215,11 +229,19 @@ def run_rounds(
 
 def _summary(raw: dict[str, Any], spec: TRLSpec, batch: int) -> dict[str, Any]:
     seconds = raw["step_seconds"][spec.warmup :]
+    generation = raw.get("generation_seconds", [])[spec.warmup :]
     rewards = raw["rewards"][spec.warmup :] or raw["rewards"]
     median = statistics.median(seconds) if seconds else None
     return {
         "samples_per_s": batch / median if median else None,
         "seconds_per_iteration": median,
+        # Where an iteration's time goes: generating and scoring the completions (our rollout;
+        # TRL's _generate_and_score_completions, with the reference forward when beta > 0), and
+        # the rest (the update: forward, backward, optimizer step; our reference forward).
+        "generation_seconds": statistics.median(generation) if generation else None,
+        "update_seconds": (
+            statistics.median(t - g for t, g in zip(seconds, generation)) if generation else None
+        ),
         "reward_mean": statistics.mean(rewards) if rewards else None,
         "step_seconds": raw["step_seconds"],
         "rewards": raw["rewards"],
@@ -274,6 +296,12 @@ def compare(
         log(
             f"  {name}: {r['samples_per_s']:.2f} samples/s, reward {r['reward_mean']:.3f}"
             + (f", {ratios[name]:.2f}x TRL" if name in ratios else "")
+            + (
+                f"; {r['generation_seconds']:.2f} s generating + {r['update_seconds']:.2f} s "
+                "the rest, per iteration"
+                if r["generation_seconds"] is not None
+                else ""
+            )
         )
     return {"settings": settings, "trainers": trainers, "ratios": ratios}
 

@@ -10,10 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.report import results_section, trl_markdown, update_results_md
+from benchmarks.harness import peer_comparisons
+from benchmarks.report import leaderboard_markdown, results_section, trl_markdown, update_results_md
 from benchmarks.stats import (
     NOT_LEARNED,
     bootstrap_ci,
+    bootstrap_difference_ci,
     curve_band,
     distinct_share,
     not_learned,
@@ -154,6 +156,45 @@ def test_bootstrap_ci_and_curve_band():
     assert len(m) == 5 and np.all(low <= m) and np.all(m <= high)
     assert np.allclose(smooth(np.array([0.0, 2.0, 4.0]), 2), [0.0, 1.0, 3.0])
     assert trl_markdown({"error": "trl is not installed"}) == "Not run: trl is not installed"
+
+
+def test_difference_ci_pairs_the_test_prompts_and_resamples_each_rows_seeds():
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0.0, 1.0, 64)  # per test prompt, the same in every cell
+    better = [(difficulty + 0.05 + rng.normal(0, 0.01, 64)).tolist() for _ in range(3)]
+    worse = [(difficulty + rng.normal(0, 0.01, 64)).tolist() for _ in range(3)]
+    # The rows' own CIs overlap (the prompts' spread dominates them)...
+    assert bootstrap_ci(better)[1] < bootstrap_ci(worse)[2]
+    # ...but every prompt is 0.05 better: the paired difference is clearly above 0.
+    diff, lo, hi = bootstrap_difference_ci(better, worse)
+    assert abs(diff - 0.05) < 0.01 and 0.03 < lo < diff < hi < 0.07
+    assert bootstrap_difference_ci(better, worse) == (diff, lo, hi)  # seeded
+    d, lo, hi = bootstrap_difference_ci(worse, better)
+    assert hi < 0 and abs(d + diff) < 1e-12
+    # Seeds that disagree widen it: one training run of the better row failed.
+    failed = [*better[:2], (difficulty - 0.3).tolist()]
+    _, lo, hi = bootstrap_difference_ci(failed, worse)
+    assert lo < 0 < hi
+    # Different numbers of episodes: no pairing, still a difference of the means.
+    d, lo, hi = bootstrap_difference_ci([[1.0, 1.0]], [[0.0, 0.0, 0.0]])
+    assert (d, lo, hi) == (1.0, 1.0, 1.0)
+    assert all(np.isnan(bootstrap_difference_ci([], worse)))
+
+
+def test_leaderboard_states_ours_minus_the_peer_of_the_same_algorithm(tiny_bench):
+    out, _ = tiny_bench
+    results = json.loads((out / "results.json").read_text())
+    (task,) = results["tasks"]
+    sb3 = task["cells"]["sb3-ppo"]
+    ahead = [{**c, "scores": [x + 1.0 for x in c["scores"]]} for c in sb3]
+    (row,) = peer_comparisons({"sb3-ppo": sb3, "ppo": ahead, "grpo": task["cells"]["grpo"]})
+    assert (row["agent"], row["peer"]) == ("ppo", "sb3-ppo")  # grpo has no trl-grpo row here
+    assert abs(row["difference"] - 1.0) < 1e-9 and row["ci_low"] > 0
+    assert peer_comparisons({"sb3-ppo": sb3}) == []  # no counterpart, no comparison
+    task["comparisons"] = [row, {**row, "difference": -0.1, "ci_low": -0.2, "ci_high": 0.05}]
+    text = leaderboard_markdown(results)
+    assert "- ppo - sb3-ppo (the same algorithm): +1.000 test reward" in text
+    assert "ppo is ahead." in text and "no clear difference (the CI contains 0)." in text
 
 
 def test_not_learned_marks_collapse_and_reference_overlap():

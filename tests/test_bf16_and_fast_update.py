@@ -209,6 +209,10 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert 1 - 1e-3 <= gap["first_update_ratio_min"] <= gap["first_update_ratio_max"] <= 1 + 1e-3
     assert report["environment"]["device"] == "cpu" and "flags" in report["environment"]
     assert json.loads((tmp_path / "gpu.json").read_text())["sections"].keys() == sections.keys()
+    # Where each trainer's iteration goes: generating, and the rest (the update).
+    for trainer in sections["trl"]["trainers"].values():
+        assert 0 < trainer["generation_seconds"] < trainer["seconds_per_iteration"]
+        assert trainer["update_seconds"] > 0
 
 
 def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
@@ -234,7 +238,13 @@ def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
             "machine": info,
         },
         "trainers": {
-            "trl_grpo": {"samples_per_s": 1.0, "reward_mean": 0.1, "seconds_per_iteration": 16.0},
+            "trl_grpo": {
+                "samples_per_s": 1.0,
+                "reward_mean": 0.1,
+                "seconds_per_iteration": 16.0,
+                "generation_seconds": 6.0,
+                "update_seconds": 10.0,
+            },
             "ours_grpo": {"samples_per_s": 2.0, "reward_mean": 0.1, "seconds_per_iteration": 8.0},
         },
         "ratios": {"ours_grpo": 2.0},
@@ -242,6 +252,7 @@ def test_trl_baseline_markdown_names_the_cpu_and_its_flags():
     text = markdown(result)
     assert "amx_bf16" in text and "avx512_bf16" in text and "precision fp32" in text
     assert "| ours_grpo | 2.00 | 2.00x |" in text
+    assert "| 16.0 | 6.0 | 10.0 |" in text and "| 8.0 | n/a | n/a |" in text
 
 
 # -- the LM head's backward: kept log-softmax, skipped entropy terms -------------------------------
