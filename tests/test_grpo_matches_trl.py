@@ -5,9 +5,9 @@ loss aggregation and with and without the KL term (the settings ``benchmarks.pee
 ``"dr_grpo"`` = ``"dr_grpo"``). So when the benchmark compares our GRPO with TRL's at equal wall
 time, the two learn the same thing per update, and what differs is how many updates each makes.
 
-A tiny random LM on SmolLM2's tokenizer (TextGen-v0), one group prompt (no left padding: TRL
-scores without position ids), the policy moved away from its reference so that the KL term has a
-gradient. Skipped without ``trl``.
+A tiny random LM on SmolLM2's tokenizer (TextGen-v0), two groups of one prompt (handed to TRL
+without the env's left padding), the policy moved away from its reference so that the KL term
+has a gradient. Skipped without ``trl``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
     _moved(policy.model, seed=1)
     _moved(trl_model, seed=1)
 
-    # One batch: two groups of the same prompt (equal lengths, no padding), sampled by us.
+    # One batch: two groups of the same prompt, sampled by us.
     rollout = collect_rollout(
         policy, envs, seeds=[0] * (GROUP * GROUPS), generator=torch.Generator().manual_seed(0)
     )
