@@ -278,9 +278,8 @@ class GRPO(_GroupLearner):
         if not self.kl_coef:
             return None
         kl = kl_estimate(stats.logprobs, mb["ref_logprobs"], self.config.kl_estimator)
-        if (
-            self.config.kl_bias_correction
-        ):  # the sampled tokens' ratio: its gradient adds k3 * dlogp
+        if self.config.kl_bias_correction:
+            # The sampled tokens' ratio pi / pi_old: 1 in value, its gradient adds k3 * dlog pi.
             kl = kl * torch.exp(stats.logprobs - mb["old_logprobs"])
         return reduce(kl, stats.mask)
 

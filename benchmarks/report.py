@@ -88,8 +88,8 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
         f"{preset['description']}.",
         "",
         f"Machine: {m['cpu']} (CPU flags: {cpu_flags_text(m)}), {m['cores']} cores, "
-        f"{m['torch_threads']} torch threads, GPU: {m['gpu'] or 'none'}; torch {v['torch']}, transformers {v['transformers']}, "
-        f"gymnasium {v['gymnasium']}; {results['date']}.",
+        f"{m['torch_threads']} torch threads, GPU: {m['gpu'] or 'none'}; torch {v['torch']}, "
+        f"transformers {v['transformers']}, gymnasium {v['gymnasium']}; {results['date']}.",
         "",
         "Test reward: mean over seeds of the mean test-split reward "
         f"(the same prompts for every row), with a 95% bootstrap CI (seeds, then episodes; "

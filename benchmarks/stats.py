@@ -69,9 +69,7 @@ def _seed_then_episode_means(
     per seed."""
     per_seed = np.stack(
         [
-            g[episodes if episodes is not None else rng.integers(0, len(g), (n_boot, len(g)))].mean(
-                1
-            )
+            g[rng.integers(0, len(g), (n_boot, len(g))) if episodes is None else episodes].mean(1)
             for g in groups
         ]
     )  # (S, B)
@@ -113,9 +111,9 @@ def bootstrap_difference_ci(
     if not a or not b:
         return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)
-    sizes = {len(g) for g in a + b}
-    paired = len(sizes) == 1
-    episodes = rng.integers(0, sizes.pop(), (n_boot, len(a[0]))) if paired else None
+    n = len(a[0])
+    paired = all(len(g) == n for g in a + b)
+    episodes = rng.integers(0, n, (n_boot, n)) if paired else None
     boot = _seed_then_episode_means(a, rng, n_boot, episodes) - _seed_then_episode_means(
         b, rng, n_boot, episodes
     )

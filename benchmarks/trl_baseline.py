@@ -229,7 +229,7 @@ def run_rounds(
 
 def _summary(raw: dict[str, Any], spec: TRLSpec, batch: int) -> dict[str, Any]:
     seconds = raw["step_seconds"][spec.warmup :]
-    generation = raw.get("generation_seconds", [])[spec.warmup :]
+    generation = raw["generation_seconds"][spec.warmup :]
     rewards = raw["rewards"][spec.warmup :] or raw["rewards"]
     median = statistics.median(seconds) if seconds else None
     return {
