@@ -165,6 +165,11 @@ class _GroupLearner(Learner):
                 f"{name}: loss_type='dr_grpo' uses advantages not scaled by the group's std; "
                 f"set scale_rewards=False (or leave it None)"
             )
+        correction = getattr(c, "kl_bias_correction", False)
+        if not isinstance(correction, bool):
+            raise ValueError(
+                f"{name}: kl_bias_correction must be True or False, got {correction!r}"
+            )
         extra = c.max_extra_rollouts
         if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
             raise ValueError(f"{name}: max_extra_rollouts must be an integer >= 0, got {extra!r}")

@@ -119,6 +119,13 @@ def test_group_size_one_is_refused_at_construction(cls, config):
 # -- 5. top-k / top-p: the sampled distribution is the one scored --------------------------------
 
 
+def test_a_kl_bias_correction_that_is_not_a_bool_is_refused_before_anything_changes():
+    policy = make_policy()
+    with pytest.raises(ValueError, match="kl_bias_correction must be True or False"):
+        GRPO(policy, make_envs(4), GRPOConfig(group_size=2, kl_bias_correction="no", **COMMON))
+    assert policy.ref_model is None  # no reference copy was taken
+
+
 def test_sample_tokens_returns_log_probs_of_the_truncated_distribution():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 50, generator=gen)
