@@ -138,6 +138,27 @@ def test_hostile_python_calls_are_error_results_and_the_episode_goes_on():
     assert (info["tool_calls"], info["tool_errors"]) == (len(calls) + 1, len(calls))
 
 
+@pytest.mark.parametrize("env_id", ["char", DATA])
+def test_special_token_text_in_a_result_is_plain_text(env_id):
+    """A program that prints special-token text cannot end the episode or forge a turn: its
+    output is appended as ordinary tokens, never as the special ids."""
+    env = char_env() if env_id == "char" else gym.make(env_id)
+    tokenizer = env.unwrapped.tokenizer
+    text = "".join(tokenizer.all_special_tokens)  # e.g. <|im_end|><|im_start|>..., <eos><pad>...
+    obs, _ = env.reset(seed=0)
+    before = int(obs["num_generated"][0])
+    code = f"print(bytes.fromhex('{text.encode().hex()}').decode())"  # no special text itself
+    obs, reward, terminated, truncated, info = play(env, f"<python>{code}</python>")
+    assert not (terminated or truncated) and info == {}
+    P = env.unwrapped.core.max_prompt_tokens
+    after = int(obs["num_generated"][0])
+    appended = obs["input_ids"][P + before : P + after][
+        obs["agent_mask"][P + before : P + after] == 0
+    ]
+    assert not set(appended.tolist()) & set(tokenizer.all_special_ids)
+    assert trajectory(env, obs)[1] == f"<result>{text}</result>\n"
+
+
 def test_max_tool_calls_is_enforced():
     env = char_env(max_tool_calls=2)
     env.reset(seed=0)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import textgym
-from textgym.errors import InvalidArgumentError
+from textgym.errors import InvalidArgumentError, SandboxUnavailableError
 from textgym.tools import (
     Calculator,
     PythonSandbox,
@@ -26,6 +26,7 @@ from textgym.tools import (
     format_call,
     sandbox_runner,
 )
+from textgym.tools.python_sandbox import ALLOW_UNISOLATED_VARIABLE
 
 # --- the call syntax -------------------------------------------------------------------------
 
@@ -188,19 +189,28 @@ def test_sandbox_runs_code(sandbox, code, text):
 
 
 def test_sandbox_files_live_in_a_fresh_folder_deleted_afterwards(sandbox):
-    result = sandbox(
+    code = (
         "import os, pathlib\n"
         "pathlib.Path('data.csv').write_text('a,b\\n1,2\\n')\n"
         "print(open('data.csv').read().split())\n"
         "os.getcwd()"
     )
+    result = sandbox(code)
     assert result.ok, result
     lines = result.text.split("\n")
     assert lines[0] == "['a,b', '1,2']"
-    folder = ast.literal_eval(lines[1])
-    assert not os.path.exists(folder)
+    if sandbox.isolation()["filesystem"] == "namespace":  # a tmpfs of the call's own namespace
+        assert ast.literal_eval(lines[1]) == sandbox_runner.WORK
     again = sandbox("import os\nos.listdir('.')")
     assert again.ok and again.text == "[]"
+    # Under Landlock the folder is a temporary folder of the machine's, deleted afterwards.
+    landlock = PythonSandbox(timeout=TIMEOUT, filesystem="landlock")
+    try:
+        result = landlock(code)
+    except SandboxUnavailableError:
+        return
+    folder = ast.literal_eval(result.text.split("\n")[1])
+    assert result.ok and folder != sandbox_runner.WORK and not os.path.exists(folder)
 
 
 def test_sandbox_reports_an_exception_with_its_traceback(sandbox):
@@ -249,7 +259,7 @@ HOSTILE = [
     ("os.system", "import os\nos.system('echo hi')", "blocked: new processes"),
     ("subprocess", "import subprocess\nsubprocess.run(['ls'])", "blocked: new processes"),
     ("exec", "import os\nos.execv('/bin/sh', ['sh'])", "blocked: new processes"),
-    ("pty", "import pty\npty.fork()", "blocked: new processes"),
+    ("pty", "import pty\npty.fork()", ""),  # refused forkpty, then no /dev/ptmx or no fork
     ("multiprocessing", "import multiprocessing as m\nm.Process(target=print).start()", "blocked"),
     ("huge allocation", "x = bytearray(10**10)", "memory limit (256 MB)"),
     ("growing list", "xs = []\nwhile True:\n    xs.append('a' * 10**6)", "memory limit"),
@@ -277,7 +287,7 @@ HOSTILE = [
     ),
     ("kill parent", "import os\nos.kill(os.getppid(), 0)", "blocked: signals"),  # signal 0:
     ("kill all", "import os\nos.kill(-1, 0)", "blocked: signals"),  # harmless if it got through
-    ("os._exit", "print('bye')\nimport os\nos._exit(0)", "exited with code 0 before finishing"),
+    ("os._exit", "print('bye')\nimport os\nos._exit(3)", "exited with code 3"),
     ("sys.exit", "import sys\nsys.exit(3)", "exited with code 3"),
     ("self kill", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by signal"),
     ("close stdout", "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(30)", "timed out"),
@@ -357,7 +367,10 @@ def test_sandbox_does_not_write_or_delete_outside_its_folder(sandbox, tmp_path):
 def test_sandbox_cannot_read_the_package_data(sandbox):
     data = next(Path(textgym.__file__).parent.joinpath("data").glob("*.jsonl"))
     result = sandbox(f"open({str(data)!r}).read()")
-    assert not result.ok and result.error.startswith("blocked: reading outside")
+    assert not result.ok and data.read_text()[:40] not in result.text
+    # refused by the audit hook, or (in the namespace) no such file: the path may even fall
+    # inside the sandbox's own /work, which holds nothing of the machine's
+    assert result.error.startswith(("blocked: reading outside", "FileNotFoundError")), result
 
 
 def test_sandbox_caught_refusals_let_the_code_go_on(sandbox):
@@ -393,13 +406,46 @@ def test_sandbox_calls_from_threads():
 def test_isolation_report(sandbox):
     report = sandbox.isolation()
     assert set(report) == {
+        "filesystem",
         "network_namespace",
         "user",
         "no_new_privileges",
         "seccomp",
         "audit_hook",
+        "problems",
     }
     assert report["audit_hook"] is True and report["user"] in ("unprivileged", "nobody", "root")
+    assert report["filesystem"] in ("namespace", "landlock")  # "none" is refused by default
+    if report["filesystem"] == "namespace" and os.geteuid() == 0:
+        assert report["user"] == "nobody"  # nobody can always read the new root
+
+
+def test_exit_status_decides_success():
+    """What the parent observes decides: a program that exits 0 succeeded, as in Python, and one
+    that raised failed, whatever either wrote to the status channel (any descriptor)."""
+    tool = PythonSandbox(timeout=3)
+    result = tool("print('bye')\nimport os\nos._exit(0)")
+    assert result.ok and result.text == "bye", result
+    forge = (
+        "import os\n"
+        "for fd in range(3, 4096):\n"
+        "    try:\n"
+        "        os.write(fd, RECORD + b'\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    success = 'RECORD = b\'{"ok": true, "error": null, "shown": false}\'\n' + forge
+    for ending, error in (
+        ("raise ValueError('real failure')", "ValueError: real failure"),
+        ("os._exit(1)", "exited with code 1"),
+        ("import signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by signal SIGKILL"),
+    ):
+        result = tool(success + ending)
+        assert not result.ok and result.error == error, result
+    # A forged isolation record (a refusal) changes nothing either: only the first one counts.
+    refusal = 'RECORD = b\'{"refused": true, "filesystem": "none"}\'\n' + forge
+    result = tool(refusal + "'fine'")
+    assert result.ok and result.text == "'fine'", result
 
 
 def test_kernel_layers_hold_without_the_audit_hook():
@@ -426,6 +472,135 @@ def test_kernel_layers_hold_without_the_audit_hook():
         assert not raised.ok and raised.error.startswith("ValueError"), raised
 
 
+# --- escapes: none may read a file outside or write one, with or without the audit hook -------
+
+ESCAPES = [
+    # (id, code that reads SECRET or writes into OUTSIDE; it ends with the operation that leaks)
+    (
+        "tables through __main__",
+        "import __main__\n"
+        "for name in ('WRITE_EVENTS', 'READ_EVENTS', 'REFUSED_EVENTS', 'BLOCKED_MODULES'):\n"
+        "    getattr(__main__, name).clear()\n"
+        "import os\n"
+        "os.rename(SECRET, 'x')\n"
+        "open('x').read()",
+    ),
+    (
+        "tables through frames",
+        "import sys\n"
+        "frame = sys._getframe()\n"
+        "while frame is not None:\n"
+        "    for name, table in list(frame.f_globals.items()):\n"
+        "        if name.isupper() and hasattr(table, 'clear'):\n"
+        "            table.clear()\n"
+        "    frame = frame.f_back\n"
+        "import os\n"
+        "os.rename(SECRET, 'x')\n"
+        "open('x').read()",
+    ),
+    (
+        "the hook's own locals",
+        "try:\n"
+        "    open('/x-none').read()\n"
+        "except PermissionError as e:\n"
+        "    tb = e.__traceback__\n"
+        "    while tb.tb_next:\n"
+        "        tb = tb.tb_next\n"
+        "    for value in tb.tb_frame.f_locals.values():\n"
+        "        if hasattr(value, 'clear'):\n"
+        "            value.clear()\n"
+        "import os\n"
+        "os.rename(SECRET, 'x')\n"
+        "open('x').read()",
+    ),
+    ("gc", "import gc\n[o for o in gc.get_objects() if type(o) is dict]\nopen(SECRET).read()"),
+    (
+        "a changing __fspath__",
+        "import io\n"
+        "class P:\n"
+        "    calls = 0\n"
+        "    def __fspath__(self):\n"
+        "        P.calls += 1\n"
+        "        return SECRET if P.calls == 1 else 'harmless.txt'\n"
+        "io.FileIO(P()).read()",
+    ),
+    ("rename in", "import os\nos.rename(SECRET, 'x')\nopen('x').read()"),
+    (
+        "rename out",
+        "import os\nopen('mine', 'w').write('x')\nos.rename('mine', OUTSIDE + '/planted')",
+    ),
+    ("hard link in", "import os\nos.link(SECRET, 'x')\nopen('x').read()"),
+    ("symlink in", "import os\nos.symlink(SECRET, 'x')\nopen('x').read()"),
+    ("symlink out", "import os\nos.symlink(OUTSIDE + '/planted', 'x')\nopen('x', 'w').write('x')"),
+    ("/proc/self/root", "open('/proc/self/root' + SECRET).read()"),
+    ("/proc/self/cwd", "open('/proc/self/cwd/' + '../' * 12 + SECRET).read()"),
+    (
+        "/proc/self/fd",
+        "import os\n[os.readlink('/proc/self/fd/' + f) for f in os.listdir('/proc/self/fd')]",
+    ),
+    ("chdir out", "import os\nos.chdir(OUTSIDE)\nopen('secret.txt').read()"),
+    ("write outside", "open(OUTSIDE + '/planted', 'w').write('x')"),
+    ("delete outside", "import os\nos.remove(SECRET)"),
+]
+MODES = {  # the full sandbox, and each kernel file-system layer alone (no audit hook)
+    "full": dict(),
+    "namespace alone": dict(filesystem="namespace", audit_hook=False),
+    "landlock alone": dict(filesystem="landlock", audit_hook=False),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def mode_sandbox(request) -> PythonSandbox:
+    tool = PythonSandbox(timeout=3, **MODES[request.param])
+    try:
+        tool.isolation()
+    except SandboxUnavailableError as error:
+        pytest.skip(f"{request.param}: not on this machine ({error})")
+    return tool
+
+
+@pytest.mark.parametrize("code", [e[1] for e in ESCAPES], ids=[e[0] for e in ESCAPES])
+def test_escapes_fail(mode_sandbox, code, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-7f3a")
+    tmp_path.chmod(0o777)  # so that only the sandbox, not file permissions, keeps nobody out
+    setup = f"SECRET, OUTSIDE = {str(secret)!r}, {str(tmp_path)!r}\n"
+    result = mode_sandbox(setup + code)
+    assert not result.ok, result
+    assert "SECRET-7f3a" not in result.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+    assert secret.read_text() == "SECRET-7f3a"
+
+
+def test_disk_use_is_capped_by_the_working_folder():
+    tool = PythonSandbox(timeout=10, max_disk_mb=8, max_file_mb=4, max_files=64)
+    if tool.isolation()["filesystem"] != "namespace":
+        pytest.skip("the disk cap is the namespace's tmpfs")
+    for code in (
+        "import itertools\nfor i in itertools.count():\n    open(f'f{i}', 'wb').write(b'x' * 2**20)",
+        "import itertools\nfor i in itertools.count():\n    open(f'f{i}', 'w').close()",
+    ):
+        result = tool(code)
+        assert not result.ok and "No space left on device" in result.error, result
+    full = tool("import os\nsum(os.path.getsize(f) for f in os.listdir('.'))")
+    assert full.ok and full.text == "0"  # and the next call starts empty
+
+
+def test_without_kernel_file_isolation_the_sandbox_refuses_unless_allowed(tmp_path, monkeypatch):
+    monkeypatch.delenv(ALLOW_UNISOLATED_VARIABLE, raising=False)
+    tmp_path.chmod(0o777)
+    planted = tmp_path / "planted"
+    code = f"open({str(planted)!r}, 'w').write('x')\n6 * 7"
+    unisolated = PythonSandbox(timeout=3, filesystem="none", audit_hook=False)
+    with pytest.raises(SandboxUnavailableError, match="allow_unisolated=True"):
+        unisolated(code)
+    assert not planted.exists()  # refused before any of the code ran
+    allowed = PythonSandbox(timeout=3, filesystem="none", allow_unisolated=True)
+    assert allowed.isolation()["filesystem"] == "none" and allowed("6 * 7").text == "42"
+    monkeypatch.setenv(ALLOW_UNISOLATED_VARIABLE, "1")
+    assert PythonSandbox(timeout=3, filesystem="none")("6 * 7").text == "42"
+
+
 def test_audit_hook_looks_up_no_global_names():
     """Everything the hook uses is bound when it is made, so patching builtins cannot steer it."""
     tree = ast.parse(Path(sandbox_runner.__file__).read_text())
@@ -448,6 +623,10 @@ def test_audit_hook_looks_up_no_global_names():
         dict(memory_mb=-1),
         dict(cpu_seconds=1.5),
         dict(max_output_chars=True),
+        dict(max_disk_mb=0),
+        dict(max_files=-3),
+        dict(filesystem="chroot"),
+        dict(allow_unisolated="yes"),
     ],
 )
 def test_sandbox_refuses_bad_limits(kwargs):
@@ -458,3 +637,11 @@ def test_sandbox_refuses_bad_limits(kwargs):
 def test_calculator_refuses_bad_limits():
     with pytest.raises(InvalidArgumentError, match="max_digits"):
         Calculator(max_digits=0)
+
+
+def test_the_per_call_benchmark_runs(capsys):
+    from benchmarks import sandbox_call
+
+    sandbox_call.main(["--calls", "2", "--modes", "auto", "none"])
+    out = capsys.readouterr().out
+    assert "auto: 2 calls of '1 + 1': median" in out and "none: 2 calls" in out

@@ -123,10 +123,14 @@ class CharTokenizer:
         """Split ``text`` into tokens (characters, or whole special tokens)."""
         return self.convert_ids_to_tokens(self.encode(text))
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """Token ids of ``text``; ``add_special_tokens=True`` prepends ``<bos>``."""
+    def encode(
+        self, text: str, add_special_tokens: bool = False, split_special_tokens: bool = False
+    ) -> list[int]:
+        """Token ids of ``text``; ``add_special_tokens=True`` prepends ``<bos>``;
+        ``split_special_tokens=True`` encodes special-token text (``"<eos>"``) character by
+        character, as Hugging Face tokenizers do."""
         get, unk = self._token_to_id.get, UNK_ID
-        if "<" not in text:  # fast path: no special tokens possible
+        if split_special_tokens or "<" not in text:  # no special tokens parsed
             ids = [get(c, unk) for c in text]
         else:
             ids = []
@@ -146,6 +150,7 @@ class CharTokenizer:
         max_length: int | None = None,
         return_tensors: str | None = None,
         return_attention_mask: bool = True,
+        split_special_tokens: bool = False,
     ) -> Encoding:
         """Encode a string or a list of strings, HF style.
 
@@ -158,7 +163,10 @@ class CharTokenizer:
         """
         single = isinstance(text, str)
         texts = [text] if single else list(text)
-        seqs = [self.encode(t, add_special_tokens=add_special_tokens) for t in texts]
+        seqs = [
+            self.encode(t, add_special_tokens, split_special_tokens=split_special_tokens)
+            for t in texts
+        ]
 
         if truncation not in (False, "do_not_truncate") and max_length is not None:
             if self.truncation_side == "right":

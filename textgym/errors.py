@@ -50,3 +50,9 @@ class ScorerTimeoutError(ScorerError, TimeoutError):
 class CheckpointError(TextgymError, ValueError):
     """A checkpoint or run file is missing, truncated, corrupted, holds NaN/inf weights, or does
     not fit this learner/model."""
+
+
+class SandboxUnavailableError(TextgymError, RuntimeError):
+    """The Python sandbox cannot isolate model-written code from the machine's files here (no
+    mount namespace, no Landlock), or the isolation asked for is not available, and running it
+    unisolated was not allowed (``PythonSandbox(allow_unisolated=True)``)."""

@@ -2,13 +2,18 @@
 
 Each call starts a fresh interpreter (``python -s -P -S -B -u``, ``PYTHONHASHSEED=0``: no user
 site or script folder, standard library only, no ``.pyc`` writes, unbuffered, set iteration
-order fixed) in a new session, in a fresh temporary working folder that
-is deleted afterwards, with a minimal environment (no inherited variables, so no secrets). The
-child program, :mod:`textgym.tools.sandbox_runner`, applies its limits and isolation *before*
-the code runs; the parent here enforces the wall-clock limit (it kills the whole process group),
-caps the output it keeps, and turns every way the code can fail into a ``ToolResult`` with
-``ok=False`` and a short reason ("timed out after 2 s", "memory limit (256 MB)", "blocked:
-network access", ...). The parent never raises because of what the code did.
+order fixed) in a new session, with a minimal environment (no inherited variables, so no
+secrets). The child program, :mod:`textgym.tools.sandbox_runner`, applies its limits and
+isolation *before* the code runs: on Linux a mount namespace of its own whose only writable
+place is a size-capped ``tmpfs`` working folder, ``/work`` (or, where mount namespaces are
+refused, a Landlock ruleset on a fresh temporary folder), plus namespaces, seccomp,
+``nobody`` and an audit hook. The parent here enforces the wall-clock limit (it kills the whole
+process group), caps the output it keeps, and judges the call from what it observes itself (the
+exit status, a signal, a limit it enforced), never from what the code could write; every way
+the code can fail becomes a ``ToolResult`` with ``ok=False`` and a short reason ("timed out
+after 2 s", "memory limit (256 MB)", "blocked: network access", ...). The parent never raises
+because of what the code did; it raises :class:`~textgym.errors.SandboxUnavailableError` when
+the machine offers no kernel file-system isolation and running without it was not allowed.
 
 What is and is not guaranteed is in ``docs/tools.md``; :meth:`PythonSandbox.isolation` reports
 which kernel layers took effect on this machine.
@@ -30,10 +35,13 @@ import textwrap
 import time
 from pathlib import Path
 
+from textgym.errors import InvalidArgumentError, SandboxUnavailableError
 from textgym.tools.base import ToolResult, check_limit, format_call
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
 OUTPUT_STOP_FACTOR = 64  # the code is stopped once it has written this many times what is kept
+FILESYSTEM_MODES = ("auto", "namespace", "landlock", "none")
+ALLOW_UNISOLATED_VARIABLE = "TEXTGYM_ALLOW_UNISOLATED_PYTHON"  # "1": the opt-in, for a machine
 
 
 class PythonSandbox:
@@ -50,7 +58,19 @@ class PythonSandbox:
         max_output_chars: characters of output (stdout and stderr, interleaved) kept in the
             result; the code is stopped once it writes far more.
         max_file_mb: largest file the code may write (``RLIMIT_FSIZE``), in MiB.
+        max_disk_mb: size of the working folder (a ``tmpfs``), in MiB: all files together.
+            Bounds disk use in the ``"namespace"`` mode only; elsewhere only ``max_file_mb``
+            per file applies.
+        max_files: files and folders the working folder holds (``"namespace"`` mode).
         max_code_chars: longest program accepted.
+        filesystem: how the kernel keeps the code away from the machine's files: ``"auto"``
+            (a mount namespace, else Landlock), ``"namespace"`` or ``"landlock"`` (that one,
+            or :class:`~textgym.errors.SandboxUnavailableError`), ``"none"`` (no kernel
+            file-system layer: needs ``allow_unisolated``).
+        allow_unisolated: run the code even where no kernel file-system layer is available
+            (the audit hook and file permissions are then all that guard the machine's files).
+            Default: False unless the environment variable ``TEXTGYM_ALLOW_UNISOLATED_PYTHON``
+            is ``1``.
         audit_hook: False leaves out the audit hook, so that only the kernel-enforced layers
             hold (to test them; never for agents).
     """
@@ -69,9 +89,23 @@ class PythonSandbox:
         memory_mb: int = 256,
         max_output_chars: int = 4000,
         max_file_mb: int = 10,
+        max_disk_mb: int = 64,
+        max_files: int = 4096,
         max_code_chars: int = 16_000,
+        filesystem: str = "auto",
+        allow_unisolated: bool | None = None,
         audit_hook: bool = True,
     ) -> None:
+        if filesystem not in FILESYSTEM_MODES:
+            raise InvalidArgumentError(
+                f"filesystem must be one of {list(FILESYSTEM_MODES)}, got {filesystem!r:.60}"
+            )
+        if allow_unisolated is None:
+            allow_unisolated = os.environ.get(ALLOW_UNISOLATED_VARIABLE) == "1"
+        if not isinstance(allow_unisolated, bool):
+            raise InvalidArgumentError(
+                f"allow_unisolated must be True or False, got {allow_unisolated!r:.60}"
+            )
         self.timeout = float(check_limit("timeout", timeout, whole=False))
         if cpu_seconds is None:
             cpu_seconds = math.ceil(self.timeout)
@@ -79,7 +113,11 @@ class PythonSandbox:
         self.memory_mb = check_limit("memory_mb", memory_mb)
         self.max_output_chars = check_limit("max_output_chars", max_output_chars)
         self.max_file_mb = check_limit("max_file_mb", max_file_mb)
+        self.max_disk_mb = check_limit("max_disk_mb", max_disk_mb)
+        self.max_files = check_limit("max_files", max_files)
         self.max_code_chars = check_limit("max_code_chars", max_code_chars)
+        self.filesystem = filesystem
+        self.allow_unisolated = allow_unisolated
         self.audit_hook = bool(audit_hook)
 
     def __call__(self, call_text: str) -> ToolResult:
@@ -88,9 +126,12 @@ class PythonSandbox:
 
     def isolation(self) -> dict:
         """Which layers took effect on this machine, from a run of ``pass``: e.g.
-        ``{"network_namespace": True, "user": "nobody", "no_new_privileges": True,
-        "seccomp": True, "audit_hook": True}`` (``user``: ``unprivileged``, ``nobody`` after
-        dropping root, or ``root`` when that was not possible)."""
+        ``{"filesystem": "namespace", "network_namespace": True, "user": "nobody",
+        "no_new_privileges": True, "seccomp": True, "audit_hook": True, "problems": []}``
+        (``filesystem``: ``namespace``, ``landlock`` or ``none``; ``user``: ``unprivileged``,
+        ``nobody`` after dropping root, or ``root`` when that was not possible; ``problems``:
+        why a layer did not take effect). Raises
+        :class:`~textgym.errors.SandboxUnavailableError` as a call would."""
         return self._run("pass")[1]
 
     def _run(self, call_text: str) -> tuple[ToolResult, dict]:
@@ -107,28 +148,51 @@ class PythonSandbox:
             return ToolResult(f"Error: {problem}", ok=False, error=problem), {}
         work = tempfile.mkdtemp(prefix="textgym-python-")
         try:
-            output, status, error = self._execute(code, work)
+            output, isolation, outcome, error = self._execute(code, work)
         finally:
             _remove_folder(work)
-        ok = shown = False
-        if status is not None and error is None:  # the child's own report (it may be wrong)
-            ok, shown = status.get("ok") is True, status.get("shown") is True
-            error = None if ok else str(status.get("error") or "the program failed")[:300]
-        text = output
-        if not ok and not shown:
+        if isolation.get("refused"):
+            raise SandboxUnavailableError(self._refusal(isolation))
+        text, shown = output, False
+        if error is not None and outcome is not None:  # the runner's label of the failure
+            label = outcome.get("error")
+            if isinstance(label, str) and label:
+                error, shown = label[:300], outcome.get("shown") is True
+        if error is not None and not shown:
             text = f"{text}\nError: {error}" if text else f"Error: {error}"
         seconds = time.perf_counter() - start
-        isolation = status.get("isolation", {}) if status else {}
-        return ToolResult(text, ok=ok, error=None if ok else error, seconds=seconds), isolation
+        isolation = {key: value for key, value in isolation.items() if key != "refused"}
+        return ToolResult(text, ok=error is None, error=error, seconds=seconds), isolation
 
-    def _execute(self, code: str, work: str) -> tuple[str, dict | None, str | None]:
-        """Run ``code`` in ``work``: (output kept, the child's status or None, the parent's
-        reason for stopping or judging it, or None)."""
+    def _refusal(self, isolation: dict) -> str:
+        """Why the runner did not run the code, and what to do."""
+        problems = "; ".join(isolation.get("problems") or ()) or "no reason given"
+        if self.filesystem in ("namespace", "landlock"):
+            return (
+                f"PythonSandbox(filesystem={self.filesystem!r}): not available on this machine "
+                f"({problems}); use filesystem='auto'"
+            )
+        return (
+            "PythonSandbox: no kernel isolation of the machine's files is available here "
+            f"(mount namespace and Landlock both failed: {problems}), so model-written code "
+            "would be guarded by the audit hook and file permissions only. Run on Linux with "
+            "user namespaces or Landlock enabled, or accept the risk with "
+            f"PythonSandbox(allow_unisolated=True) or {ALLOW_UNISOLATED_VARIABLE}=1"
+        )
+
+    def _execute(self, code: str, work: str) -> tuple[str, dict, dict | None, str | None]:
+        """Run ``code`` from ``work``: (output kept, the isolation report, the runner's label of
+        the outcome or None, the reason the call failed or None). Whether it failed comes from
+        what this process observed: the timeout, the output limit, the exit status."""
         status_read, status_write = os.pipe()
         config = {
             "cpu_seconds": self.cpu_seconds,
             "memory_bytes": self.memory_mb * 2**20,
             "file_bytes": self.max_file_mb * 2**20,
+            "disk_bytes": self.max_disk_mb * 2**20,
+            "max_files": self.max_files,
+            "filesystem": self.filesystem,
+            "allow_unisolated": self.allow_unisolated,
             "status_fd": status_write,
             "parent_pid": os.getpid(),
             "audit_hook": self.audit_hook,
@@ -137,13 +201,7 @@ class PythonSandbox:
         # the environment is built from scratch, so -E has nothing to ignore) but with
         # PYTHONHASHSEED honoured, so that printing a set gives the same order every run.
         command = [sys.executable, "-s", "-P", "-S", "-B", "-u", str(RUNNER), json.dumps(config)]
-        environment = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": work,
-            "TMPDIR": work,
-            "LC_ALL": "C.UTF-8",
-            "PYTHONHASHSEED": "0",
-        }
+        environment = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}
         deadline = time.monotonic() + self.timeout
         try:
             process = subprocess.Popen(
@@ -158,7 +216,7 @@ class PythonSandbox:
             )
         except OSError as error:
             os.close(status_read)
-            return "", None, f"could not start Python: {error}"
+            return "", {}, None, f"could not start Python: {error}"
         finally:
             os.close(status_write)
         try:
@@ -168,7 +226,7 @@ class PythonSandbox:
             except OSError:  # the child is gone already; its exit status says why
                 pass
             keep = 4 * self.max_output_chars  # bytes: up to 4 per character in UTF-8
-            output, written, status, stopped = _collect(
+            output, written, records, stopped = _collect(
                 process, status_read, deadline, keep, OUTPUT_STOP_FACTOR * keep
             )
         finally:
@@ -179,18 +237,27 @@ class PythonSandbox:
         if written > len(output) or len(text) > self.max_output_chars:
             text = text[: self.max_output_chars] + f"\n[output truncated: {written} bytes in all]"
         text = text.rstrip("\n")
-        if stopped == "timeout":
-            return text, None, f"timed out after {self.timeout:g} s"
-        if stopped == "output":
-            return text, None, f"output limit (more than {OUTPUT_STOP_FACTOR * keep} bytes)"
-        if status is not None:
-            return text, status, None
+        # The first record is written before the code runs: which layers took effect. Later
+        # records may come from the code itself, so they only ever label a failure.
+        isolation = records[0] if records else {}
+        outcome = records[-1] if len(records) > 1 else None
         returncode = process.returncode
+        if stopped == "timeout":
+            return text, isolation, None, f"timed out after {self.timeout:g} s"
+        if stopped == "output":
+            return (
+                text,
+                isolation,
+                None,
+                f"output limit (more than {OUTPUT_STOP_FACTOR * keep} bytes)",
+            )
+        if returncode == 0:
+            return text, isolation, outcome, None
         if returncode == -signal.SIGXCPU:
-            return text, None, f"CPU time limit ({self.cpu_seconds} s)"
+            return text, isolation, None, f"CPU time limit ({self.cpu_seconds} s)"
         if returncode < 0:
-            return text, None, f"killed by signal {signal.Signals(-returncode).name}"
-        return text, None, f"exited with code {returncode} before finishing"
+            return text, isolation, None, f"killed by signal {signal.Signals(-returncode).name}"
+        return text, isolation, outcome, f"exited with code {returncode}"
 
 
 def _clean_code(call_text: object) -> str | None:
@@ -205,10 +272,11 @@ def _clean_code(call_text: object) -> str | None:
 
 def _collect(
     process: subprocess.Popen, status_fd: int, deadline: float, keep: int, stop: int
-) -> tuple[bytes, int, dict | None, str | None]:
-    """Read the child's output and status until it exits, the deadline passes or the output
-    passes ``stop`` bytes: (the first ``keep`` bytes of output, bytes written in all, the status
-    or None, ``"timeout"``/``"output"``/None). The child is left unreaped for the caller."""
+) -> tuple[bytes, int, list[dict], str | None]:
+    """Read the child's output and status records until it exits, the deadline passes or the
+    output passes ``stop`` bytes: (the first ``keep`` bytes of output, bytes written in all, the
+    status records, JSON objects one per line, ``"timeout"``/``"output"``/None). The child is
+    left unreaped for the caller."""
     output, written, status = bytearray(), 0, bytearray()
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ, "output")
@@ -216,7 +284,7 @@ def _collect(
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return bytes(output), written, None, "timeout"
+                return bytes(output), written, _records(status), "timeout"
             for key, _ in selector.select(remaining):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
@@ -225,19 +293,28 @@ def _collect(
                     output += chunk[: max(0, keep - len(output))]
                     written += len(chunk)
                     if written > stop:
-                        return bytes(output), written, None, "output"
+                        return bytes(output), written, _records(status), "output"
                 else:
                     status += chunk[: max(0, 65536 - len(status))]
     # Both pipes are closed: wait (without reaping, so the group id stays ours) for the exit.
     while _running(process):
         if time.monotonic() >= deadline:
-            return bytes(output), written, None, "timeout"
+            return bytes(output), written, _records(status), "timeout"
         time.sleep(0.002)
-    try:
-        parsed = json.loads(status.decode("utf-8", "replace").split("\n", 1)[0])
-    except ValueError:
-        parsed = None
-    return bytes(output), written, parsed if isinstance(parsed, dict) else None, None
+    return bytes(output), written, _records(status), None
+
+
+def _records(status: bytes) -> list[dict]:
+    """The status records: one JSON object per complete line (anything else is skipped)."""
+    records = []
+    for line in bytes(status).split(b"\n")[:-1]:
+        try:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _running(process: subprocess.Popen) -> bool:

@@ -1,27 +1,43 @@
 """The program :class:`~textgym.tools.python_sandbox.PythonSandbox` runs in its child process.
 
-Run as a script (``python -s -P -S -B -u sandbox_runner.py CONFIG`` in a fresh working folder, the
-code on stdin), never imported. Before the agent's code runs it locks the process down, in order:
+Run as a script (``python -s -P -S -B -u sandbox_runner.py CONFIG`` in a fresh, empty temporary
+folder, the code on stdin), never imported. Before the agent's code runs it locks the process
+down, in order:
 
 1. resource limits: CPU seconds, address space, file size, no new processes, open files, no core
-   dumps (kernel-enforced; root is exempt from the process limit, hence steps 3 and 5);
-2. a network namespace of its own (``unshare``), where the kernel allows it;
-3. when started as root, the unprivileged user ``nobody``, if ``nobody`` can read the standard
-   library (otherwise it stays root and says so in its report);
+   dumps (kernel-enforced; root is exempt from the process limit, hence steps 4 and 6);
+2. namespaces of its own (``unshare``; as root directly, otherwise inside a new user namespace):
+   network (no interface but a down loopback), System V IPC, and mounts, in which it builds a new
+   root and enters it with ``pivot_root``: a read-only view of the standard library, the shared
+   libraries its extension modules load and the time-zone database; ``/dev/null``,
+   ``/dev/zero``, ``/dev/random`` and ``/dev/urandom``; and the working folder ``/work``, a
+   size-capped ``tmpfs`` (the only writable place, and the bound on disk use). Nothing else of
+   the machine's file system (``/etc``, ``/home``, ``/proc``, the project, ``site-packages``)
+   exists in it. Where mount namespaces are refused, a **Landlock** ruleset (Linux 5.13+) gives
+   the same file access rules on the machine's own file system instead;
+3. when started as root, the unprivileged user ``nobody`` (after ``pivot_root`` ``nobody`` can
+   always reach the standard library; under Landlock, only where it can read it in place);
 4. the parent-death signal (the child dies with its parent) and no-new-privileges;
-5. on x86-64 Linux, a seccomp filter that makes the kernel refuse new processes, ``exec``,
-   sockets, signals to other processes, raising limits, device nodes, mounts and other
-   administration calls, whatever Python-level tricks the code uses;
-6. an audit hook (:func:`sys.addaudithook`) that refuses, with a readable reason, network use,
+5. (Landlock, when the mount namespace was not available);
+6. on x86-64 Linux, a seccomp filter that makes the kernel refuse new processes, ``exec``,
+   sockets, signals to other processes, raising limits, device nodes, mounts, namespaces and
+   other administration calls, whatever Python-level tricks the code uses;
+7. an audit hook (:func:`sys.addaudithook`) that refuses, with a readable reason, network use,
    new processes, signals to other processes, file access outside the working folder (reading
    is also allowed in the standard library), ``ctypes`` and a few escape hatches. Audit hooks
    are not a security boundary on their own (the Python docs say so); they give the agent a
-   clear error, and the layers above hold where the kernel provides them.
+   clear error, and the kernel layers above hold where the kernel provides them. The hook's
+   tables are immutable (tuples, frozensets, strings), and the code runs in a fresh
+   ``__main__`` module, not this one.
 
-Then it runs the code like a REPL cell (the value of a last expression is printed), prints a
-traceback for an uncaught exception, and writes one JSON line to the status descriptor:
-``{"ok": ..., "error": ..., "shown": ..., "isolation": {...}}`` (``shown``: the error is already
-visible in the output).
+Which layers took effect is written as one JSON line to the status descriptor *before* the code
+runs: the parent trusts that line. Without a kernel file-system layer (step 2 or 5) the runner
+stops there unless the parent allowed it. Then the code runs like a REPL cell (the value of a
+last expression is printed); an uncaught exception prints a traceback. The runner then writes a
+second line, ``{"error": ..., "shown": ...}`` (``shown``: the error is already visible in the
+output), and exits with status 0 (the code finished), 1 (it raised) or the code of its
+``sys.exit``. That line only *labels* a failure: whether the call succeeded is what the parent
+observes (the exit status, a signal, a limit it enforced), which the code cannot forge.
 """
 
 from __future__ import annotations
@@ -35,14 +51,20 @@ import stat
 import struct
 import sys
 import traceback
+import types
 
 NOBODY = 65534
 FILENAME = "<python>"  # the code's name in tracebacks
+WORK = "/work"  # the working folder's path inside the sandbox's own root
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 DEVICES = ("/dev/null", "/dev/urandom", "/dev/random", "/dev/zero")  # open to read and write
 TIME_ZONES = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo")  # readable
+# Shared libraries that the standard library's extension modules load (libm, libz, libssl,
+# libffi, ...), the dynamic loader's cache and the C locales: readable inside the new root.
+SYSTEM_LIBRARIES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache")
 
-# Audit events refused outright, by the reason the agent sees.
+# Audit events refused outright, by the reason the agent sees. Tables are tuples and frozensets:
+# code that reaches them (through a frame, say) cannot change what the hook does.
 NETWORK_EVENT_PREFIXES = (
     "socket.",
     "http.client.",
@@ -55,58 +77,63 @@ NETWORK_EVENT_PREFIXES = (
     "urllib.Request",
     "syslog.",
 )
-REFUSED_EVENTS = {
-    "os.system": "new processes",
-    "os.exec": "new processes",
-    "os.fork": "new processes",
-    "os.forkpty": "new processes",
-    "os.posix_spawn": "new processes",
-    "subprocess.Popen": "new processes",
-    "pty.spawn": "new processes",
-    "webbrowser.open": "new processes",
-    "os.link": "links",
-    "os.symlink": "links",
-    "resource.setrlimit": "changing limits",
-    "resource.prlimit": "changing limits",
-    "cpython.PyInterpreterState_New": "subinterpreters",
-    "gc.get_objects": "garbage-collector introspection",
-    "gc.get_referrers": "garbage-collector introspection",
-    "gc.get_referents": "garbage-collector introspection",
-    "sys.settrace": "tracing",
-    "sys.setprofile": "tracing",
-    "sqlite3.enable_load_extension": "sqlite extensions",
-    "sqlite3.load_extension": "sqlite extensions",
-}
-BLOCKED_MODULES = {  # module name prefixes, and the reason
-    "ctypes": "ctypes",
-    "_ctypes": "ctypes",
-    "_posixsubprocess": "new processes",
-    "_posixshmem": "shared memory",
-    "_xxsubinterpreters": "subinterpreters",
-    "_xxinterpchannels": "subinterpreters",
-    "_interp": "subinterpreters",
-    "_test": "CPython's test modules",
-    "_xxtestfuzz": "CPython's test modules",
-    "_dbm": "dbm files",
-    "_gdbm": "dbm files",
-    "spwd": "the shadow password database",
-}
+REFUSED_EVENTS = (
+    ("os.system", "new processes"),
+    ("os.exec", "new processes"),
+    ("os.fork", "new processes"),
+    ("os.forkpty", "new processes"),
+    ("os.posix_spawn", "new processes"),
+    ("subprocess.Popen", "new processes"),
+    ("pty.spawn", "new processes"),
+    ("webbrowser.open", "new processes"),
+    ("os.link", "links"),
+    ("os.symlink", "links"),
+    ("resource.setrlimit", "changing limits"),
+    ("resource.prlimit", "changing limits"),
+    ("cpython.PyInterpreterState_New", "subinterpreters"),
+    ("gc.get_objects", "garbage-collector introspection"),
+    ("gc.get_referrers", "garbage-collector introspection"),
+    ("gc.get_referents", "garbage-collector introspection"),
+    ("sys.settrace", "tracing"),
+    ("sys.setprofile", "tracing"),
+    ("sqlite3.enable_load_extension", "sqlite extensions"),
+    ("sqlite3.load_extension", "sqlite extensions"),
+)
+BLOCKED_MODULES = (  # module name prefixes, and the reason
+    ("ctypes", "ctypes"),
+    ("_ctypes", "ctypes"),
+    ("_posixsubprocess", "new processes"),
+    ("_posixshmem", "shared memory"),
+    ("_xxsubinterpreters", "subinterpreters"),
+    ("_xxinterpchannels", "subinterpreters"),
+    ("_interp", "subinterpreters"),
+    ("_test", "CPython's test modules"),
+    ("_xxtestfuzz", "CPython's test modules"),
+    ("_dbm", "dbm files"),
+    ("_gdbm", "dbm files"),
+    ("spwd", "the shadow password database"),
+)
 # Audit events whose path arguments (by position) are read or written.
-READ_EVENTS = {"os.listdir": (0,), "os.scandir": (0,), "os.getxattr": (0,), "os.listxattr": (0,)}
-WRITE_EVENTS = {
-    "os.remove": (0,),
-    "os.rmdir": (0,),
-    "os.mkdir": (0,),
-    "os.rename": (0, 1),
-    "os.truncate": (0,),
-    "os.chmod": (0,),
-    "os.chown": (0,),
-    "os.utime": (0,),
-    "os.setxattr": (0,),
-    "os.removexattr": (0,),
-    "shutil.rmtree": (0,),
-    "shutil.chown": (0,),
-}
+READ_EVENTS = (
+    ("os.listdir", (0,)),
+    ("os.scandir", (0,)),
+    ("os.getxattr", (0,)),
+    ("os.listxattr", (0,)),
+)
+WRITE_EVENTS = (
+    ("os.remove", (0,)),
+    ("os.rmdir", (0,)),
+    ("os.mkdir", (0,)),
+    ("os.rename", (0, 1)),
+    ("os.truncate", (0,)),
+    ("os.chmod", (0,)),
+    ("os.chown", (0,)),
+    ("os.utime", (0,)),
+    ("os.setxattr", (0,)),
+    ("os.removexattr", (0,)),
+    ("shutil.rmtree", (0,)),
+    ("shutil.chown", (0,)),
+)
 
 
 class Blocked(PermissionError):
@@ -136,28 +163,95 @@ def limit_resources(cpu_seconds: int, memory_bytes: int, file_bytes: int) -> Non
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead
 
 
-# --- 2.-5. kernel isolation (ctypes, before the audit hook forbids it) ---------------------
+# --- 2.-6. kernel isolation (ctypes, before the audit hook forbids it) ---------------------
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
+    1024,
+    2048,
+    4096,
+    16384,
+    1 << 18,
+    1 << 21,
+)
+MNT_DETACH = 2
+# statvfs flags a bind mount inherits and may not drop inside a user namespace -> mount flags.
+LOCKED_FLAGS = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # system call numbers
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # every arch
+# Landlock access rights: EXECUTE, WRITE_FILE, READ_FILE, READ_DIR, then 9 more for removing
+# and making entries (ABI 1), REFER (2), TRUNCATE (3), IOCTL_DEV (5).
+LANDLOCK_READ = 1 | 4 | 8
+LANDLOCK_FILE = 1 | 2 | 4 | (1 << 14) | (1 << 15)  # the rights that apply to a file
 
 
-def isolate(libc, parent_pid: int, stdlib: list[str]) -> dict:
-    """Apply steps 2-5 and report which ones took effect."""
-    report = {"network_namespace": _unshare_network(libc)}
+def isolate(libc, config: dict, stdlib: list[str]) -> dict:
+    """Apply steps 2-6 as ``config`` asks and report which took effect: ``filesystem``
+    (``"namespace"``, ``"landlock"`` or ``"none"``), ``network_namespace``, ``user``,
+    ``no_new_privileges``, ``seccomp``, and ``problems`` (why a layer did not take effect)."""
+    wanted, problems = config["filesystem"], []
+    report = {"filesystem": "none", "network_namespace": False}
+    if wanted in ("auto", "namespace"):
+        try:
+            real_root = _unshare(libc, CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC)
+            report["network_namespace"] = True
+            _enter_new_root(libc, stdlib, config["disk_bytes"], config["max_files"], real_root)
+            report["filesystem"] = "namespace"
+        except OSError as error:
+            problems.append(f"mount namespace: {error.strerror or error}")
+    if not report["network_namespace"]:
+        try:
+            _unshare(libc, CLONE_NEWNET | CLONE_NEWIPC)
+            report["network_namespace"] = True
+        except OSError as error:
+            problems.append(f"network namespace: {error.strerror or error}")
     report["user"] = _drop_root(stdlib)
     libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = SIGKILL
-    if os.getppid() != parent_pid:  # the parent died before the line above
+    if os.getppid() != config["parent_pid"]:  # the parent died before the line above
         os._exit(1)
     report["no_new_privileges"] = libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    if report["filesystem"] == "none" and wanted in ("auto", "landlock"):
+        try:
+            _restrict_with_landlock(libc, os.getcwd(), [*stdlib, *TIME_ZONES, *SYSTEM_LIBRARIES])
+            report["filesystem"] = "landlock"
+        except OSError as error:
+            problems.append(f"landlock: {error.strerror or error}")
     report["seccomp"] = _install_seccomp(libc)
+    report["problems"] = problems
     return report
 
 
-def _unshare_network(libc) -> bool:
-    clone_newuser, clone_newnet = 0x10000000, 0x40000000
-    if os.geteuid() == 0:
-        return libc.unshare(clone_newnet) == 0
+def _syscall(libc, number: int, *args) -> int:
+    """``syscall(number, *args)`` (ints passed as C longs); OSError on failure."""
+    import ctypes
+
+    args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    result = libc.syscall(ctypes.c_long(number), *args)
+    if result < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return result
+
+
+def _unshare(libc, flags: int) -> bool:
+    """New namespaces for ``flags``: directly as root (then True: still the machine's root),
+    otherwise inside a new user namespace in which this process keeps its own ids (False)."""
+    import ctypes
+
+    if os.geteuid() == 0 and libc.unshare(flags) == 0:
+        return True
     uid, gid = os.geteuid(), os.getegid()
-    if libc.unshare(clone_newuser | clone_newnet) != 0:
-        return False
+    if libc.unshare(flags | CLONE_NEWUSER) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
     # Map our own ids into the new user namespace, or creating files would fail (EOVERFLOW).
     for name, text in (
         ("setgroups", "deny"),
@@ -166,15 +260,103 @@ def _unshare_network(libc) -> bool:
     ):
         with open(f"/proc/self/{name}", "w") as file:
             file.write(text)
-    return True
+    return False
+
+
+def _mount(libc, source: str | None, target: str | None, kind: str | None, flags: int, data=None):
+    import ctypes
+
+    encode = lambda text: None if text is None else text.encode()  # noqa: E731
+    if libc.mount(encode(source), encode(target), encode(kind), flags, encode(data)) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{os.strerror(error)} (mounting {source or kind} on {target})")
+
+
+def _enter_new_root(
+    libc, stdlib: list[str], disk_bytes: int, max_files: int, real_root: bool
+) -> None:
+    """Build the sandbox's root on a tmpfs over the (empty) current folder, enter it with
+    ``pivot_root`` and detach the machine's root: afterwards only what is bound here exists."""
+    import ctypes
+
+    os.umask(0o022)
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates back to the machine
+    root = os.getcwd()
+    _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    exposed: list[str] = []
+    for path in sorted({*stdlib, *SYSTEM_LIBRARIES, *TIME_ZONES}):
+        _expose(libc, root, path, exposed)
+    for device in DEVICES:
+        if os.path.exists(device):
+            os.makedirs(root + "/dev", exist_ok=True)
+            open(root + device, "w").close()
+            _mount(libc, device, root + device, None, MS_BIND)
+    os.mkdir(root + WORK)
+    owner = f"uid={os.geteuid()},gid={os.getegid()}"
+    if real_root:
+        owner = f"uid={NOBODY},gid={NOBODY}"  # step 3 switches to nobody
+    options = f"size={disk_bytes},nr_inodes={max_files},mode=700,{owner}"
+    _mount(libc, "tmpfs", root + WORK, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    os.chdir(root)
+    number = PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(0, f"pivot_root's number is not known on {os.uname().machine}")
+    _syscall(libc, number, b".", b".")  # the new root on top, the old one stacked under it
+    if libc.umount2(b".", MNT_DETACH) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{os.strerror(error)} (detaching the old root)")
+    os.chdir("/")
+    _mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(WORK)
+
+
+def _expose(libc, root: str, path: str, exposed: list[str], depth: int = 0) -> None:
+    """Make ``path`` readable at the same place under ``root``: symbolic links on the way are
+    copied (and their targets exposed), the real file or folder is bound read-only."""
+    path = os.path.normpath(os.path.abspath(path))
+    if depth > 8 or not os.path.exists(path):
+        return
+    if any(path == done or path.startswith(done.rstrip("/") + "/") for done in exposed):
+        return
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        current = "/" + "/".join(parts[:i])
+        if os.path.islink(current):
+            inside = root + current
+            if not os.path.lexists(inside):
+                os.makedirs(os.path.dirname(inside), exist_ok=True)
+                os.symlink(os.readlink(current), inside)
+            target = os.path.join(os.path.dirname(current), os.readlink(current), *parts[i:])
+            _expose(libc, root, target, exposed, depth + 1)
+            return
+    inside = root + path
+    if os.path.isdir(path):
+        os.makedirs(inside, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(inside), exist_ok=True)
+        open(inside, "w").close()
+    try:
+        _mount(libc, path, inside, None, MS_BIND)
+    except OSError:  # a user namespace may only bind a mount together with those under it
+        _mount(libc, path, inside, None, MS_BIND | MS_REC)
+    locked = os.statvfs(path).f_flag
+    flags = sum(mount_flag for flag, mount_flag in LOCKED_FLAGS if locked & flag)
+    _mount(
+        libc, None, inside, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | flags
+    )
+    exposed.append(path)
 
 
 def _drop_root(stdlib: list[str]) -> str:
     """Become ``nobody`` when root, if ``nobody`` can still read the standard library."""
     if os.geteuid() != 0:
         return "unprivileged"
-    os.chown(".", NOBODY, NOBODY)
-    os.seteuid(NOBODY)  # try first, reversibly
+    if os.getcwd() != WORK:  # the machine's folder (Landlock or none): hand it to nobody
+        os.chown(".", NOBODY, NOBODY)
+    try:
+        os.seteuid(NOBODY)  # try first, reversibly
+    except OSError:  # nobody does not exist in this user namespace
+        return "root"
     try:
         readable = all(_readable(path) for path in [".", *stdlib])
     finally:
@@ -200,6 +382,35 @@ def _readable(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _restrict_with_landlock(libc, work: str, readable: list[str]) -> None:
+    """A Landlock ruleset: everything in ``work``, reading ``readable``, reading and writing
+    the :data:`DEVICES`; every other file-system access is refused by the kernel."""
+    abi = _syscall(libc, LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    handled = (1 << 13) - 1
+    for version, right in ((2, 1 << 13), (3, 1 << 14), (5, 1 << 15)):
+        if abi >= version:
+            handled |= right
+    ruleset = _syscall(libc, LANDLOCK_CREATE_RULESET, struct.pack("=Q", handled), 8, 0)
+    try:
+        rules = [(work, handled), *((path, LANDLOCK_READ) for path in readable)]
+        rules += [(device, 2 | 4) for device in DEVICES]
+        for path, access in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:  # not on this machine
+                continue
+            try:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    access &= LANDLOCK_FILE
+                rule = struct.pack("=Qi", access & handled, fd)  # landlock_path_beneath_attr
+                _syscall(libc, LANDLOCK_ADD_RULE, ruleset, 1, rule, 0)
+            finally:
+                os.close(fd)
+        _syscall(libc, LANDLOCK_RESTRICT_SELF, ruleset, 0)
+    finally:
+        os.close(ruleset)
 
 
 # x86-64 system calls the seccomp filter refuses with EPERM.
@@ -341,17 +552,22 @@ def _install_seccomp(libc) -> bool:
     return libc.prctl(set_seccomp, filter_mode, ctypes.addressof(fprog), 0, 0) == 0
 
 
-# --- 6. the audit hook ---------------------------------------------------------------------
+# --- 7. the audit hook ---------------------------------------------------------------------
 
 
 def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
     """Refuse what the agent's code may not do, with the reason in a :class:`Blocked` error.
 
     The hook is one function that looks up no global or builtin name: everything it uses is a
-    default argument bound here (builtins, ``os`` functions, the allowed folders), so the code
-    cannot change its behaviour by patching modules or builtins, and its frame (reachable from
-    a traceback) holds no function whose closure could be rewritten.
+    default argument bound here (builtins, ``os`` functions, the allowed folders, immutable
+    tables), so the code cannot change its behaviour by patching modules, builtins or the
+    tables, and its frame (reachable from a traceback) holds nothing mutable that it consults.
+    A path given as an object is accepted only as ``str``, ``bytes``, a descriptor or one of
+    ``pathlib``'s own path classes: an object whose ``__fspath__`` may answer differently when
+    the hook asks than when the call opens is refused.
     """
+    import pathlib
+
     own_pid, readable = os.getpid(), (*stdlib, *TIME_ZONES)
 
     def hook(
@@ -376,9 +592,12 @@ def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
         _devices=DEVICES,
         _network=NETWORK_EVENT_PREFIXES,
         _refused=REFUSED_EVENTS,
+        _refused_names=frozenset(name for name, _ in REFUSED_EVENTS),
         _modules=BLOCKED_MODULES,
         _read_events=READ_EVENTS,
         _write_events=WRITE_EVENTS,
+        _path_events=frozenset(name for name, _ in READ_EVENTS + WRITE_EVENTS),
+        _path_classes=(pathlib.PurePosixPath, pathlib.PosixPath),
         _write_flags=WRITE_FLAGS,
     ):
         paths = []  # (path, writing) pairs to check below
@@ -388,26 +607,31 @@ def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
                 paths.append((path, (flags & _write_flags) != 0))
             else:
                 paths.append((path, mode not in (None, "r", "rb")))
-        elif event in _read_events:
-            for i in _read_events[event]:
-                paths.append((args[i], False))
-        elif event in _write_events:
-            for i in _write_events[event]:
-                if _issubclass(_type(args[i]), _int):
-                    raise _blocked("changing files through a descriptor")
-                paths.append((args[i], True))
+        elif event in _path_events:
+            for name, positions in _read_events:
+                if name == event:
+                    for i in positions:
+                        paths.append((args[i], False))
+            for name, positions in _write_events:
+                if name == event:
+                    for i in positions:
+                        if _issubclass(_type(args[i]), _int):
+                            raise _blocked("changing files through a descriptor")
+                        paths.append((args[i], True))
         elif _str.startswith(event, _network):
             raise _blocked("network access")
-        elif event in _refused:
-            raise _blocked(_refused[event])
+        elif event in _refused_names:
+            for name, reason in _refused:
+                if name == event:
+                    raise _blocked(reason)
         elif _str.startswith(event, "ctypes."):
             raise _blocked("ctypes")
         elif event in ("os.kill", "os.killpg") and args[0] not in (_own_pid, 0):
             raise _blocked("signals to other processes")
         elif event == "import":
-            for prefix in _modules:
+            for prefix, reason in _modules:
                 if _str.startswith(args[0], prefix):
-                    raise _blocked(_modules[prefix])
+                    raise _blocked(reason)
         elif event == "sqlite3.connect":
             database = args[0]
             if _issubclass(_type(database), _str) and _str.startswith(database, "file:"):
@@ -423,6 +647,8 @@ def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
             if _issubclass(kind, _int):
                 continue
             if not _issubclass(kind, (_str, _bytes)):
+                if kind not in _path_classes:
+                    raise _blocked("paths must be str, bytes or pathlib paths")
                 path = _fspath(path)
                 kind = _type(path)
             if _issubclass(kind, _bytes):
@@ -465,9 +691,13 @@ def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
 # --- running the code ----------------------------------------------------------------------
 
 
-def run(code: str, memory_mb: int) -> dict:
-    """Run ``code`` as a REPL cell in a fresh namespace; the status to report."""
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
+def run(code: str, memory_mb: int) -> tuple[int, dict]:
+    """Run ``code`` as a REPL cell in a fresh ``__main__`` module: the exit status and the
+    label of the outcome (``{"error": ..., "shown": ...}``)."""
+    module = types.ModuleType("__main__")
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module  # `import __main__` gives the code its own namespace
+    namespace = module.__dict__
     saved_builtins = dict(vars(builtins))
     error = None
     try:
@@ -484,18 +714,19 @@ def run(code: str, memory_mb: int) -> dict:
     namespace.clear()
     vars(builtins).update(saved_builtins)  # undo patched builtins, so that the report works
     if error is None:
-        return {"ok": True, "error": None, "shown": False}
+        return 0, {"error": None, "shown": False}
     if isinstance(error, SystemExit):
         if error.code in (None, 0):
-            return {"ok": True, "error": None, "shown": False}
+            return 0, {"error": None, "shown": False}
         if isinstance(error.code, int):
-            return {"ok": False, "error": f"exited with code {error.code}", "shown": False}
+            status = error.code if 0 < error.code < 256 else 1
+            return status, {"error": f"exited with code {error.code}", "shown": False}
         sys.stderr.write(f"{error.code}\n")
-        return {"ok": False, "error": "exited with code 1", "shown": True}
+        return 1, {"error": "exited with code 1", "shown": True}
     if isinstance(error, MemoryError):
-        return {"ok": False, "error": f"memory limit ({memory_mb} MB)", "shown": False}
+        return 1, {"error": f"memory limit ({memory_mb} MB)", "shown": False}
     _print_traceback(error)
-    return {"ok": False, "error": _reason(error), "shown": True}
+    return 1, {"error": _reason(error), "shown": True}
 
 
 def _print_traceback(error: BaseException) -> None:
@@ -524,6 +755,7 @@ def _reason(error: BaseException) -> str:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    sys.argv = [""]
     code = sys.stdin.buffer.read().decode("utf-8", "replace")
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -531,25 +763,40 @@ def main() -> None:
     stdlib = [path for path in sys.path if path]
     limit_resources(config["cpu_seconds"], config["memory_bytes"], config["file_bytes"])
     user = "root" if os.geteuid() == 0 else "unprivileged"
-    isolation = dict(network_namespace=False, user=user, no_new_privileges=False, seccomp=False)
+    isolation = dict(
+        filesystem="none",
+        network_namespace=False,
+        user=user,
+        no_new_privileges=False,
+        seccomp=False,
+        problems=[f"the kernel layers are Linux's, not {sys.platform}'s"],
+    )
     if sys.platform == "linux":  # the kernel layers are Linux's
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-        isolation = isolate(libc, config["parent_pid"], stdlib)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        libc.syscall.restype = ctypes.c_long
+        isolation = isolate(libc, config, stdlib)
         del libc, ctypes
     for name in [name for name in sys.modules if name.startswith(("ctypes", "_ctypes"))]:
         del sys.modules[name]  # so that importing it again goes through the audit hook
+    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    isolation["audit_hook"] = config["audit_hook"]
+    isolation["refused"] = isolation["filesystem"] == "none" and not config["allow_unisolated"]
+    # Written before any of the code runs: the one record from the child the parent trusts.
+    os.write(config["status_fd"], json.dumps(isolation).encode() + b"\n")
+    if isolation["refused"]:
+        os._exit(0)
     if config["audit_hook"]:
         install_audit_hook(os.getcwd(), stdlib)
-    isolation["audit_hook"] = config["audit_hook"]
-    status = run(code, config["memory_bytes"] // 2**20)
-    status["isolation"] = isolation
+    exit_status, outcome = run(code, config["memory_bytes"] // 2**20)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.write(config["status_fd"], json.dumps(status).encode() + b"\n")
-    os._exit(0)
+    os.write(config["status_fd"], json.dumps(outcome).encode() + b"\n")
+    os._exit(exit_status)
 
 
 if __name__ == "__main__":
