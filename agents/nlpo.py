@@ -110,9 +110,10 @@ class NLPO(PPO):
         self._mask_iteration = -1
 
     def refresh_mask_policy(self) -> None:
-        """Make the mask policy a frozen copy of the current policy's LM. It is built once; later
-        refreshes copy the trained weights into it in place (no new model to allocate, and a
-        compiled mask policy keeps its graphs)."""
+        """Make the mask policy a frozen copy of the current policy's LM (and of its position
+        embeddings, if it has them: the mask must come from the same model). It is built once;
+        later refreshes copy the trained weights into it in place (no new model to allocate,
+        and a compiled mask policy keeps its graphs)."""
         p = self.policy
         if self.mask_policy is None:
             model = copy.deepcopy(p.model).eval().requires_grad_(False)
@@ -124,18 +125,25 @@ class NLPO(PPO):
                 compile=p.compile_backend or False,
                 kv_cache=p.kv_cache,
             )
+            if p.position_embeddings is not None:
+                frozen = copy.deepcopy(p.position_embeddings).requires_grad_(False)
+                self.mask_policy.position_embeddings = frozen
         else:
-            self._load_mask_weights(self._trainable(p.model))
+            self._load_mask_weights(self._trainable(p))
         self._mask_iteration = self.iteration
 
-    def _trainable(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """``model``'s parameters that the policy trains, by name (the others never change, so
-        the policy and its mask policy share their values)."""
+    def _trainable(self, policy: LMPolicy) -> dict[str, torch.Tensor]:
+        """``policy``'s LM parameters that the policy trains and its position embeddings, by
+        name (the others never change, so the policy and its mask policy share their values)."""
         names = {n for n, p in self.policy.model.named_parameters() if p.requires_grad}
-        return {n: p for n, p in model.named_parameters() if n in names}
+        weights = {n: p for n, p in policy.model.named_parameters() if n in names}
+        if policy.position_embeddings is not None:
+            for name, tensor in policy.position_embeddings.named_parameters():
+                weights[f"position_embeddings.{name}"] = tensor
+        return weights
 
     def _load_mask_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        params = self._trainable(self.mask_policy.model)
+        params = self._trainable(self.mask_policy)
         with torch.no_grad():
             for name, tensor in weights.items():
                 params[name].copy_(tensor)
@@ -151,12 +159,12 @@ class NLPO(PPO):
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         if self.mask_policy is None:
             return {}
-        return {n: p.detach() for n, p in self._trainable(self.mask_policy.model).items()}
+        return {n: p.detach() for n, p in self._trainable(self.mask_policy).items()}
 
     def extra_tensors_problem(self, tensors: dict[str, torch.Tensor]) -> str | None:
         if not tensors:
             return None  # saved before the first rollout: no mask policy yet
-        own = self._trainable(self.policy.model)
+        own = self._trainable(self.policy)
         if set(tensors) != set(own):
             return "the saved mask policy's parameters are not this policy's trainable ones"
         wrong = [n for n, t in tensors.items() if t.shape != own[n].shape]

@@ -396,7 +396,8 @@ class LMPolicy(nn.Module):
     def reference_record(self) -> dict[str, str]:
         """What the KL reference is, for checkpoints: ``origin`` (in words) and ``fingerprint``,
         a hash of the reference's weights (each tensor's name, shape, dtype and up to 4,096
-        evenly spaced elements; with peft, the base weights the adapter-off model uses).
+        evenly spaced elements; with peft, the base weights the adapter-off model uses; the
+        frozen position embeddings, if the policy has them).
         :meth:`~agents.base.Learner.resume` compares it with the resumed learner's."""
         import hashlib
 
@@ -404,7 +405,10 @@ class LMPolicy(nn.Module):
         digest = hashlib.sha256()
         adapters = self._adapter_names()
         with torch.no_grad(), self._reference() as ref:
-            for name, tensor in ref.named_parameters():
+            tensors = list(ref.named_parameters())
+            if self.ref_positions is not None:  # the reference's own position embeddings
+                tensors += [(f"positions.{n}", t) for n, t in self.ref_positions.named_parameters()]
+            for name, tensor in tensors:
                 if any(f".{a}." in f".{name}." for a in adapters):
                     continue  # the adapter's own weights: switched off in the reference
                 flat = tensor.detach().reshape(-1)

@@ -176,7 +176,9 @@ class SupervisedWarmStart:
             # The reference (re-copied now, or copied when a learner is built) is the SFT model.
             self.policy.reference_origin = "a frozen copy of the policy after a warm start"
         if c.refresh_reference and self.policy.ref_model is not None:
-            object.__setattr__(self.policy, "ref_model", None)  # re-copied from the new weights
+            # Re-copied from the new weights: the LM and its position embeddings, if any.
+            object.__setattr__(self.policy, "ref_model", None)
+            object.__setattr__(self.policy, "ref_positions", None)
             self.policy.ensure_reference()
         return self.history
 

@@ -9,7 +9,15 @@ import pytest
 import torch
 from test_agents_helpers import make_envs, make_policy, one_thread  # noqa: F401
 
-from agents import PPO, PPOConfig, SupervisedWarmStart, WarmStartConfig, evaluate, warm_start
+from agents import (
+    PPO,
+    LMPolicy,
+    PPOConfig,
+    SupervisedWarmStart,
+    WarmStartConfig,
+    evaluate,
+    warm_start,
+)
 from agents.warm_start import reference_batch
 
 COPY = "TextGen-Copy-v0"
@@ -71,3 +79,22 @@ def test_warm_start_is_seeded_and_refreshes_the_reference():
     policy = results[0][1]
     for a, b in zip(policy.model.parameters(), policy.ref_model.parameters()):
         assert torch.equal(a, b)  # the KL reference is the warmed-up model
+
+
+def test_the_refreshed_reference_includes_the_position_embeddings():
+    """LMPolicy.tiny adds position embeddings: the reference after a warm start is the warmed-up
+    policy whole (KL 0 right after it), and the checkpoint's reference record sees the change."""
+    envs = copy_envs(8)
+    policy = LMPolicy.tiny(envs, seed=0)
+    policy.ensure_reference()
+    before = policy.reference_record()["fingerprint"]
+    warm_start(policy, COPY, WarmStartConfig(epochs=1, lr=3e-3, max_examples=64, seed=3))
+    assert torch.equal(policy.position_embeddings.steps.weight, policy.ref_positions.steps.weight)
+    result = evaluate(policy, envs, n_episodes=16, seed=1)
+    assert abs(result.kl) < 1e-6, result.kl
+    after = policy.reference_record()["fingerprint"]
+    assert after != before
+    # Position tables alone are enough to change the record.
+    with torch.no_grad():
+        policy.ref_positions.steps.weight[0, 0] += 1.0
+    assert policy.reference_record()["fingerprint"] != after

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
 
-from agents import NLPO, PPO, NLPOConfig, PPOConfig, evaluate
+from agents import NLPO, PPO, LMPolicy, NLPOConfig, PPOConfig, evaluate
 from agents.nlpo import MaskedActing
 from agents.sampling import top_p_mask
 from agents.token_stats import pack_support, token_logprobs, unpack_support
@@ -207,3 +207,34 @@ def test_a_mask_policy_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     save_file(dict(list(tensors.items())[1:]), str(extra))  # one parameter short
     with pytest.raises(CheckpointError, match="extra.safetensors: the saved mask policy"):
         NLPO(make_policy(), make_envs(), NLPOConfig(**COMMON)).resume(tmp_path)
+
+
+def test_the_mask_policy_is_the_policy_with_its_position_embeddings(monkeypatch):
+    """With LMPolicy.tiny (position embeddings), the mask at a refresh comes from the same model:
+    the mask policy's logits equal the policy's, before and after training moves them."""
+    envs = make_envs(4)
+    policy = LMPolicy.tiny(envs, seed=0)
+    agent = NLPO(policy, envs, NLPOConfig(**COMMON, nlpo_top_p=0.5, nlpo_update_every=1))
+    recorded = {}
+    original = policy._logits
+
+    def recording(model, hidden):
+        recorded["logits"] = original(model, hidden)
+        return recorded["logits"]
+
+    monkeypatch.setattr(policy, "_logits", recording)
+
+    def assert_same_logits() -> None:
+        obs, _ = envs.reset(seed=list(range(4)))
+        acting = agent.acting_policy()  # refreshes the mask policy once an iteration passed
+        policy.reset_state()
+        acting.mask_policy.reset_state()
+        policy.act(obs, deterministic=True)
+        acting.mask_policy.act(obs, deterministic=True)
+        torch.testing.assert_close(acting.mask_policy.last_logits, recorded["logits"])
+
+    assert_same_logits()
+    agent.learn(total_episodes=16)
+    moved = policy.position_embeddings.steps.weight - policy.ref_positions.steps.weight
+    assert agent.iteration >= 1 and moved.abs().max() > 0  # training moved the tables
+    assert_same_logits()
