@@ -39,6 +39,7 @@ from safetensors.torch import load_model
 import textgym
 from agents import LEARNERS, Learner, LMPolicy, distributed, evaluate
 from agents.checkpoint import check_model_file, read_checkpoint_state, verify_checkpoint_files
+from agents.evaluation import verdict, verdict_line
 from textgym.char_tokenizer import CharTokenizer
 from textgym.errors import CheckpointError, TextgymError
 
@@ -278,6 +279,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             run["episodes"] = args.episodes
     else:
         run = new_run(args, out_dir)
+    if args.save_optimizer is not None:  # also when resuming: finish a run with weights only
+        run["config"] = {**run["config"], "save_optimizer": args.save_optimizer}
     cls = learner_class(run["agent"])
     envs = make_envs(run["env_id"], run["num_envs"], run["env_kwargs"])
     policy = build_policy(
@@ -348,8 +351,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             after = evaluate(
                 agent, eval_envs, args.eval_episodes, split="test", seed=EVAL_SEED, gather=True
             )
-            out.write(f"after:  {after}\n\n{after.table()}\n")
+            out.write(f"after:  {after}\n{verdict_line(after, before)}\n\n{after.table()}\n")
             figures["after"] = {**after.as_dict(), "samples": after.samples}
+            figures["verdict"] = verdict(after, {"untrained": before})
             if rank.is_main:
                 figures.update(split="test", seed=EVAL_SEED, train_seconds=seconds)
                 write_json(out_dir / EVAL_FILE, figures)
@@ -517,6 +521,14 @@ def train_parser(prog: str = "textgym train") -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--checkpoint-every", type=_count(0), default=10, metavar="ITERATIONS")
+    p.add_argument(
+        "--save-optimizer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="checkpoints hold the optimizer state, needed to --resume (default); "
+        "--no-save-optimizer writes weights-only checkpoints (a third of the size with AdamW) "
+        "for a finished run: `textgym eval` reads them, --resume refuses them",
+    )
     p.add_argument(
         "--eval-episodes",
         type=_count(0),

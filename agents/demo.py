@@ -31,6 +31,7 @@ import torch
 
 from agents import evaluate
 from agents.cli import EVAL_SEED, build_policy, has_tensorboard, learner_class, make_envs, write_run
+from agents.evaluation import verdict, verdict_line
 
 # PPO on TextGen-v0 with SmolLM2-135M and 16 envs: lr 5e-5 raises the test reward by ~0.3-0.4
 # within ~30 iterations (about 8 minutes on a 2-core CPU); PPOConfig's other defaults.
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"perplexity {before.perplexity:.1f} -> {after.perplexity:.1f}; "
         f"distinct-2 {before.distinct_2:.3f} -> {after.distinct_2:.3f}"
     )
+    print(verdict_line(after, before))
     print(
         f"training: {agent.iteration} iterations, {agent.episodes} episodes, {agent.tokens} "
         f"tokens in {train_s:.0f} s ({agent.tokens / max(train_s, 1e-9):.0f} completion tokens "
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "before": {**before.as_dict(), "samples": before.samples},
         "after": {**after.as_dict(), "samples": after.samples},
         "improvement": delta,
+        "verdict": verdict(after, {"untrained": before}),
         "iterations": agent.iteration,
         "episodes": agent.episodes,
         "tokens": agent.tokens,

@@ -1,9 +1,10 @@
 """``evaluate``: reward (mean and 95% CI), success rate, KL to the reference, fluency, diversity,
-samples."""
+samples; ``verdict``: did a run learn (collapsed, no better than its reference, or learned)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,9 @@ import torch
 from agents import distributed
 from agents.policy import LMPolicy
 from agents.rollout import collect_rollout
+
+COLLAPSED = 0.1  # below this share of distinct completions, a policy has collapsed
+EMPTY_COLLAPSED = 0.5  # at or above this share of empty completions, too
 
 
 @dataclass
@@ -35,6 +39,8 @@ class EvalResult:
             (empty otherwise).
         success_rate, success_ci: the share of ``"correct"`` episodes and its 95% Wilson interval
             (NaN without outcomes). Partial credit counts in the reward, not here.
+        distinct, empty: the share of distinct completions and of empty ones (collapse signs:
+            :func:`verdict`).
     """
 
     n_episodes: int
@@ -51,6 +57,8 @@ class EvalResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     success_rate: float = math.nan
     success_ci: tuple[float, float] = (math.nan, math.nan)
+    distinct: float = math.nan
+    empty: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """The scalar figures as a dict (no samples; ``entropy`` only when it was measured)."""
@@ -65,6 +73,8 @@ class EvalResult:
             "distinct_1": self.distinct_1,
             "distinct_2": self.distinct_2,
             "mean_length": self.mean_length,
+            "distinct": self.distinct,
+            "empty": self.empty,
         }
         if math.isfinite(self.entropy):
             out["entropy"] = self.entropy
@@ -97,7 +107,8 @@ class EvalResult:
             f"reward {self.reward_mean:.4f} (95% CI {lo:.4f}..{hi:.4f}, n={self.n_episodes}), "
             f"{success}KL {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
             f"distinct-1/2 {self.distinct_1:.3f}/{self.distinct_2:.3f}, "
-            f"length {self.mean_length:.1f}"
+            f"length {self.mean_length:.1f}, distinct completions {self.distinct:.2f}, "
+            f"empty {self.empty:.2f}"
         )
 
 
@@ -109,6 +120,65 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def distinct_share(completions: list[str]) -> float | None:
+    """Distinct completions / completions (1: all different; 1/n: all the same)."""
+    return len(set(completions)) / len(completions) if completions else None
+
+
+def _figures(result: Any) -> dict[str, Any]:
+    """distinct, empty, reward_ci_low, reward_ci_high of an :class:`EvalResult` or of a dict
+    with those keys (a benchmark row); a missing figure is None."""
+    figures = result.as_dict() if isinstance(result, EvalResult) else dict(result)
+    out = {k: figures.get(k) for k in ("distinct", "empty", "reward_ci_low", "reward_ci_high")}
+    return {k: v if v is not None and math.isfinite(v) else None for k, v in out.items()}
+
+
+def verdict(result: Any, references: Mapping[str, Any]) -> str:
+    """Did ``result`` learn, compared with ``references`` (name -> the untrained model's or a
+    random policy's figures)? ``result`` and each reference: an :class:`EvalResult` or a dict
+    with ``distinct``, ``empty``, ``reward_ci_low``, ``reward_ci_high`` (a leaderboard row).
+
+    * ``"collapsed"``: its completions are (nearly) all the same (the share of distinct ones
+      below :data:`COLLAPSED`) or at least half are empty (:data:`EMPTY_COLLAPSED`), whatever
+      its reward: a policy that games the scorer with one string is not a learned one.
+    * ``"= NAME"``: its reward's 95% CI overlaps the reference's: no measurable change.
+    * ``"< NAME"``: its CI lies wholly below the reference's: worse than where it started.
+    * ``"learned"``: its CI lies above every reference's.
+
+    The leaderboard (``benchmarks``), ``textgym train --eval-episodes`` and the demo print it.
+    """
+    f = _figures(result)
+    if (f["distinct"] is not None and f["distinct"] < COLLAPSED) or (
+        f["empty"] is not None and f["empty"] >= EMPTY_COLLAPSED
+    ):
+        return "collapsed"
+    lo, hi = f["reward_ci_low"], f["reward_ci_high"]
+    for name, reference in references.items():
+        ref = _figures(reference)
+        if None in (lo, hi, ref["reward_ci_low"], ref["reward_ci_high"]):
+            continue
+        if lo <= ref["reward_ci_high"] and ref["reward_ci_low"] <= hi:
+            return f"= {name}"
+        if hi < ref["reward_ci_low"]:
+            return f"< {name}"
+    return "learned"
+
+
+VERDICT_TEXT = {
+    "collapsed": "collapsed: (nearly) all completions the same, or half of them empty",
+    "=": "not learned: the reward's 95% CI overlaps the {name} model's",
+    "<": "worse: the reward's 95% CI lies below the {name} model's",
+    "learned": "learned: the reward's 95% CI lies above the {name} model's",
+}
+
+
+def verdict_line(after: Any, before: Any, name: str = "untrained") -> str:
+    """``"verdict: ..."``, the sentence for :func:`verdict` of ``after`` against ``before``."""
+    v = verdict(after, {name: before})
+    key = v.split()[0] if v[0] in "=<" else v
+    return "verdict: " + VERDICT_TEXT[key].format(name=name)
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -242,4 +312,6 @@ def evaluate(
         outcomes=counts,
         success_rate=correct / len(labelled) if labelled else math.nan,
         success_ci=wilson_interval(correct, len(labelled)),
+        distinct=distinct_share(completions) or math.nan,
+        empty=float(np.mean([c.strip() == "" for c in completions])) if completions else math.nan,
     )

@@ -35,14 +35,13 @@ import numpy as np
 
 from agents import LMPolicy, WarmStartConfig, evaluate, warm_start
 from agents.cli import EVAL_SEED, build_policy, learner_class, make_envs
-from agents.evaluation import distinct_n
+from agents.evaluation import distinct_n, distinct_share
 from benchmarks import peers, trl_baseline
 from benchmarks.presets import Preset, TaskSpec
 from benchmarks.report import leaderboard_markdown, plot_curves
 from benchmarks.stats import (
     REFERENCES,
     bootstrap_difference_ci,
-    distinct_share,
     finite,
     machine_info,
     not_learned,

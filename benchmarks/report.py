@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.evaluation import COLLAPSED
 from benchmarks.stats import (
     BOOTSTRAP,
-    COLLAPSED,
     NOT_LEARNED,
     REFERENCES,
     cpu_flags_text,

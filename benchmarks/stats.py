@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from agents.evaluation import COLLAPSED, verdict
+
 BOOTSTRAP = 2000
 REFERENCES = ("untrained", "random")
-COLLAPSED = 0.1  # a row whose share of distinct test completions is below this collapsed
 NOT_LEARNED = "✗"  # the leaderboard's mark of a row that did not learn
 CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # decide bf16 and wide-vector speed
 
@@ -148,30 +149,16 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def distinct_share(completions: list[str]) -> float | None:
-    """Distinct completions / completions (1: all different; 1/n: all the same)."""
-    return len(set(completions)) / len(completions) if completions else None
-
-
 def finite(x: float) -> float | None:
     """``x`` as a float, or None when it is missing, NaN or infinite (JSON has no NaN)."""
     return float(x) if x is not None and math.isfinite(x) else None
 
 
 def not_learned(row: dict[str, Any], refs: list[dict[str, Any]]) -> str | None:
-    """Why an agent row did not learn, or None: its test completions collapsed (the share of
-    distinct ones below ``COLLAPSED``), or its 95% CI overlaps the untrained or random row's."""
-    if row.get("distinct") is not None and row["distinct"] < COLLAPSED:
-        return "collapsed"
-    lo, hi = row["reward_ci_low"], row["reward_ci_high"]
-    for ref in refs:
-        if (
-            ref["agent"] in REFERENCES
-            and lo <= ref["reward_ci_high"]
-            and ref["reward_ci_low"] <= hi
-        ):
-            return f"= {ref['agent']}"
-    return None
+    """Why an agent row did not learn, or None: :func:`agents.evaluation.verdict` of the row
+    against the untrained and random rows (collapsed, ``= untrained``, ``< random``, ...)."""
+    v = verdict(row, {ref["agent"]: ref for ref in refs if ref["agent"] in REFERENCES})
+    return None if v == "learned" else v
 
 
 def summarize(agent: str, cells: list[dict[str, Any]]) -> dict[str, Any]:

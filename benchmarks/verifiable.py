@@ -47,7 +47,8 @@ from agents.cli import (
     make_envs,
     parse_json_object,
 )
-from benchmarks.stats import cpu_flags_text, distinct_share, machine_info
+from agents.evaluation import distinct_share
+from benchmarks.stats import cpu_flags_text, machine_info
 from textgym.procedural import PROCEDURAL_IDS
 from textgym.wrappers import VectorCurriculum
 

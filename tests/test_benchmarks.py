@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from agents.evaluation import distinct_share
 from benchmarks.harness import peer_comparisons
 from benchmarks.report import leaderboard_markdown, results_section, trl_markdown, update_results_md
 from benchmarks.stats import (
@@ -17,7 +18,6 @@ from benchmarks.stats import (
     bootstrap_ci,
     bootstrap_difference_ci,
     curve_band,
-    distinct_share,
     not_learned,
     smooth,
 )
