@@ -92,6 +92,9 @@ class LearnerConfig:
         checkpoint_dir: where checkpoints go (None: no checkpoints).
         checkpoint_every: save every this many iterations (0: only at the end of ``learn``).
         keep_checkpoints: how many recent checkpoints to keep.
+        save_optimizer: checkpoints hold the optimizer state (needed to resume; for AdamW
+            twice the weights' size). False: weights-only checkpoints, for finished runs and
+            exports: ``textgym eval`` reads them, :meth:`Learner.resume` refuses them.
         eval_every: evaluate on ``eval_envs`` every this many iterations (0: never).
         eval_episodes: episodes per evaluation.
         patience: stop when the eval reward has not improved for this many evaluations (0: off).
@@ -116,6 +119,7 @@ class LearnerConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    save_optimizer: bool = True
     eval_every: int = 0
     eval_episodes: int = 64
     patience: int = 0
@@ -165,6 +169,8 @@ class Learner:
             )
         if c.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {c.kl_estimator!r}")
+        if not isinstance(c.save_optimizer, bool):
+            raise ValueError(f"save_optimizer must be True or False, got {c.save_optimizer!r}")
         self.policy, self.envs, self.eval_envs = policy, envs, eval_envs
         self.num_envs = int(envs.num_envs)
         self.group_size = int(getattr(c, "group_size", 1))
@@ -196,6 +202,7 @@ class Learner:
         # The numpy RNG (prompt seeds, minibatch order) is the same on every rank; sampling is not.
         self.generator = torch.Generator(device=policy.device).manual_seed(c.seed + self.dist.rank)
         self.iteration = self.episodes = self.tokens = self.skipped_updates = 0
+        self._saved_iteration: int | None = None  # the iteration save_checkpoint last wrote
         self._orders: list[np.ndarray] | None = None  # the next update's epochs (see prepare)
         self.kl_coef = c.kl_coef
         self.best_eval = -math.inf
@@ -253,7 +260,7 @@ class Learner:
                     self.save_checkpoint()
         finally:
             logger.close()
-        if c.checkpoint_dir:
+        if c.checkpoint_dir and self._saved_iteration != self.iteration:  # not twice
             self.save_checkpoint()
         return self
 
@@ -629,13 +636,15 @@ class Learner:
         env_states = distributed.gather_objects(env_state)  # every rank's
         if not self.dist.is_main:
             distributed.barrier()  # wait for rank 0's write, so "latest" is ready on return
+            self._saved_iteration = self.iteration if directory is None else self._saved_iteration
             return root / name
 
         def write(folder: Path) -> dict[str, Any]:
             from safetensors.torch import save_file, save_model
 
             save_model(self.policy, str(folder / "model.safetensors"))  # handles tied weights
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            if self.config.save_optimizer:
+                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
             if self.dist.enabled:
                 rng.update({f"generator_rank{r}": g for r, g in enumerate(generators)})
@@ -661,20 +670,35 @@ class Learner:
                 "config": dataclasses.asdict(self.config),
                 "reference": self.policy.reference_record(),  # what KL is measured against
                 "env_state": env_state,
+                "save_optimizer": bool(self.config.save_optimizer),
                 **({"env_state_ranks": env_states} if self.dist.enabled else {}),
             }
 
-        final = write_checkpoint(root, name, write, keep=self.config.keep_checkpoints)
+        final = write_checkpoint(
+            root, name, write, keep=self.config.keep_checkpoints, size=self._checkpoint_size()
+        )
+        self._saved_iteration = self.iteration if directory is None else self._saved_iteration
         distributed.barrier()
         return final
+
+    def _checkpoint_size(self) -> int:
+        """About how many bytes a checkpoint takes: the weights (tied ones once), and the
+        optimizer's moments when it is saved."""
+        weights = {t.data_ptr(): t.nbytes for t in self.policy.state_dict().values()}
+        size = sum(weights.values())
+        if self.config.save_optimizer:
+            for st in self.optimizer.state.values():
+                size += sum(v.nbytes for v in st.values() if isinstance(v, torch.Tensor))
+        return size
 
     def resume(self, path: str | os.PathLike | None = None) -> Learner:
         """Continue a run from a checkpoint folder, or from a checkpoint dir's ``latest``.
 
         Everything is read and checked before anything is changed: a missing, truncated or
-        corrupted file, a checkpoint of another learner or another model shape, or one whose KL
-        reference is not this learner's, raises :class:`~textgym.errors.CheckpointError` naming
-        the file and the problem, and leaves the learner as it was. The training env's state (a
+        corrupted file, a checkpoint of another learner or another model shape, a weights-only
+        one (``save_optimizer=False``), or one whose KL reference is not this learner's, raises
+        :class:`~textgym.errors.CheckpointError` naming the file and the problem, and leaves the
+        learner as it was. The training env's state (a
         curriculum's level and window, recorded by :meth:`save_checkpoint`) is loaded into
         ``envs``; a checkpoint with one and an env without (or the reverse) is a
         :class:`~textgym.errors.CheckpointError` too. Nothing is unpickled: tensors come from

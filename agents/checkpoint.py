@@ -4,7 +4,8 @@ A checkpoint is a folder ``<dir>/iter-NNNNNN/``:
 
 * ``model.safetensors``: the policy's weights (tied weights handled by safetensors);
 * ``optimizer.pt``: the optimizer state with ``torch.save``, loaded back with
-  ``weights_only=True`` (tensors and plain containers: no arbitrary unpickling);
+  ``weights_only=True`` (tensors and plain containers: no arbitrary unpickling); absent from a
+  weights-only checkpoint (``save_optimizer=False``), which can be evaluated but not resumed;
 * ``rng.safetensors``: the torch RNG states (global, the learner's sampling generator per rank,
   CUDA's);
 * ``extra.safetensors``: tensors a learner adds (NLPO: its mask policy), if any;
@@ -17,16 +18,22 @@ The learner writes these files (:meth:`~agents.base.Learner.save_checkpoint`);
 then replaces the ``<dir>/latest`` pointer atomically: a reader never sees half a checkpoint.
 :func:`read_checkpoint` reads and checks everything before anything is loaded into a learner; a
 missing, truncated or corrupted file, NaN/inf weights, or a checkpoint of another learner or
-model shape raise :class:`~textgym.errors.CheckpointError` naming the file and the problem.
+model shape raise :class:`~textgym.errors.CheckpointError` naming the file and the problem. A
+checkpoint that cannot be written (disk full, permission denied, a read-only folder) raises
+:class:`CheckpointWriteError` naming the path and the OS reason; ``latest`` still names the last
+complete checkpoint.
 ``textgym eval`` checks a checkpoint's model with the same functions (:func:`resolve_checkpoint`,
 :func:`read_checkpoint_state`, :func:`check_model_file`, :func:`verify_checkpoint_files`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -34,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,11 +66,26 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint where one was expected (no ``state.json``)."""
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, permission denied, a read-only folder).
+    Nothing was half-written: ``latest`` still names the last complete checkpoint. ``errno`` is
+    the OS error's number."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.errno = code
+
+
 # -- writing ------------------------------------------------------------------------------------
 
 
 def write_checkpoint(
-    root: Path, name: str, write: Callable[[Path], dict[str, Any]], *, keep: int
+    root: Path,
+    name: str,
+    write: Callable[[Path], dict[str, Any]],
+    *,
+    keep: int,
+    size: int = 0,
 ) -> Path:
     """Write the checkpoint ``root/name/`` atomically, point ``root/latest`` at it and keep the
     ``keep`` most recent checkpoints; returns the folder.
@@ -70,31 +93,85 @@ def write_checkpoint(
     ``write(folder)`` writes the checkpoint's files into ``folder`` (a temporary one) and returns
     the content of ``state.json``, to which the files' hashes and its checksum are added. Only then
     is the folder renamed into place and ``latest`` replaced: a process killed meanwhile leaves a
-    temporary, which the next call removes."""
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp-*"):  # left behind by a process killed while saving
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    temporary, which the next call removes. ``size``: about how many bytes the files take; less
+    free space than that fails before anything is written. A folder that cannot be written (disk
+    full, permission denied, read-only) raises :class:`CheckpointWriteError` naming the path and
+    the OS reason, with the temporary removed and ``latest`` unchanged."""
+    final = root / name
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".*.tmp-*"):  # left behind by a process killed while saving
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    except OSError as e:
+        raise _write_error(final, e, root) from None
+    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()  # first: a read-only folder or a missing permission is said as such
+        free = shutil.disk_usage(root).free
+        if size and free < size:
+            raise CheckpointWriteError(
+                errno.ENOSPC,
+                f"cannot write checkpoint {final}: {os.strerror(errno.ENOSPC)} (it needs about "
+                f"{size / 1e6:.1f} MB, {free / 1e6:.1f} MB are free); free some space, lower "
+                f"keep_checkpoints, or save weights only (save_optimizer=False, "
+                f"--no-save-optimizer)",
+            )
         state = write(tmp)
         # Bit rot or a stray edit must not load silently: every file's hash, and a checksum of
         # state.json's own content, are checked by resume and eval.
         state["files"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
         state["checksum"] = _state_checksum(state)
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        final = root / name
         if final.exists():  # saving the same iteration again: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
+        pointer = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            pointer.write_text(name)
+            os.replace(pointer, root / "latest")  # last: never a half-written checkpoint
+        finally:
+            pointer.unlink(missing_ok=True)
+    except Exception as e:  # OSError, or torch's / safetensors' own error wrapping one
+        if isinstance(e, CheckpointError) or not _is_write_failure(e, root, size):
+            raise
+        raise _write_error(final, e, root) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    pointer = root / f".latest.tmp-{uuid.uuid4().hex[:8]}"
-    pointer.write_text(name)
-    os.replace(pointer, root / "latest")  # last: a reader never sees a half-written checkpoint
     for old in sorted(root.glob("iter-*"))[: -max(keep, 1)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _is_write_failure(error: Exception, root: Path, size: int) -> bool:
+    """Whether ``error``, raised while writing a checkpoint into ``root``, is the file system
+    refusing the write: an OSError, or torch's / safetensors' error around one (torch.save's says
+    only "unexpected pos" when the disk fills up)."""
+    if isinstance(error, OSError) or re.search(r"os error \d+", str(error)):
+        return True
+    try:
+        return shutil.disk_usage(root).free < max(size, 1 << 20)
+    except OSError:
+        return True
+
+
+def _write_error(final: Path, error: Exception, root: Path) -> CheckpointWriteError:
+    """The one-line :class:`CheckpointWriteError` for ``error``: the path and the OS reason."""
+    code = getattr(error, "errno", None)
+    found = re.search(r"os error (\d+)", str(error))
+    if code is None and found:
+        code = int(found.group(1))
+    if code is None and not isinstance(error, OSError):  # torch.save's "unexpected pos"
+        try:
+            code = errno.ENOSPC if shutil.disk_usage(root).free < (1 << 20) else None
+        except OSError:
+            code = None
+    reason = os.strerror(code) if code is not None else str(error).splitlines()[0][:200]
+    where = getattr(error, "filename", None) or final
+    return CheckpointWriteError(
+        code or errno.EIO,
+        f"cannot write checkpoint {final}: {reason} ({where}); the last complete checkpoint "
+        f"is still the one {root / 'latest'} names",
+    )
 
 
 def _sha256(file: Path) -> str:
@@ -147,16 +224,25 @@ def read_checkpoint(
     :class:`CheckpointError` naming the file and the problem."""
     from safetensors.torch import load_file
 
-    files = ("state.json", "model.safetensors", "optimizer.pt", "rng.safetensors")
+    files = ("state.json", "model.safetensors", "rng.safetensors")
     missing = [f for f in files if not (path / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     state = read_checkpoint_state(path)
     file = path / "state.json"
+    if state.get("save_optimizer") is False and not (path / "optimizer.pt").is_file():
+        raise CheckpointError(
+            f"{path}: a weights-only checkpoint (saved with save_optimizer=False, "
+            f"--no-save-optimizer): it has no optimizer state, so the run cannot be resumed "
+            f"exactly; evaluate it (textgym eval) or resume from a checkpoint with optimizer.pt"
+        )
+    if not (path / "optimizer.pt").is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing optimizer.pt")
     if any(k not in state for k in STATE_FIELDS):
         raise CheckpointError(f"{file}: missing fields (needs {', '.join(STATE_FIELDS)})")
     if state["learner"] != learner:
         raise CheckpointError(f"{file}: checkpoint is from {state['learner']}, not {learner}")
+    _check_state_fields(file, state)
     check_model_file(path / "model.safetensors", policy)
     file = path / "rng.safetensors"
     try:
@@ -179,6 +265,33 @@ def read_checkpoint(
     verify_checkpoint_files(path, state)  # last: the checks above name the problem better
     _check_reference(path, state, reference)
     return state, rng, optim, extra
+
+
+def _check_state_fields(file: Path, state: dict) -> None:
+    """state.json's counters, KL coefficient, best eval, extra state and numpy RNG have the types
+    and values a learner can load (CheckpointError naming the field if not): resume loads them
+    only after every file was checked, so a bad one must fail here, before anything changed."""
+
+    def bad(key: str, what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{file}: field {key!r} is {state[key]!r:.80}, not {what}; the file was edited or "
+            f"written by something else: resume from another checkpoint"
+        )
+
+    for key in ("iteration", "episodes", "tokens", "skipped_updates", "evals_without_improvement"):
+        value = state[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(key, "a count (an int >= 0)")
+    if not _real_number(state["kl_coef"]) or not math.isfinite(state["kl_coef"]):
+        raise bad("kl_coef", "a finite number")
+    if state["best_eval"] is not None and not _real_number(state["best_eval"]):
+        raise bad("best_eval", "a number or null")
+    if not isinstance(state["extra"], dict):
+        raise bad("extra", "a JSON object")
+    try:  # what resume assigns to the learner's numpy Generator (PCG64), tried on a spare one
+        np.random.default_rng(0).bit_generator.state = state["numpy_rng"]
+    except Exception:  # numpy raises TypeError, ValueError or KeyError for a bad state
+        raise bad("numpy_rng", "a numpy PCG64 bit generator state") from None
 
 
 def _check_reference(path: Path, state: dict, own: dict[str, str]) -> None:
@@ -258,26 +371,92 @@ def _read_optimizer_state(
             f"{file}: cannot be loaded safely (weights_only=True refuses anything but "
             f"tensors and plain containers, and the file may be truncated): {e}"
         ) from e
+    own_groups = optimizer.param_groups
     groups = optim.get("param_groups") if isinstance(optim, dict) else None
-    if not isinstance(groups, list) or [len(g.get("params", ())) for g in groups] != [
-        len(g["params"]) for g in optimizer.param_groups
-    ]:
-        raise CheckpointError(f"{file}: optimizer state does not fit this learner's params")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for index, st in optim.get("state", {}).items():
-        shape = tuple(params[int(index)].shape)
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in st and tuple(st[key].shape) != shape:
+    saved_state = optim.get("state") if isinstance(optim, dict) else None
+    if (
+        not isinstance(groups, list)
+        or not isinstance(saved_state, dict)
+        or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+        or [len(g["params"]) for g in groups] != [len(g["params"]) for g in own_groups]
+    ):
+        raise CheckpointError(
+            f"{file}: optimizer state does not fit this learner's params (needs 'state' and "
+            f"{len(own_groups)} 'param_groups' of {[len(g['params']) for g in own_groups]} params)"
+        )
+    ids = [i for g in groups for i in g["params"]]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(set(ids)) != len(
+        ids
+    ):
+        raise CheckpointError(f"{file}: param_groups' 'params' must be distinct int ids")
+    for number, (group, own) in enumerate(zip(groups, own_groups)):
+        for key, value in group.items():
+            if key == "params" or key not in own:
+                continue
+            if not _same_kind(value, own[key]):
                 raise CheckpointError(
-                    f"{file}: {key} of parameter {index} has shape {tuple(st[key].shape)}, "
+                    f"{file}: param_groups[{number}][{key!r}] is {value!r:.60}, this optimizer's "
+                    f"is {own[key]!r:.60}: the file was edited or is from another optimizer"
+                )
+    # torch maps the saved ids, in order, onto this optimizer's params
+    params = dict(zip(ids, [p for g in own_groups for p in g["params"]]))
+    for index, st in saved_state.items():
+        if index not in params or not isinstance(st, dict):
+            raise CheckpointError(
+                f"{file}: state of parameter {index!r:.40} does not fit this learner's params "
+                f"(ids {min(ids, default=0)}..{max(ids, default=0)})"
+            )
+        shape = tuple(params[index].shape)
+        for key, value in st.items():
+            if key == "step":
+                number = value
+                if isinstance(value, torch.Tensor):
+                    number = value.item() if value.numel() == 1 else None
+                if not (_real_number(number) and math.isfinite(number) and number >= 0):
+                    raise CheckpointError(f"{file}: step of parameter {index} is {value!r:.60}")
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(
+                    f"{file}: {key} of parameter {index} is {value!r:.60}, not a tensor"
+                )
+            if tuple(value.shape) != shape:
+                raise CheckpointError(
+                    f"{file}: {key} of parameter {index} has shape {tuple(value.shape)}, "
                     f"the parameter {shape}"
                 )
-            if key in st and not torch.isfinite(st[key]).all():
+            if value.is_floating_point() and not torch.isfinite(value).all():
                 raise CheckpointError(
                     f"{file}: {key} of parameter {index} holds NaN/inf; resume from an "
                     f"earlier checkpoint"
                 )
     return optim
+
+
+def _real_number(value: Any) -> bool:
+    """An int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_kind(saved: Any, own: Any) -> bool:
+    """A saved optimizer hyperparameter can stand where this optimizer has ``own``: a finite
+    number for a number, a bool for a bool, a pair of numbers for ``betas``, ..."""
+    if isinstance(own, torch.Tensor):
+        return isinstance(saved, torch.Tensor) and saved.shape == own.shape
+    if own is None:  # foreach, fused: None or a bool
+        return saved is None or isinstance(saved, bool)
+    if isinstance(own, bool):
+        return isinstance(saved, bool)
+    if _real_number(own):
+        if isinstance(saved, torch.Tensor):
+            return saved.numel() == 1 and bool(torch.isfinite(saved).all())
+        return _real_number(saved) and math.isfinite(saved)
+    if isinstance(own, (tuple, list)):
+        return (
+            isinstance(saved, (tuple, list))
+            and len(saved) == len(own)
+            and all(_same_kind(a, b) for a, b in zip(saved, own))
+        )
+    return type(saved) is type(own)
 
 
 def read_checkpoint_state(path: Path) -> dict:
@@ -323,6 +502,17 @@ def check_model_file(file: Path, policy: nn.Module) -> None:
     except Exception as e:  # safetensors raises its own SafetensorError on bad headers
         raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
     own = policy.state_dict()
+    tied: dict[int, list[str]] = {}  # names that share one tensor (tied weights)
+    for k, v in own.items():
+        if v.numel():
+            tied.setdefault(v.data_ptr(), []).append(k)
+    twice = [names for names in tied.values() if sum(n in shapes for n in names) > 1]
+    if twice:
+        raise CheckpointError(
+            f"{file}: holds tied weights under several names ({', '.join(twice[0])}): this "
+            f"model stores one tensor for them, so the file was not written by save_model; "
+            f"save it again with one of the names"
+        )
     present = {own[k].data_ptr() for k in shapes if k in own}
     unexpected = sorted(set(shapes) - set(own))
     missing = sorted(k for k in set(own) - set(shapes) if own[k].data_ptr() not in present)
