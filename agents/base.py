@@ -61,6 +61,7 @@ from agents.rollout import (
 from agents.token_stats import TokenStats
 
 NONFINITE_POLICIES = ("skip", "raise")
+TIME_MARGIN = 0.1  # learn(time_limit=T) may run past T by at most this share of T
 
 
 class NonFiniteError(FloatingPointError):
@@ -208,6 +209,7 @@ class Learner:
         self.best_eval = -math.inf
         self.evals_without_improvement = 0
         self.stop_reason: str | None = None
+        self.iteration_seconds: list[float] = []  # each iteration of the last learn(), in s
         self.history: list[dict[str, float]] = []
 
     # -- the loop --------------------------------------------------------------------------------
@@ -221,7 +223,9 @@ class Learner:
     ) -> Learner:
         """Train until ``total_episodes`` episodes in all (counting resumed ones), or for
         ``iterations`` more iterations; one iteration = one episode per env slot. Stops earlier
-        on early stopping (``stop_reason`` says why) or after ``time_limit`` seconds."""
+        on early stopping (``stop_reason`` says why) or at ``time_limit`` seconds: an iteration
+        starts only if it would end by then, within :data:`TIME_MARGIN` of it, judged by the
+        mean of the last three iterations (``iteration_seconds``); the first always runs."""
         if (total_episodes is None) == (iterations is None):
             raise ValueError("pass exactly one of total_episodes or iterations")
         if iterations is not None:
@@ -240,18 +244,33 @@ class Learner:
             desc=type(self).__name__,
         )
         self.stop_reason = None
+        self.iteration_seconds = []
         start = time.perf_counter()
         try:
             while self.iteration < target and self.stop_reason is None:
-                if time_limit is not None and distributed.broadcast_flag(
-                    time.perf_counter() - start >= time_limit
-                ):  # rank 0's clock decides, so that every rank stops at the same iteration
-                    self.stop_reason = f"time limit of {time_limit:.0f} s reached"
-                    break
+                if time_limit is not None:
+                    elapsed = time.perf_counter() - start
+                    # The next iteration will take about as long as the last few did; start it
+                    # only if it would end within the budget plus TIME_MARGIN of it.
+                    recent = self.iteration_seconds[-3:]
+                    estimate = sum(recent) / len(recent) if recent else 0.0
+                    # rank 0's clock decides, so that every rank stops at the same iteration
+                    if distributed.broadcast_flag(
+                        elapsed >= time_limit or elapsed + estimate > time_limit * (1 + TIME_MARGIN)
+                    ):
+                        self.stop_reason = (
+                            f"time limit of {time_limit:.0f} s reached"
+                            if elapsed >= time_limit
+                            else f"time limit of {time_limit:.0f} s: the next iteration "
+                            f"(~{estimate:.0f} s) would end at {elapsed + estimate:.0f} s"
+                        )
+                        break
+                iteration_start = time.perf_counter()
                 row = self.train_iteration()
                 row.update(self._maybe_evaluate())
                 logger.log(row)
                 self.history.append(row)
+                self.iteration_seconds.append(time.perf_counter() - iteration_start)
                 if (
                     c.checkpoint_dir
                     and c.checkpoint_every

@@ -327,11 +327,14 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         )
         out.flush()
         figures = {}
+        eval_seconds = 0.0
         if args.eval_episodes:
             eval_envs = make_envs(run["env_id"], run["num_envs"], run["env_kwargs"])
+            eval_start = time.perf_counter()
             before = evaluate(
                 agent, eval_envs, args.eval_episodes, split="test", seed=EVAL_SEED, gather=True
             )
+            eval_seconds += time.perf_counter() - eval_start
             out.write(f"before: {before}\n")
             out.flush()
             figures["before"] = {**before.as_dict(), "samples": before.samples}
@@ -348,9 +351,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
             + f"\ncheckpoint: {latest_checkpoint(out_dir)}\nlogs: {out_dir / 'progress.csv'}\n"
         )
         if args.eval_episodes:
+            eval_start = time.perf_counter()
             after = evaluate(
                 agent, eval_envs, args.eval_episodes, split="test", seed=EVAL_SEED, gather=True
             )
+            eval_seconds += time.perf_counter() - eval_start
             out.write(f"after:  {after}\n{verdict_line(after, before)}\n\n{after.table()}\n")
             figures["after"] = {**after.as_dict(), "samples": after.samples}
             figures["verdict"] = verdict(after, {"untrained": before})
@@ -358,10 +363,24 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
                 figures.update(split="test", seed=EVAL_SEED, train_seconds=seconds)
                 write_json(out_dir / EVAL_FILE, figures)
                 out.write(f"evaluation: {out_dir / EVAL_FILE}\n")
+        out.write(time_spent(agent, seconds, eval_seconds) + "\n")
         out.write(f"evaluate it with: textgym eval {out_dir}\n")
     finally:
         distributed.cleanup()
     return 0
+
+
+def time_spent(agent: Learner, train_seconds: float, eval_seconds: float) -> str:
+    """Where a command's time went: the iterations (their mean and longest), the rest of
+    training (checkpoints), and the before/after evaluation."""
+    its = agent.iteration_seconds
+    text = f"time: training {train_seconds:.1f} s"
+    if its:
+        text += (
+            f" = {len(its)} iterations x {sum(its) / len(its):.1f} s (longest "
+            f"{max(its):.1f} s) + {max(train_seconds - sum(its), 0.0):.1f} s checkpoints"
+        )
+    return text + (f"; evaluation {eval_seconds:.1f} s" if eval_seconds else "")
 
 
 # -- eval -------------------------------------------------------------------------------------
