@@ -47,6 +47,11 @@ class ScorerTimeoutError(ScorerError, TimeoutError):
     """The scorer did not return within the environment's ``scorer_timeout`` seconds."""
 
 
+class ModelNotFoundError(TextgymError, OSError):
+    """A model or tokenizer name that is not an alias, not a local folder, and not in the Hugging
+    Face cache, while the hub cannot be reached or has no such repository."""
+
+
 class CheckpointError(TextgymError, ValueError):
     """A checkpoint or run file is missing, truncated, corrupted, holds NaN/inf weights, or does
     not fit this learner/model."""

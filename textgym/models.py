@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from textgym.char_tokenizer import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
+from textgym.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -388,7 +389,26 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> Any:
     path = resolve_model_path(name_or_path)
     from transformers import AutoTokenizer
 
-    return _ensure_pad_token(AutoTokenizer.from_pretrained(path))
+    with _not_found_as_one_line(name_or_path, path):
+        return _ensure_pad_token(AutoTokenizer.from_pretrained(path))
+
+
+@contextlib.contextmanager
+def _not_found_as_one_line(name: Any, path: str) -> Any:
+    """A hub id that is neither cached nor downloadable (offline, or no such repository):
+    :class:`~textgym.errors.ModelNotFoundError` saying what to pass instead."""
+    try:
+        yield
+    except OSError as error:
+        if Path(path).exists():
+            raise
+        raise ModelNotFoundError(
+            f"model or tokenizer {name!r} was not found: it is not an alias, not a local "
+            f"folder, not in the Hugging Face cache, and the hub could not be reached or has no "
+            f"such repository ({str(error).splitlines()[0][:120]}); pass 'smollm2-135m' (works "
+            f"offline) or a local model folder, or download it while online "
+            f"(`hf download {name}`)"
+        ) from None
 
 
 def load_lm(
@@ -411,8 +431,9 @@ def load_lm(
     path = resolve_model_path(name_or_path)  # before importing transformers: fail fast
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = _ensure_pad_token(AutoTokenizer.from_pretrained(path))
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    with _not_found_as_one_line(name_or_path, path):
+        tokenizer = _ensure_pad_token(AutoTokenizer.from_pretrained(path))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     if model.generation_config.pad_token_id is None:  # else generate() warns on every call
         model.generation_config.pad_token_id = tokenizer.pad_token_id
