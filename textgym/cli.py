@@ -25,11 +25,14 @@ import gymnasium as gym
 import textgym
 from textgym.errors import TextgymError
 
-PLAY_HELP = """Type text to append it (it is tokenised into actions), or a command:
+PLAY_HELP = """Type text to append it (it is tokenised into actions; \\n in it is a newline), or a
+command:
   :ids 12 345 ...   append these token ids
+  :nl               append a newline
   :eos              append the EOS token
-  :show             show the prompt and the completion so far
+  :show             show the prompt and the text so far (a secret stays hidden)
   :quit             stop playing
+What the env writes itself after your turn (a partner's reply, a tool's result) is echoed.
 """
 DISPATCHED = ("train", "eval", "bench")  # commands with their own parsers, in other packages
 
@@ -69,15 +72,35 @@ def _parse_ids(words: list[str], vocab_size: int) -> list[int]:
     return ids
 
 
+def _generated(obs: dict) -> list[int]:
+    """The ids after the prompt in an observation: the agent's and the env's own."""
+    ids = obs["input_ids"][obs["attention_mask"].astype(bool)]
+    count = int(obs["num_generated"][0])
+    return ids[len(ids) - count :].tolist() if count else []
+
+
+def _outcome(info: dict) -> str:
+    """The end of an episode in words: the checker's outcome, or a dialogue's solved/turns."""
+    parts = []
+    if "outcome" in info:
+        parts.append(str(info["outcome"]))
+    if "solved" in info:
+        parts.append(f"{'solved' if info['solved'] else 'not solved'} in {info['turns']} turn(s)")
+    if "secret" in info:
+        parts.append(f"the secret was {info['secret']!r}")
+    return "; ".join(parts)
+
+
 def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
     env = _make(args.env_id, render_mode="ansi")
     tok = env.tokenizer
     out.write(PLAY_HELP)
     for episode in range(args.episodes):
-        _, info = env.reset(
+        obs, info = env.reset(
             seed=None if args.seed is None else args.seed + episode, options={"split": args.split}
         )
-        out.write(f"\n=== episode {episode + 1}/{args.episodes} ===\nprompt: {info['prompt']}\n")
+        prompt = info["prompt"]
+        out.write(f"\n=== episode {episode + 1}/{args.episodes} ===\nprompt: {prompt}\n")
         done = False
         while not done:
             out.write("> ")
@@ -88,11 +111,17 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
                 return 0
             line = line.rstrip("\n")
             try:
-                if line.strip() == ":show":
-                    out.write(env.render())
+                if line.strip() == ":show":  # not env.render(): a dialogue's shows its secret
+                    text = tok.decode(_generated(obs), skip_special_tokens=False)
+                    out.write(f"{prompt}{text}\n")
                     continue
                 if line.strip() == ":eos":
                     actions = [tok.eos_token_id]
+                elif line.strip() == ":nl" or "\\n" in line:
+                    text = "\n" if line.strip() == ":nl" else line.replace("\\n", "\n")
+                    actions = tok.encode(text, add_special_tokens=False)
+                    if "\n" not in tok.decode(actions):
+                        raise ValueError("this env's tokenizer has no newline token")
                 elif line.strip().startswith(":ids"):
                     actions = _parse_ids(line.split()[1:], env.action_space.n)
                 elif line.startswith(":"):
@@ -105,9 +134,14 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
                 out.write(f"error: {e}\n")
                 continue
             for k, action in enumerate(actions):
-                _, reward, terminated, truncated, info = env.step(int(action))
+                before = int(obs["num_generated"][0])
+                obs, reward, terminated, truncated, info = env.step(int(action))
                 piece = tok.decode([int(action)])
                 out.write(f"  token {int(action):>6} {piece!r}\n")
+                added = int(obs["num_generated"][0]) - before - 1  # written by the env itself
+                if added > 0:
+                    reply = tok.decode(_generated(obs)[-added:], skip_special_tokens=False)
+                    out.write(f"  env wrote: {reply!r}\n")
                 if terminated or truncated:
                     dropped = len(actions) - k - 1
                     why = "terminated" if terminated else "truncated: token budget reached"
@@ -115,6 +149,7 @@ def cmd_play(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
                         f"episode {why}"
                         + (f" ({dropped} token(s) not used)" if dropped else "")
                         + f"\ncompletion: {info['completion']!r}\nreward: {reward:.4f}\n"
+                        + (f"outcome: {_outcome(info)}\n" if _outcome(info) else "")
                     )
                     done = True
                     break
