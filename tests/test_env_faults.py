@@ -312,3 +312,177 @@ def test_shaping_wrapper_whose_potential_fails_puts_the_env_back(vector):
             except ScorerError:
                 got.append(_step(env, a, vector))
         _same(got, expected)
+
+
+# -- text no tokenizer can encode, and the integrations' inputs ----------------------------------
+
+LONE = "a\ud800b"  # a lone surrogate: UTF-8 has no form for it
+
+
+@pytest.mark.smollm2
+def test_text_utf8_cannot_encode_is_refused_naming_the_argument():
+    """A Hugging Face tokenizer raises a bare TypeError on a lone surrogate: every text entry
+    point refuses it first, naming the argument, and changes nothing."""
+    from textgym.integrations.text_env import TextEnvAdapter
+    from textgym.turns import TextTurns, VectorTextTurns
+
+    env, ref = gym.make("TextGen-v0"), gym.make("TextGen-v0")
+    _same(env.reset(seed=1), ref.reset(seed=1))
+    with pytest.raises(InvalidArgumentError, match=r"options\['prompt'\] holds '\\ud800'"):
+        env.reset(seed=2, options={"prompt": LONE})
+    with pytest.raises(InvalidArgumentError, match=r"completions\[1\] holds '\\ud800' at index 1"):
+        env.unwrapped.encode_completions(["ok", LONE])
+    with pytest.raises(InvalidArgumentError, match=r"prompt 0 of prompts holds"):
+        env.unwrapped.encode_prompts([LONE])
+    _same(env.step(37), ref.step(37))
+
+    vec = TextGenVectorEnv(num_envs=2)
+    with pytest.raises(InvalidArgumentError, match=r"options\['prompt'\]\[1\] holds '\\ud800'"):
+        vec.reset(seed=0, options={"prompt": ["ok", LONE]})
+
+    turns, ref_turns = TextTurns(gym.make("TextGen-v0")), TextTurns(gym.make("TextGen-v0"))
+    _same(turns.reset(seed=1), ref_turns.reset(seed=1))
+    with pytest.raises(InvalidArgumentError, match=r"turn 0 holds '\\ud800'"):
+        turns.step(LONE)
+    _same(turns.step("hello"), ref_turns.step("hello"))
+
+    vturns = VectorTextTurns([gym.make("TextGen-v0") for _ in range(2)])
+    vturns.reset(seed=0)
+    with pytest.raises(InvalidArgumentError, match=r"turn 1 holds '\\ud800'"):
+        vturns.step(["ok", LONE])
+
+    adapter = TextEnvAdapter("TextGen-v0")
+    adapter.reset(seed=0)
+    with pytest.raises(InvalidArgumentError, match=r"turn 0 holds '\\ud800'"):
+        adapter.step(LONE)
+    assert adapter.step("hello")[0] == ""  # the episode goes on as if nothing happened
+
+    pytest.importorskip("datasets")
+    from textgym.integrations import trl as textgym_trl
+
+    (score,) = textgym_trl.reward_funcs("TextGen-v0")
+    row = textgym_trl.dataset("TextGen-v0")[0]
+    columns = {"prompt_index": [row["prompt_index"]], "split": [row["split"]]}
+    with pytest.raises(InvalidArgumentError, match=r"completions\[0\] holds '\\ud800'"):
+        score([row["prompt"]], [LONE], **columns)
+    with pytest.raises(InvalidArgumentError, match=r"prompts\[0\] holds '\\ud800'"):
+        score([row["prompt"] + LONE], ["ok"], **columns)
+
+
+def test_char_tokenizer_unknown_text_next_to_the_unknown_token_literal_is_refused():
+    from textgym.turns import TextTurns
+
+    turns = TextTurns(TextGenEnv(**KW))
+    turns.reset(seed=0)
+    before = turns.unwrapped.current_completions()
+    with pytest.raises(InvalidArgumentError, match="cannot encode"):
+        turns.step("<unk>\u00e9")  # the literal <unk> does not cover the unknown character
+    assert turns.unwrapped.current_completions() == before
+    env = TextGenEnv(**KW)
+    with pytest.raises(InvalidArgumentError, match="cannot encode"):
+        env.reset(options={"prompt": "<unk>\u00e9"})
+    turns.step("<unk>")  # the literal text alone is what it says: accepted
+
+
+@pytest.fixture(scope="module")
+def copy_rewards():
+    pytest.importorskip("datasets")
+    from textgym.integrations import trl as textgym_trl
+
+    (score,) = textgym_trl.reward_funcs("TextGen-Copy-v0")
+    rows = textgym_trl.dataset("TextGen-Copy-v0", size=3)
+    return score, [rows[k] for k in range(3)]
+
+
+def test_trl_reward_batches_must_line_up(copy_rewards):
+    score, rows = copy_rewards
+    prompts = [r["prompt"] for r in rows]
+    index, split = [r["prompt_index"] for r in rows], [r["split"] for r in rows]
+    good = score(prompts, ["abc", "d", ""], prompt_index=index, split=split)
+    assert len(good) == 3
+    assert score([], [], prompt_index=[], split=[]) == []
+    for args, kwargs, message in [
+        ((prompts[:2], ["a", "b", "c"]), {"prompt_index": index, "split": split}, "prompts must"),
+        ((prompts, ["a", "b", "c"]), {"prompt_index": index[:2], "split": split}, "prompt_index"),
+        ((prompts, ["a", "b", "c"]), {"prompt_index": index, "split": split[:1]}, "split must"),
+        ((prompts, "abc"), {"prompt_index": index, "split": split}, "completions must be a list"),
+        ((prompts, None), {"prompt_index": index, "split": split}, "completions must be a list"),
+        ((prompts, ["a", None, "c"]), {"prompt_index": index, "split": split}, r"completions\[1\]"),
+        (
+            (prompts, ["a", "b", "c"]),
+            {"prompt_index": [0, 1, 10**6], "split": split},
+            r"prompt_index\[2\]",
+        ),
+        (
+            (prompts, ["a", "b", "c"]),
+            {"prompt_index": [0, -1, 2], "split": split},
+            r"prompt_index\[1\]",
+        ),
+        (
+            (prompts, ["a", "b", "c"]),
+            {"prompt_index": [0.0, 1, 2], "split": split},
+            r"prompt_index\[0\]",
+        ),
+        (
+            (prompts, ["a", "b", "c"]),
+            {"prompt_index": [True, 1, 2], "split": split},
+            r"prompt_index\[0\]",
+        ),
+        (
+            (prompts, ["a", "b", "c"]),
+            {"prompt_index": index, "split": ["train", "dev", 3]},
+            r"split\[1\]",
+        ),
+        (
+            (prompts, ["a"] * 3),
+            {"prompt_index": index, "split": split, "completion_ids": [[1]]},
+            "completion_ids must have one entry per completion",
+        ),
+        (
+            (prompts, ["a"] * 3),
+            {"prompt_index": index, "split": split, "completion_ids": [[-1]] * 3},
+            r"completion_ids\[0\] must be token ids",
+        ),
+        (([None] * 3, ["a"] * 3), {"prompt_index": index, "split": split}, r"prompts\[0\]"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            score(*args, **kwargs)
+    assert score(prompts, ["abc", "d", ""], prompt_index=index, split=split) == good
+
+
+def test_curriculum_with_a_level_that_cannot_be_played_changes_nothing():
+    from textgym.wrappers import Curriculum, VectorCurriculum
+
+    ok = Task("ok", PromptSet.from_list(["abc", "xyz"]), _score)
+    also_ok = Task("also", PromptSet.from_list(["hello"]), _score)
+    unplayable = Task("bad", PromptSet.from_list(["\u4e2d\u6587"]), _score)  # not in the alphabet
+    for env in (TextGenEnv(**KW), TextGenVectorEnv(num_envs=2, **KW)):
+        make = VectorCurriculum if isinstance(env, TextGenVectorEnv) else Curriculum
+        core = env.core
+        with pytest.raises(InvalidArgumentError, match="cannot encode"):
+            make(env, levels=[ok, also_ok, unplayable])
+        assert env.core is core and env.core.task_name == "faults"
+        for bad in ("x", float("nan"), float("inf"), True, None):
+            with pytest.raises(InvalidArgumentError, match="success_score"):
+                make(env, levels=[ok, also_ok], success_score=bad)
+        assert env.core is core
+        assert make(env, levels=[ok, also_ok], success_score=np.float32(0.5)).level == 0
+
+
+def test_gem_register_takes_a_list_and_registers_all_or_nothing():
+    pytest.importorskip("gem")
+    from gem.envs.registration import ENV_REGISTRY
+
+    from textgym.integrations.gem import PREFIX, register
+
+    with pytest.raises(InvalidArgumentError, match="env_ids must be a list"):
+        register("TextGen-v0")
+    gym.register("FaultsGem-v0", entry_point=lambda **kw: TextGenEnv(**KW))
+    try:
+        with pytest.raises(InvalidArgumentError, match="'bogus-v0' is not a registered"):
+            register(["FaultsGem-v0", "bogus-v0"])
+        assert PREFIX + "FaultsGem-v0" not in ENV_REGISTRY
+        assert register(["FaultsGem-v0"]) == [PREFIX + "FaultsGem-v0"]
+    finally:
+        del gym.registry["FaultsGem-v0"]
+        ENV_REGISTRY.pop(PREFIX + "FaultsGem-v0", None)

@@ -305,17 +305,50 @@ def test_grpo_trainer_on_a_dialogue_plays_whole_episodes_through_the_env(tmp_pat
     seeds = out[textgym_trl.SEED_FIELD]
     assert all(len(set(seeds[g : g + 4])) == 1 for g in range(0, 8, 4))  # one secret per group
     env = gym.make(env_id)
+    pad, stops = trainer.processing_class.pad_token_id, [*trainer.eos_token_ids]
+    clipped = []
     for k, text in enumerate(trainer._logs["completion"]):
         # The agent's tokens, replayed through a fresh env with the same seed, give the same
         # trajectory (the partner's replies included), the same text and the same return.
         obs, _ = env.reset(seed=seeds[k])
         completion, mask = out["completion_ids"][k], out["env_mask"][k]
-        total, info = 0.0, {}
+        total, info, terminated = 0.0, {}, False
         for token in [t for t, m in zip(completion, mask) if m]:
-            obs, reward, _, _, info = env.step(token)
+            obs, reward, terminated, _, info = env.step(token)
             total += reward
         real = obs["attention_mask"] == 1
-        assert obs["input_ids"][real].tolist() == out["prompt_ids"][k] + completion
-        assert obs["agent_mask"][real].tolist()[len(out["prompt_ids"][k]) :] == mask
+        ids = obs["input_ids"][real].tolist()[len(out["prompt_ids"][k]) :]
+        # An episode the env ended itself ends on EOS or on one pad id outside the loss: TRL
+        # reads only the last id to tell a finished completion from a truncated one.
+        marked = terminated and ids[-1] not in stops
+        assert completion == ids + [pad] * marked
+        assert mask == obs["agent_mask"][real].tolist()[len(out["prompt_ids"][k]) :] + [0] * marked
         assert (info["completion"], total) == (text, pytest.approx(logged[k]))
         assert len(out["logprobs"][k]) == len(completion)
+        clipped.append(not terminated)
+    assert not all(clipped)  # games end on the env's own stop, and TRL is told
+    assert trainer.state.log_history[-2]["completions/clipped_ratio"] == pytest.approx(
+        np.mean(clipped)
+    )
+
+
+def test_rollout_tells_trl_which_episodes_the_env_ended_itself():
+    """TRL 1.16 counts a completion as truncated unless its last id is EOS or pad: an episode
+    the env ended on its own stop string gets a pad id outside the loss; a truncated one and one
+    that ended on EOS are left as the env wrote them."""
+    from textgym.integrations.trl import _Episode
+
+    env = gym.make("TextGen-Copy-v0", stop_strings=("=",), stop_on_eos=True)
+    tok = env.unwrapped.tokenizer
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    a, stop = tok.convert_tokens_to_ids("a"), tok.convert_tokens_to_ids("=")
+    for tokens, marked in [([a, stop], True), ([a] * 7, False), ([a, eos], False)]:
+        episode = _Episode(env, seed=0, options=None)
+        for token in tokens:
+            episode.step(token, -0.5)
+        assert episode.done
+        written = list(episode.completion_ids)
+        episode.mark_end([eos, pad], pad)
+        assert episode.completion_ids == written + [pad] * marked
+        assert episode.env_mask == [1] * len(tokens) + [0] * marked
+        assert episode.logprobs == [-0.5] * len(tokens) + [0.0] * marked

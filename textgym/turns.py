@@ -25,20 +25,22 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textgym.envs import DialogueEnv, TextGenEnv, TextGenVectorEnv
-from textgym.envs.checks import check_seed
+from textgym.envs.checks import check_seed, check_text
 from textgym.errors import InvalidArgumentError, ResetNeeded
 from textgym.wrappers import TextObservation
 
 
 def _encode_turns(tokenizer: Any, turns: Sequence[Any]) -> list[list[int]]:
     """The token ids of each turn (one tokenizer call, ``add_special_tokens=False``). A turn that
-    is not a string, encodes to no tokens, or holds text the tokenizer maps to its unknown token
+    is not a string, holds text UTF-8 cannot encode (a lone surrogate), encodes to no tokens, or
+    holds text the tokenizer maps to its unknown token (beyond the unknown token's own text)
     raises :class:`~textgym.errors.InvalidArgumentError`."""
     for k, turn in enumerate(turns):
         if not isinstance(turn, str):
             raise InvalidArgumentError(
                 f"turn {k} must be a str (the turn's text), got {type(turn).__name__} {turn!r:.60}"
             )
+        check_text(f"turn {k}", turn)
     ids = [list(seq) for seq in tokenizer(list(turns), add_special_tokens=False)["input_ids"]]
     unk = getattr(tokenizer, "unk_token_id", None)
     unk_text = getattr(tokenizer, "unk_token", None) or "\0"
@@ -48,7 +50,7 @@ def _encode_turns(tokenizer: Any, turns: Sequence[Any]) -> list[list[int]]:
                 f"turn {k} encodes to no tokens: {turn!r:.60}; a turn must hold text (to end the "
                 f"episode, send the tokenizer's EOS text, env.eos_text)"
             )
-        if unk is not None and unk in seq and unk_text not in turn:
+        if unk is not None and seq.count(unk) > turn.count(unk_text):  # not all literal text
             raise InvalidArgumentError(
                 f"turn {k} holds text the tokenizer cannot encode (it maps to {unk_text!r}): "
                 f"{turn[:80]!r}; remove those characters"

@@ -35,6 +35,23 @@ def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
     return int(value)
 
 
+def check_text(name: str, text: Any) -> str:
+    """``text``, a ``str`` that UTF-8 can encode. A lone surrogate (``"\\ud800"``, what
+    ``bytes.decode(errors="surrogateescape")`` leaves) has no UTF-8 form: a Hugging Face
+    tokenizer raises a bare ``TypeError`` on it, the character tokenizer maps it to ``<unk>``."""
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"{name} must be a str, got {type(text).__name__} {text!r:.60}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(
+            f"{name} holds {text[e.start : e.end]!r:.40} at index {e.start}, which UTF-8 cannot "
+            f"encode (a lone surrogate), so no tokenizer can: {text[:60]!r}; remove it, or decode "
+            f"the bytes it came from with errors='replace'"
+        ) from None
+    return text
+
+
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InvalidArgumentError(

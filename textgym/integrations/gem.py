@@ -76,14 +76,22 @@ def register(env_ids: Iterable[str] | None = None) -> list[str]:
 
     ``gem.make(PREFIX + id, **env_kwargs)`` then gives a :class:`GemEnv`. An id GEM already
     has is left as it is. Returns the GEM ids; raises
-    :class:`~textgym.errors.InvalidArgumentError` for an id Gymnasium does not know.
+    :class:`~textgym.errors.InvalidArgumentError` for a single string (pass a list of ids) or an
+    id Gymnasium does not know, before registering any of them.
     """
-    names = []
-    for env_id in registered_ids() if env_ids is None else env_ids:
-        if env_id not in gym.registry:
+    if isinstance(env_ids, (str, bytes)) or not isinstance(env_ids, (Iterable, type(None))):
+        raise InvalidArgumentError(
+            f"env_ids must be a list of Gymnasium ids (or None: every textgym id), got "
+            f"{type(env_ids).__name__} {env_ids!r:.60}; pass e.g. register([{env_ids!r:.40}])"
+        )
+    env_ids = registered_ids() if env_ids is None else list(env_ids)
+    for env_id in env_ids:  # all checked first: a rejected call registers nothing
+        if not isinstance(env_id, str) or env_id not in gym.registry:
             raise InvalidArgumentError(
-                f"{env_id!r} is not a registered Gymnasium id; see textgym.registered_ids()"
+                f"{env_id!r:.60} is not a registered Gymnasium id; see textgym.registered_ids()"
             )
+    names = []
+    for env_id in env_ids:
         name = PREFIX + env_id
         if name not in ENV_REGISTRY:
             gem.register(name, partial(GemEnv, env_id))  # its kwargs would clash with env_id

@@ -52,6 +52,7 @@ import numpy as np
 
 from textgym.char_tokenizer import CharTokenizer
 from textgym.envs import DialogueEnv
+from textgym.envs.checks import check_text
 from textgym.errors import InvalidArgumentError
 from textgym.models import position_ids
 from textgym.tasks import Example
@@ -153,9 +154,49 @@ def _uses_chat_template(env_id: str, env_kwargs: dict[str, Any]) -> bool:
     return bool({**gym.spec(env_id).kwargs, **env_kwargs}.get("chat_template", False))
 
 
-def _prompt_text(prompt: Any) -> str:
-    """A dataset prompt's text: the string, or the last message's content."""
-    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+def _prompt_text(prompt: Any, name: str = "prompt") -> str:
+    """A dataset prompt's (or a completion's) text: the string, or the last message's content;
+    :class:`~textgym.errors.InvalidArgumentError` naming ``name`` for anything else, or for text
+    UTF-8 cannot encode."""
+    if isinstance(prompt, str):
+        return check_text(name, prompt)
+    if (
+        isinstance(prompt, (list, tuple))
+        and prompt
+        and isinstance(prompt[-1], dict)
+        and isinstance(prompt[-1].get("content"), str)
+    ):
+        return check_text(f"{name}'s last message", prompt[-1]["content"])
+    raise InvalidArgumentError(
+        f"{name} must be a str or a list of chat messages ending in one with a str 'content', "
+        f"got {type(prompt).__name__} {prompt!r:.60}"
+    )
+
+
+def _check_batch(env_id: str, prompts: Any, completions: Any, kwargs: dict[str, Any]) -> int:
+    """The batch size of a reward call, after checking that ``prompts``, ``completions`` and
+    the per-completion columns TRL passes (``prompt_index``, ``split``, ``completion_ids``,
+    rollout_func's fields) are lists of one length: ``zip`` would silently score fewer."""
+    for name, value in (("prompts", prompts), ("completions", completions)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise InvalidArgumentError(
+                f"{name} must be a list (one per completion), got {type(value).__name__} "
+                f"{value!r:.60}"
+            )
+    size = len(completions)
+    columns = {"prompts": prompts} | {
+        k: kwargs[k]
+        for k in ("prompt_index", "split", "completion_ids", RETURN_FIELD, SUCCESS_FIELD)
+        if kwargs.get(k) is not None
+    }
+    for name, value in columns.items():
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != size:
+            what = f"{len(value)} entries" if hasattr(value, "__len__") else repr(value)[:60]
+            raise InvalidArgumentError(
+                f"{name} must have one entry per completion ({size}), got {what}: pass the "
+                f"batch's columns as TRL does, from textgym.integrations.trl.dataset({env_id!r})"
+            )
+    return size
 
 
 # -- rewards -----------------------------------------------------------------------------------
@@ -217,6 +258,8 @@ class _Rewards:
     def __call__(
         self, prompts: list, completions: list, kwargs: dict[str, Any]
     ) -> tuple[list[float], list[float | None]]:
+        if not _check_batch(self.env_id, prompts, completions, kwargs):
+            return [], []
         if RETURN_FIELD in kwargs:  # the episodes were played by rollout_func
             return list(kwargs[RETURN_FIELD]), list(kwargs[SUCCESS_FIELD])
         if self.multi_turn:
@@ -240,21 +283,49 @@ class _Rewards:
                 "the reward needs the dataset's prompt_index and split columns: train on "
                 f"textgym.integrations.trl.dataset({self.env_id!r})"
             )
-        examples = [self.base.prompts[s][int(i)] for s, i in zip(splits, indices)]
-        for prompt, example in zip(prompts, examples):
-            if _prompt_text(prompt) != example.prompt:
+        examples = [self._example(k, s, i) for k, (s, i) in enumerate(zip(splits, indices))]
+        for k, (prompt, example) in enumerate(zip(prompts, examples)):
+            if _prompt_text(prompt, f"prompts[{k}]") != example.prompt:
                 raise InvalidArgumentError(
                     f"prompt {_prompt_text(prompt)[:60]!r} is not example {example.prompt[:60]!r} "
                     f"of {self.env_id}: the dataset's prompt_index/split do not match its prompts"
                 )
+        texts = [_prompt_text(c, f"completions[{k}]") for k, c in enumerate(completions)]
         if ids is None:
-            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
             ids = self.base.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        n_actions = int(self.base.action_space.n)
+        for k, seq in enumerate(ids):
+            if isinstance(seq, (str, bytes)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= t < n_actions
+                for t in seq
+            ):
+                raise InvalidArgumentError(
+                    f"completion_ids[{k}] must be token ids in [0, {n_actions}), got {seq!r:.60}"
+                )
         texts = [self._completion(e, seq) for e, seq in zip(examples, ids)]
 
         scores, labels = self.base.score_texts(examples, texts)
         success = [float(o == "correct") for o in labels] if labels else [None] * len(texts)
         return [float(s) for s in scores], success
+
+    def _example(self, k: int, split: Any, index: Any) -> Example:
+        """The dataset row's example: ``split[k]`` and ``prompt_index[k]`` checked."""
+        if split not in ("train", "test") or split not in self.base.prompts.splits:
+            raise InvalidArgumentError(
+                f"split[{k}] must be a split of {self.env_id} "
+                f"({sorted(self.base.prompts.splits)}), got {split!r:.60}"
+            )
+        examples = self.base.prompts[split]
+        if (
+            isinstance(index, (bool, np.bool_))
+            or not isinstance(index, (int, np.integer))
+            or not 0 <= index < len(examples)
+        ):
+            raise InvalidArgumentError(
+                f"prompt_index[{k}] must be an int in [0, {len(examples)}) (an example of "
+                f"{self.env_id}'s {split} split), got {type(index).__name__} {index!r:.60}"
+            )
+        return examples[int(index)]
 
     def _completion(self, example: Example, ids: Sequence[int]) -> str:
         """The text the env scores after writing ``ids`` from ``example``'s prompt."""
@@ -283,7 +354,9 @@ def rollout_func(env_id: str, **env_kwargs: Any) -> Callable[[list, Any], dict[s
     ``completion_ids`` (the env's own ids: prompt, then every token after it, the partner's
     too), ``logprobs`` (of the sampled tokens, 0 for the partner's), ``env_mask`` (1 for the
     model's tokens: TRL trains on those only) and, for :func:`reward_funcs`, each episode's
-    return, success and seed.
+    return, success and seed. An episode the env ended itself (``terminated``) without an EOS
+    last gets the pad id appended (``env_mask`` 0): that is how TRL learns it was not
+    truncated (see ``_Episode.mark_end``).
     """
     return _Rollout(env_id, env_kwargs)
 
@@ -299,7 +372,7 @@ class _Episode:
         self.completion_ids: list[int] = []
         self.env_mask: list[int] = []
         self.logprobs: list[float] = []
-        self.total, self.done, self.info = 0.0, False, {}
+        self.total, self.done, self.terminated, self.info = 0.0, False, False, {}
 
     def step(self, token: int, logprob: float) -> None:
         obs, reward, terminated, truncated, info = self.env.step(token)
@@ -309,6 +382,19 @@ class _Episode:
         self.completion_ids, self.env_mask = completion, mask
         self.total += float(reward)
         self.done, self.info = bool(terminated or truncated), info
+        self.terminated = bool(terminated) and not truncated
+
+    def mark_end(self, stops: Sequence[int], pad: int) -> None:
+        """Tell TRL the env ended the episode itself. TRL (1.16) counts a completion as
+        truncated (``completions/clipped_ratio``, ``mask_truncated_completions``) unless its
+        last id is EOS or pad, and takes no other signal; an episode the env ended on its own
+        stop (a stop string, a dialogue's or tool turn's end) gets one pad id appended, outside
+        the loss (``env_mask`` 0, log-prob 0). A truncated episode (``max_new_tokens``) stays as
+        it is: truncated."""
+        if self.terminated and self.completion_ids and self.completion_ids[-1] not in stops:
+            self.completion_ids = [*self.completion_ids, pad]
+            self.env_mask = [*self.env_mask, 0]
+            self.logprobs = [*self.logprobs, 0.0]
 
     @property
     def success(self) -> float | None:
@@ -388,6 +474,9 @@ class _Rollout:
             torch.no_grad(),
         ):
             _play(model, episodes, sample, pad, trainer.accelerator.device)
+        stops = [*getattr(trainer, "eos_token_ids", [trainer.processing_class.eos_token_id]), pad]
+        for episode in episodes:
+            episode.mark_end(stops, pad)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],

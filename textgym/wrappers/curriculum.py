@@ -65,6 +65,16 @@ class _CurriculumBase(Forwards):
                 f"promote_at={promote_at!r:.20}; pass e.g. promote_at=0.8, demote_at=0.2"
             )
         self._promote_at, self._demote_at = float(promote_at), float(demote_at)
+        if (
+            isinstance(success_score, (bool, np.bool_))
+            or not isinstance(success_score, (int, float, np.number))
+            or not np.isfinite(success_score)
+        ):
+            raise InvalidArgumentError(
+                f"success_score must be a finite number (the score that counts as a success), "
+                f"got {type(success_score).__name__} {success_score!r:.20}; pass e.g. "
+                f"success_score=1.0"
+            )
         self._success_score = float(success_score)
         self._tasks: list[Task] = []
         self._names: list[str] = []
@@ -84,10 +94,12 @@ class _CurriculumBase(Forwards):
             self._names.append(
                 level if isinstance(level, str) else ", ".join(f"{k}={v}" for k, v in level.items())
             )
-        # Every level is set once, so that one whose prompts cannot be played fails now, not in
-        # the middle of training; the start level last.
-        for k in [k for k in range(len(self._tasks)) if k != self._level] + [self._level]:
-            base.set_task(self._tasks[k])
+        # Every level is checked, so that one whose prompts cannot be played fails now, not in
+        # the middle of training, and before the env changes; then the start level is set.
+        for k in range(len(self._tasks)):
+            if k != self._level:
+                base.check_task(self._tasks[k])
+        base.set_task(self._tasks[self._level])
         self._results: deque[bool] = deque(maxlen=window)
         self._episodes = 0  # finished at this level since it was reached
 
@@ -127,7 +139,7 @@ class _CurriculumBase(Forwards):
                 f"(levels={self._names}, window={self._results.maxlen}{self._slots_text()}), "
                 f"or make this curriculum like the one that saved it"
             )
-        self._base.set_task(self._tasks[state["level"]])  # each level was set once: it fits
+        self._base.set_task(self._tasks[state["level"]])  # each level was checked: it fits
         self._level, self._episodes = int(state["level"]), int(state["episodes"])
         self._results.clear()
         self._results.extend(bool(r) for r in state["results"])
