@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -261,16 +262,13 @@ HOSTILE = [
     ("exec", "import os\nos.execv('/bin/sh', ['sh'])", "blocked: new processes"),
     ("pty", "import pty\npty.fork()", ""),  # refused forkpty, then no /dev/ptmx or no fork
     ("multiprocessing", "import multiprocessing as m\nm.Process(target=print).start()", "blocked"),
-    ("huge allocation", "x = bytearray(10**10)", "memory limit (256 MB)"),
-    ("growing list", "xs = []\nwhile True:\n    xs.append('a' * 10**6)", "memory limit"),
-    ("big list", "xs = [0] * 10**9", "memory limit"),
     ("socket", "import socket\nsocket.create_connection(('1.1.1.1', 80))", "blocked: network"),
     ("raw socket", "import socket\nsocket.socket()", "blocked: network access"),
     ("dns", "import socket\nsocket.gethostbyname('example.com')", "blocked: network access"),
     ("urllib", "import urllib.request\nurllib.request.urlopen('http://x.org')", "blocked: network"),
     ("read /etc/passwd", "open('/etc/passwd').read()", "blocked: reading outside"),
     ("list /", "import os\nos.listdir('/')", "blocked: reading outside"),
-    ("walk up", "open('../../../../etc/hostname').read()", "blocked: reading outside"),
+    ("walk up", "open('../../../../etc/hostname').read()", "blocked: '..' in a path"),
     ("proc environ", "open('/proc/self/environ').read()", "blocked: reading outside"),
     ("bytes path", "open(b'/etc/passwd').read()", "blocked: reading outside"),
     ("pathlib", "import pathlib\npathlib.Path('/etc/passwd').read_text()", "blocked: reading"),
@@ -331,6 +329,21 @@ def test_sandbox_contains_hostile_code(sandbox, code, error):
     assert result.text  # the agent sees what happened
     assert "root:" not in result.text  # nothing of /etc/passwd came through
     still_works(sandbox)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = bytearray(10**10)",
+        "xs = []\nwhile True:\n    xs.append('a' * 10**6)",
+        "xs = [0] * 10**9",
+    ],
+    ids=["huge allocation", "growing list", "big list"],
+)
+def test_sandbox_memory_limit(code):
+    # A wall-clock limit far above what reaching 256 MB takes, even on a busy machine.
+    result = PythonSandbox(timeout=20, memory_mb=256)(code)
+    assert not result.ok and result.error == "memory limit (256 MB)", result
 
 
 def test_sandbox_cpu_limit():
@@ -414,7 +427,8 @@ def test_isolation_report(sandbox):
         "audit_hook",
         "problems",
     }
-    assert report["audit_hook"] is True and report["user"] in ("unprivileged", "nobody", "root")
+    users = ("unprivileged", "nobody", "root without capabilities", "root")
+    assert report["audit_hook"] is True and report["user"] in users
     assert report["filesystem"] in ("namespace", "landlock")  # "none" is refused by default
     if report["filesystem"] == "namespace" and os.geteuid() == 0:
         assert report["user"] == "nobody"  # nobody can always read the new root
@@ -541,6 +555,19 @@ ESCAPES = [
     ("chdir out", "import os\nos.chdir(OUTSIDE)\nopen('secret.txt').read()"),
     ("write outside", "open(OUTSIDE + '/planted', 'w').write('x')"),
     ("delete outside", "import os\nos.remove(SECRET)"),
+    ("chmod outside", "import os\nos.chmod(SECRET, 0o777)"),
+    ("chown outside", "import os\nos.chown(SECRET, 65534, 65534)"),
+    ("utime outside", "import os\nos.utime(SECRET, (0, 0))"),
+    ("xattr outside", "import os\nos.setxattr(SECRET, 'user.x', b'1')"),
+    (
+        "dir_fd and ..",
+        "import os\nos.mkdir('x')\nos.chdir('x')\nfd = os.open('..', os.O_RDONLY)\n"
+        "os.chmod('../' * 12 + SECRET[1:], 0o777, dir_fd=fd)",
+    ),
+    (
+        "time zones' symbolic links",
+        "open('/usr/share/zoneinfo/' + 'posix/Africa/../' * 6 + '../' * 6 + SECRET[1:]).read()",
+    ),
 ]
 MODES = {  # the full sandbox, and each kernel file-system layer alone (no audit hook)
     "full": dict(),
@@ -565,11 +592,106 @@ def test_escapes_fail(mode_sandbox, code, tmp_path):
     secret.write_text("SECRET-7f3a")
     tmp_path.chmod(0o777)  # so that only the sandbox, not file permissions, keeps nobody out
     setup = f"SECRET, OUTSIDE = {str(secret)!r}, {str(tmp_path)!r}\n"
+    before = secret.stat()
     result = mode_sandbox(setup + code)
     assert not result.ok, result
     assert "SECRET-7f3a" not in result.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
     assert secret.read_text() == "SECRET-7f3a"
+    after = secret.stat()
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (
+        before.st_mode,
+        before.st_uid,
+        before.st_mtime_ns,
+    )
+    assert not os.listxattr(secret)
+
+
+@pytest.fixture
+def victim():
+    """A process of another sandbox call's user (nobody when the tests run as root)."""
+    command = ["sleep", "60"]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    process = subprocess.Popen(command)
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os, fcntl\nr, w = os.pipe()\nfcntl.fcntl(r, fcntl.F_SETOWN, PID)\n"
+        "fcntl.fcntl(r, 10, 9)\nfcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC | os.O_NONBLOCK)\n"
+        "os.write(w, b'x')\nimport time\ntime.sleep(0.2)\nraise SystemExit(1)",
+        "import os\nos.kill(PID, 9)",
+        "import os\nos.setpriority(os.PRIO_PROCESS, PID, 19)",
+        "import os\nos.sched_setaffinity(PID, {0})",
+        "import os\nos.sched_setscheduler(PID, os.SCHED_IDLE, os.sched_param(0))",
+    ],
+    ids=["F_SETOWN signal", "kill", "setpriority", "affinity", "scheduler"],
+)
+def test_other_processes_are_out_of_reach(mode_sandbox, victim, code):
+    affinity = os.sched_getaffinity(victim.pid)
+    result = mode_sandbox(f"PID = {victim.pid}\n" + code)
+    assert not result.ok, result
+    assert victim.poll() is None  # alive
+    assert os.getpriority(os.PRIO_PROCESS, victim.pid) == 0
+    assert os.sched_getaffinity(victim.pid) == affinity
+    assert os.sched_getscheduler(victim.pid) == os.SCHED_OTHER
+
+
+def test_kernel_refusals_past_the_hook(mode_sandbox):
+    """Memory the address-space limit would not count, and watching the machine's files."""
+    if mode_sandbox.audit_hook or not mode_sandbox.isolation()["seccomp"]:
+        pytest.skip("checks the seccomp filter alone")
+    for code in (
+        "import os\nos.memfd_create('x')",
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "fd = libc.syscall(300, 0, 0)\n"
+        "assert fd >= 0, ctypes.get_errno()",  # fanotify_init
+    ):
+        result = mode_sandbox(code)
+        assert not result.ok, result
+
+
+def test_site_packages_are_not_in_the_namespace():
+    tool = PythonSandbox(timeout=3, filesystem="namespace", audit_hook=False)
+    try:
+        tool.isolation()
+    except SandboxUnavailableError:
+        pytest.skip("no mount namespace here")
+    import sysconfig
+
+    packages = os.path.join(sysconfig.get_paths()["stdlib"], "site-packages")  # pip's, at least
+    if not os.listdir(packages):
+        pytest.skip(f"{packages} is empty here")
+    result = tool(f"import os\nos.listdir({packages!r})")
+    assert result.ok and result.text == "[]", result
+
+
+def test_what_the_code_writes_cannot_break_the_parent():
+    tool = PythonSandbox(timeout=5, filesystem="landlock")
+    write_all = (  # to every descriptor, the status channel among them
+        "import os\nfor fd in range(3, 4096):\n    try:\n        os.write(fd, RECORD)\n"
+        "    except OSError:\n        pass\nos._exit(1)"
+    )
+    for code, error in (
+        ("import os\nos.kill(os.getpid(), 40)", "killed by signal 40"),  # no name in Signals
+        ("RECORD = b'[' * 60000 + b'\\n'\n" + write_all, "exited with code 1"),  # too deep
+        ('RECORD = b\'{"error": "\\\\ud800"}\\n\'\n' + write_all, "?"),  # lone surrogate
+    ):
+        try:
+            result = tool(code)
+        except SandboxUnavailableError:
+            pytest.skip("no Landlock here")
+        assert not result.ok and result.error == error, result
+    deep = tool(
+        "import os\nfor i in range(1200):\n    os.mkdir('d')\n    os.chdir('d')\nos.getcwd()[:60]"
+    )
+    folder = ast.literal_eval(deep.text).split("/d/")[0]
+    assert deep.ok and folder.startswith("/") and not os.path.exists(folder), deep
 
 
 def test_disk_use_is_capped_by_the_working_folder():

@@ -129,7 +129,8 @@ class PythonSandbox:
         ``{"filesystem": "namespace", "network_namespace": True, "user": "nobody",
         "no_new_privileges": True, "seccomp": True, "audit_hook": True, "problems": []}``
         (``filesystem``: ``namespace``, ``landlock`` or ``none``; ``user``: ``unprivileged``,
-        ``nobody`` after dropping root, or ``root`` when that was not possible; ``problems``:
+        ``nobody`` after dropping root, ``root without capabilities`` where ``nobody`` cannot
+        read the standard library, or ``root`` where not even that was possible; ``problems``:
         why a layer did not take effect). Raises
         :class:`~textgym.errors.SandboxUnavailableError` as a call would."""
         return self._run("pass")[1]
@@ -156,8 +157,9 @@ class PythonSandbox:
         text, shown = output, False
         if error is not None and outcome is not None:  # the runner's label of the failure
             label = outcome.get("error")
-            if isinstance(label, str) and label:
-                error, shown = label[:300], outcome.get("shown") is True
+            if isinstance(label, str) and label:  # text only: no lone surrogates, capped
+                error = label[:300].encode("utf-8", "replace").decode("utf-8")
+                shown = outcome.get("shown") is True
         if error is not None and not shown:
             text = f"{text}\nError: {error}" if text else f"Error: {error}"
         seconds = time.perf_counter() - start
@@ -256,7 +258,7 @@ class PythonSandbox:
         if returncode == -signal.SIGXCPU:
             return text, isolation, None, f"CPU time limit ({self.cpu_seconds} s)"
         if returncode < 0:
-            return text, isolation, None, f"killed by signal {signal.Signals(-returncode).name}"
+            return text, isolation, None, f"killed by signal {_signal_name(-returncode)}"
         return text, isolation, outcome, f"exited with code {returncode}"
 
 
@@ -310,7 +312,7 @@ def _records(status: bytes) -> list[dict]:
     for line in bytes(status).split(b"\n")[:-1]:
         try:
             record = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             continue
         if isinstance(record, dict):
             records.append(record)
@@ -332,14 +334,24 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def _signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; real-time signals have no name in :class:`signal.Signals`."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"{number}"
+
+
 def _remove_folder(path: str) -> None:
-    """Delete the working folder, even where the code made folders unreadable."""
+    """Delete the working folder, even where the code made folders unreadable or nested them
+    deeper than Python's recursion limit (``chmod -R``, ``rm -rf``)."""
     with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
-    for folder, names, _ in os.walk(path):
-        for name in names:
-            child = os.path.join(folder, name)
-            if not os.path.islink(child):
-                with contextlib.suppress(OSError):
-                    os.chmod(child, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
+        os.rmdir(path)  # empty: the code worked in its namespace's own tmpfs
+        return
+    try:
+        for command in (["chmod", "-R", "u+rwx", "--", path], ["rm", "-rf", "--", path]):
+            subprocess.run(command, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(RecursionError):
+        shutil.rmtree(path, ignore_errors=True)

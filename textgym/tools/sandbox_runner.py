@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import glob
 import json
 import linecache
 import os
@@ -185,7 +186,7 @@ LOCKED_FLAGS = (
     (os.ST_NODIRATIME, MS_NODIRATIME),
     (os.ST_RELATIME, MS_RELATIME),
 )
-PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # system call numbers
+PIVOT_ROOT, CAPSET = {"x86_64": 155, "aarch64": 41}, {"x86_64": 126, "aarch64": 91}  # numbers
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446  # every arch
 # Landlock access rights: EXECUTE, WRITE_FILE, READ_FILE, READ_DIR, then 9 more for removing
 # and making entries (ABI 1), REFER (2), TRUNCATE (3), IOCTL_DEV (5).
@@ -224,9 +225,28 @@ def isolate(libc, config: dict, stdlib: list[str]) -> dict:
             report["filesystem"] = "landlock"
         except OSError as error:
             problems.append(f"landlock: {error.strerror or error}")
-    report["seccomp"] = _install_seccomp(libc)
+    stays_root = report["user"] == "root"
+    if stays_root:
+        report["user"] = "root without capabilities" if _drop_capabilities(libc) else "root"
+    report["seccomp"] = _install_seccomp(libc, refuse_attributes=stays_root)
     report["problems"] = problems
     return report
+
+
+def _drop_capabilities(libc) -> bool:
+    """Give up every capability (a root that cannot switch users: no overriding permissions,
+    changing owners, immutable files, other users' processes, administration); True if done."""
+    number = CAPSET.get(os.uname().machine)
+    for capability in range(64):
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last one)
+    if number is None:
+        return False
+    header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    try:
+        _syscall(libc, number, header, bytes(24))  # effective, permitted, inheritable: none
+    except OSError:
+        return False
+    return True
 
 
 def _syscall(libc, number: int, *args) -> int:
@@ -286,6 +306,15 @@ def _enter_new_root(
     exposed: list[str] = []
     for path in sorted({*stdlib, *SYSTEM_LIBRARIES, *TIME_ZONES}):
         _expose(libc, root, path, exposed)
+    # Installed packages stay out: an empty read-only tmpfs over each site-packages folder.
+    for folder in {*stdlib, *glob.glob("/usr/lib/python3*"), *glob.glob("/usr/local/lib/python3*")}:
+        for name in ("site-packages", "dist-packages"):
+            packages = os.path.realpath(os.path.join(folder, name))
+            if os.path.isdir(packages) and os.path.isdir(root + packages):
+                flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+                _mount(
+                    libc, "tmpfs", root + packages, "tmpfs", flags, "size=4k,nr_inodes=8,mode=555"
+                )
     for device in DEVICES:
         if os.path.exists(device):
             os.makedirs(root + "/dev", exist_ok=True)
@@ -351,18 +380,18 @@ def _drop_root(stdlib: list[str]) -> str:
     """Become ``nobody`` when root, if ``nobody`` can still read the standard library."""
     if os.geteuid() != 0:
         return "unprivileged"
-    if os.getcwd() != WORK:  # the machine's folder (Landlock or none): hand it to nobody
-        os.chown(".", NOBODY, NOBODY)
     try:
         os.seteuid(NOBODY)  # try first, reversibly
     except OSError:  # nobody does not exist in this user namespace
         return "root"
     try:
-        readable = all(_readable(path) for path in [".", *stdlib])
+        readable = all(_readable(path) for path in stdlib)
     finally:
         os.seteuid(0)
     if not readable:
         return "root"
+    if os.getcwd() != WORK:  # the machine's folder (Landlock or none): hand it to nobody
+        os.chown(".", NOBODY, NOBODY)
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
@@ -480,19 +509,58 @@ _X86_64_REFUSED = {
     "vhangup": 153,
     "lookup_dcookie": 212,
     "nfsservctl": 180,
+    # other processes' scheduling and memory (another sandbox call, the parent)
+    "setpriority": 141,
+    "sched_setparam": 142,
+    "sched_setscheduler": 144,
+    "sched_setaffinity": 203,
+    "sched_setattr": 314,
+    "ioprio_set": 251,
+    "migrate_pages": 256,
+    "move_pages": 279,
+    # watching the machine's file opens; memory the address-space limit does not count
+    "fanotify_init": 300,
+    "fanotify_mark": 301,
+    "memfd_create": 319,
+    "memfd_secret": 447,
 }
-_X86_64 = {"clone": 56, "clone3": 435, "kill": 62, "tgkill": 234, "prlimit64": 302}
+# Refused too when the child stays root (no user it could switch to could read the standard
+# library): it then owns the machine's root-owned files, so it may change no file attributes.
+_X86_64_ATTRIBUTES = {
+    "chmod": 90,
+    "fchmod": 91,
+    "fchmodat": 268,
+    "fchmodat2": 452,
+    "chown": 92,
+    "fchown": 93,
+    "lchown": 94,
+    "fchownat": 260,
+    "utime": 132,
+    "utimes": 235,
+    "futimesat": 261,
+    "utimensat": 280,
+    "setxattr": 188,
+    "lsetxattr": 189,
+    "fsetxattr": 190,
+    "removexattr": 197,
+    "lremovexattr": 198,
+    "fremovexattr": 199,
+}
+_X86_64 = {"clone": 56, "clone3": 435, "kill": 62, "tgkill": 234, "prlimit64": 302, "fcntl": 72}
+_FCNTL_SIGNALS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX: signals sent to another process
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _CLONE_THREAD = 0x00010000
 
 
-def seccomp_program(pid: int) -> bytes:
+def seccomp_program(pid: int, refuse_attributes: bool = False) -> bytes:
     """The classic-BPF seccomp filter for x86-64, as the kernel's ``sock_filter`` array.
 
     Threads (``clone`` with ``CLONE_THREAD``) are allowed, other ``clone`` calls refused and
     ``clone3`` answered ENOSYS so that the C library falls back to ``clone``; ``kill`` and
-    ``tgkill`` may only target this process; ``prlimit64`` may only read limits. Calls through
-    another ABI (x32, or 32-bit ``int 0x80``) kill the process.
+    ``tgkill`` may only target this process; ``prlimit64`` may only read limits; ``fcntl`` may
+    not direct a descriptor's signals to a process (``F_SETOWN``, ``F_SETSIG``,
+    ``F_SETOWN_EX``); ``refuse_attributes`` also refuses changing modes, owners, times and
+    extended attributes. Calls through another ABI (x32, or 32-bit ``int 0x80``) kill the process.
     """
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm, enosys, kill = 0x7FFF0000, 0x00050001, 0x00050026, 0x80000000
@@ -511,8 +579,18 @@ def seccomp_program(pid: int) -> bytes:
     op(jeq, _X86_64["kill"], "own_pid")
     op(jeq, _X86_64["tgkill"], "own_pid")
     op(jeq, _X86_64["prlimit64"], "read_limit")
-    for number in _X86_64_REFUSED.values():
+    op(jeq, _X86_64["fcntl"], "fcntl")
+    refused = [
+        *_X86_64_REFUSED.values(),
+        *(_X86_64_ATTRIBUTES.values() if refuse_attributes else ()),
+    ]
+    for number in refused:
         op(jeq, number, "eperm")
+    op(ret, allow)
+    labels["fcntl"] = len(code)
+    op(ld, 24)  # low word of args[1]: the command
+    for command in _FCNTL_SIGNALS:
+        op(jeq, command, "eperm")
     op(ret, allow)
     labels["clone"] = len(code)
     op(ld, 16)  # low word of args[0]: the flags
@@ -537,12 +615,12 @@ def seccomp_program(pid: int) -> bytes:
     return program
 
 
-def _install_seccomp(libc) -> bool:
+def _install_seccomp(libc, refuse_attributes: bool) -> bool:
     import ctypes
 
     if os.uname().machine != "x86_64" or struct.calcsize("P") != 8:
         return False
-    program = seccomp_program(os.getpid())
+    program = seccomp_program(os.getpid(), refuse_attributes)
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
@@ -659,10 +737,9 @@ def install_audit_hook(work_dir: str, stdlib: list[str]) -> None:
                 path = _getcwd() + "/" + path
             parts = []
             for part in _str.split(path, "/"):
-                if part == "..":
-                    if parts:
-                        parts.pop()
-                elif part and part != ".":
+                if part == "..":  # could climb out through a symbolic link or a dir_fd
+                    raise _blocked(f"'..' in a path ({path})")
+                if part and part != ".":
                     parts.append(part)
             path = "/" + "/".join(parts)
 
