@@ -7,7 +7,11 @@ time, the two learn the same thing per update, and what differs is how many upda
 
 A tiny random LM on SmolLM2's tokenizer (TextGen-v0), two groups of one prompt (handed to TRL
 without the env's left padding), the policy moved away from its reference so that the KL term
-has a gradient. Skipped without ``trl``.
+has a gradient. The completions are cut to different lengths (so that the token, sequence and
+Dr. GRPO aggregations differ), TRL runs the loss type of each case, and the update takes two
+optimizer steps on the batch: the second is off-policy (ratios away from 1, clipping active)
+and is compared with TRL's loss given the first step's log-probs as the old ones. Skipped
+without ``trl``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ pytestmark = [
 ]
 
 GROUP, GROUPS, TOKENS = 4, 2, 8
+TRL_LOSS = {"token": "dapo", "sequence": "grpo", "dr_grpo": "dr_grpo"}  # ours -> TRL's name
 
 
 def _moved(model: torch.nn.Module, seed: int) -> None:
@@ -72,12 +77,12 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
     policy = LMPolicy(_policy(spec, envs, "fp32", "cpu").model, envs.tokenizer, precision="fp32")
     config = GRPOConfig(
         seed=0,
-        lr=1e-3,
+        lr=3e-2,  # large: the second step's ratios leave the clip range
         group_size=GROUP,
         kl_coef=kl_coef,
         kl_bias_correction=correction,
         loss_type=loss_type,
-        update_epochs=1,
+        update_epochs=2,  # two optimizer steps on the batch: the second is off-policy
         minibatch_size=None,
         max_grad_norm=None,  # compare raw gradients
         weight_decay=0.0,
@@ -86,35 +91,50 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
     ours = GRPO(policy, envs, config)  # its KL reference: the initial weights
     trainer = _trl_trainer(spec, [], log=lambda *a: None)  # its reference: the same weights
     trainer.args.use_bias_correction_kl = correction  # as benchmarks.peers maps it
+    trainer.loss_type = TRL_LOSS[loss_type]
     trl_model = trainer.model
     trl_model.load_state_dict(policy.model.state_dict())
     _moved(policy.model, seed=1)
     _moved(trl_model, seed=1)
 
-    # One batch: two groups of the same prompt, sampled by us.
+    # One batch: two groups of the same prompt, sampled by us, cut to lengths 8, 7, 6, 5, 4, ...
     rollout = collect_rollout(
         policy, envs, seeds=[0] * (GROUP * GROUPS), generator=torch.Generator().manual_seed(0)
     )
     rollout.scores = torch.linspace(-1.0, 1.0, GROUP * GROUPS)[torch.randperm(GROUP * GROUPS)]
     p = rollout.prompt_len
+    lengths = torch.tensor([TOKENS - i % 5 for i in range(GROUP * GROUPS)])
+    assert bool((rollout.lengths >= lengths).all())
+    mask = torch.arange(TOKENS)[None, :] < lengths[:, None]
+    rollout.mask = mask
+    rollout.input_ids[:, p:] *= mask
+    rollout.attention_mask[:, p:] = mask.long()
+    rollout.logprobs, rollout.values = rollout.logprobs * mask, rollout.values * mask
 
-    # Our gradient: the update, stopped at the optimizer step.
-    grads: dict[str, torch.Tensor] = {}
+    # Our gradients: the update's two optimizer steps, the first taken, the second stopped.
+    steps: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # grads, weights
+    take_step = ours.optimizer.step
 
     def capture(*args, **kwargs):
-        grads.update({n: q.grad.clone() for n, q in policy.model.named_parameters()})
+        named = list(policy.model.named_parameters())
+        steps.append(
+            ({n: q.grad.clone() for n, q in named}, {n: q.detach().clone() for n, q in named})
+        )
+        if len(steps) == 1:
+            take_step(*args, **kwargs)
 
     ours.optimizer.step = capture
     ours.update(rollout)
-    assert grads
+    assert len(steps) == 2
 
-    # TRL's gradient: compute_loss on the same tokens, mask, advantages and reference log-probs;
+    # TRL's gradients: compute_loss on the same tokens, mask, advantages and reference log-probs;
     # the prompt without the env's left padding (one prompt: the same columns in every row).
     start = int(rollout.attention_mask[0, :p].nonzero()[0])
     assert bool(rollout.attention_mask[:, start:p].all())
     input_ids = rollout.input_ids[:, start:]
     p -= start
-    completion_mask = rollout.mask.long()
+    completion_mask = mask.long()
+    attention = torch.cat([torch.ones_like(input_ids[:, :p]), completion_mask], 1)
     inputs = {
         "prompt_ids": input_ids[:, :p],
         "prompt_mask": torch.ones_like(input_ids[:, :p]),
@@ -123,21 +143,30 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
         "advantages": _trl_advantages(rollout.scores, scale=loss_type != "dr_grpo"),
         "num_items_in_batch": completion_mask.sum(),
     }
-    if kl_coef:
+
+    def logps(model: torch.nn.Module) -> torch.Tensor:
         with torch.no_grad():
-            inputs["ref_per_token_logps"] = trainer._get_per_token_logps_and_entropies(
-                trainer.ref_model,
-                input_ids,
-                torch.cat([inputs["prompt_mask"], completion_mask], 1),
-                input_ids.shape[1] - p,
+            return trainer._get_per_token_logps_and_entropies(
+                model, input_ids, attention, input_ids.shape[1] - p
             )[0]
+
+    if kl_coef:
+        inputs["ref_per_token_logps"] = logps(trainer.ref_model)
     trl_model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop: one step per batch
-    trl_model.zero_grad(set_to_none=True)
-    trainer.compute_loss(trl_model, inputs).backward()
-    trl_grads = {n: q.grad for n, q in trl_model.named_parameters() if q.grad is not None}
-
-    assert set(trl_grads) == set(grads)
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-7, msg=name)
-    assert max(g.abs().max() for g in grads.values()) > 1e-4  # not two zero gradients
+    old = logps(trl_model)  # the policy before the first step
+    for step, (grads, weights) in enumerate(steps):
+        trl_model.load_state_dict(weights, strict=False)  # where our gradient was taken
+        if step == 1:  # off-policy: the first step's log-probs are the old ones
+            inputs["old_per_token_logps"] = old
+            ratio = (logps(trl_model) - old).exp()[mask]
+            assert bool(((ratio - 1).abs() > 0.2).any()), ratio  # clipping is active
+        trl_model.zero_grad(set_to_none=True)
+        trainer.compute_loss(trl_model, inputs).backward()
+        trl_grads = {n: q.grad for n, q in trl_model.named_parameters() if q.grad is not None}
+        assert set(trl_grads) == set(grads)
+        for name, grad in grads.items():
+            torch.testing.assert_close(
+                grad, trl_grads[name], rtol=1e-4, atol=1e-7, msg=f"step {step + 1}: {name}"
+            )
+        assert max(g.abs().max() for g in grads.values()) > 1e-4  # not two zero gradients
