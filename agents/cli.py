@@ -589,14 +589,15 @@ COMMANDS = {"train": (train_parser, cmd_train), "eval": (eval_parser, cmd_eval)}
 
 def run_command(command: str, argv: list[str], prog: str | None = None) -> int:
     """Parse ``argv`` with ``command``'s parser (``"train"`` or ``"eval"``) and run it; a user
-    error (bad argument, bad checkpoint, missing file) exits with one line, no traceback. The
-    ``textgym`` console script and ``python -m agents.train`` call this."""
+    error (bad argument, bad checkpoint, missing file, a disk that is full or read-only) exits
+    with one line, no traceback. The ``textgym`` console script and ``python -m agents.train``
+    call this."""
     make_parser, cmd = COMMANDS[command]
     parser = make_parser(prog or f"textgym {command}")
     args = parser.parse_args(argv)
     try:
         return cmd(args, sys.stdout)
-    except (TextgymError, FileNotFoundError) as e:
+    except (TextgymError, OSError) as e:  # OSError: a missing file, a full or read-only disk
         raise SystemExit(f"{parser.prog}: error: {e}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

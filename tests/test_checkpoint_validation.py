@@ -267,6 +267,11 @@ def test_a_read_only_folder_keeps_the_last_good_checkpoint(small_disk):
     with pytest.raises(CheckpointWriteError, match="Read-only file system"):
         agent.save_checkpoint()
     assert (small_disk / "c" / "latest").read_text() == "iter-000001"
+    from agents.cli import run_command  # a run folder it cannot even make: one line too
+
+    args = ["--env", "TextGen-Copy-v0", "--model", "tiny", "--out", str(small_disk / "run")]
+    with pytest.raises(SystemExit, match="textgym train: error: .*Read-only file system"):
+        run_command("train", [*args, "--episodes", "8", "--no-progress", "--threads", "1"])
 
 
 def test_train_on_a_full_disk_exits_with_one_line(small_disk, capsys):
