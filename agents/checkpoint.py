@@ -252,6 +252,16 @@ def read_checkpoint(
     if "torch" not in rng or "generator" not in rng:
         raise CheckpointError(f"{file}: missing the 'torch'/'generator' RNG states")
     device = next(policy.parameters()).device
+    for key, value in rng.items():  # tried on spare generators: resume sets them last
+        if key == "cuda":
+            continue
+        try:
+            spare = torch.Generator() if key == "torch" else torch.Generator(device=device)
+            spare.set_state(value)
+        except Exception as e:  # torch raises RuntimeError or TypeError for a bad state
+            raise CheckpointError(
+                f"{file}: {key!r} is not a torch RNG state ({str(e).splitlines()[0][:120]})"
+            ) from None
     optim = _read_optimizer_state(path / "optimizer.pt", optimizer, device)
     file, extra = path / "extra.safetensors", {}
     if file.exists():

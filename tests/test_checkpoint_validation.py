@@ -91,6 +91,15 @@ def _both_tied_names(folder: Path) -> None:
     _rehash(folder)
 
 
+def _junk_rng(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    rng = load_file(str(folder / "rng.safetensors"))
+    rng["generator"] = torch.zeros(3, dtype=torch.uint8)
+    save_file(rng, str(folder / "rng.safetensors"))
+    _rehash(folder)
+
+
 def _set_group(key, value):
     return lambda o: o["param_groups"][0].__setitem__(key, value)
 
@@ -105,6 +114,7 @@ def _set_group(key, value):
         (lambda c: _edit_state(c, kl_coef=None), r"state\.json: field 'kl_coef'"),
         (lambda c: _edit_state(c, extra=[]), r"state\.json: field 'extra'"),
         (_both_tied_names, r"model\.safetensors: holds tied weights under several names"),
+        (_junk_rng, r"rng\.safetensors: 'generator' is not a torch RNG state"),
         (
             lambda c: _edit_optimizer(c, lambda o: o.__setitem__("param_groups", [{"lr": 1}])),
             r"optimizer\.pt: optimizer state does not fit",
@@ -148,6 +158,7 @@ def _set_group(key, value):
         "null-kl-coef",
         "list-extra",
         "both-tied-names",
+        "junk-generator-state",
         "wrong-group-shape",
         "groups-not-a-list",
         "state-index-out-of-range",
