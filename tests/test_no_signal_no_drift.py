@@ -71,3 +71,29 @@ def test_zero_rewards_leave_smollm2_unchanged(name):
     envs = gym.make_vec("TextGen-Arithmetic-v0", num_envs=4, scorer=zero_scorer, max_new_tokens=8)
     policy = LMPolicy.from_pretrained("smollm2-135m", precision="fp32")
     assert_no_drift(policy, envs, name)
+
+
+@pytest.mark.parametrize("name", ["a2c", "nlpo", "ppo"])  # the learners with a critic
+def test_the_guarantee_needs_the_zero_value_head(name):
+    """The scope of the guarantee: the critic must start at 0 (``value_init_std=0``, the
+    default). An untrained non-zero critic makes advantages out of nothing (GAE's
+    ``delta_t = V(s_t+1) - V(s_t)`` with every reward 0) and fits itself to the zero returns, so
+    the policy moves even with no reward, whether or not the value loss reaches the trunk."""
+    envs = gym.make_vec(
+        "TextGen-v0",
+        num_envs=8,
+        prompts=PROMPTS,
+        scorer=zero_scorer,
+        tokenizer="char",
+        max_new_tokens=12,
+    )
+    policy = LMPolicy(
+        tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=0),
+        precision="fp32",
+        value_init_std=0.5,
+    )
+    agent = LEARNERS[name](policy, envs, LEARNERS[name].Config(progress=False))
+    before = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+    for _ in range(2):
+        agent.train_iteration()
+    assert any(not torch.equal(v, before[k]) for k, v in policy.model.state_dict().items())
