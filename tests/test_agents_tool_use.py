@@ -12,7 +12,7 @@ import re
 import torch
 from test_agents_helpers import one_thread  # noqa: F401
 
-from agents import GRPO, LMPolicy, SupervisedWarmStart, WarmStartConfig, collect_rollout
+from agents import GRPO, PPO, LMPolicy, SupervisedWarmStart, WarmStartConfig, collect_rollout
 from agents.warm_start import reference_batch
 from textgym.char_tokenizer import DEFAULT_ALPHABET, CharTokenizer
 from textgym.envs.tool_use import ToolUseVectorEnv
@@ -86,16 +86,20 @@ def test_grpo_rollout_and_update_score_the_agents_tokens_only():
     config = GRPO.Config.for_policy(
         policy, group_size=2, drop_flat_groups=False, seed=0, progress=False
     )
-    GRPO(policy, envs, config).update(rollout)
-    assert scored
-    seen = 0  # results among the scored rows: the check below has something to check
-    for input_ids, attention_mask, prompt_len, mask in scored:
-        assert mask is not None  # else every real token after P would be scored
-        width = mask.shape[1]
-        for k in range(len(input_ids)):
-            ids = input_ids[k, prompt_len : prompt_len + width]
-            attention = attention_mask[k, prompt_len : prompt_len + width]
-            agent, env = env_and_agent_text(ids, attention, mask[k])
-            assert "<result>" not in agent and RESULT.sub("", env) == ""
-            seen += len(RESULT.findall(env))
-    assert seen > 0
+    # GRPO's update, then PPO's (values and GAE too) on the same rollout: both score exactly
+    # the agent's tokens.
+    for agent in (GRPO(policy, envs, config), PPO(policy, envs, PPO.Config.for_policy(policy))):
+        scored.clear()
+        agent.update(rollout)
+        assert scored
+        seen = 0  # results among the scored rows: the check below has something to check
+        for input_ids, attention_mask, prompt_len, mask in scored:
+            assert mask is not None  # else every real token after P would be scored
+            width = mask.shape[1]
+            for k in range(len(input_ids)):
+                ids = input_ids[k, prompt_len : prompt_len + width]
+                attention = attention_mask[k, prompt_len : prompt_len + width]
+                agent_text, env_text = env_and_agent_text(ids, attention, mask[k])
+                assert "<result>" not in agent_text and RESULT.sub("", env_text) == ""
+                seen += len(RESULT.findall(env_text))
+        assert seen > 0, type(agent).__name__
