@@ -5,7 +5,8 @@
   ``bench`` (an import inside a function of ``textgym/cli.py``).
 * ``agents`` imports ``textgym`` through its public names only, and never ``benchmarks``.
 * No import circles between modules, counting imports inside functions.
-* No module is over ~600 lines unless its docstring says why one concept needs it.
+* No module is over 600 lines, but for the few in :data:`LONG_MODULES`, each with its reason
+  and a ceiling.
 """
 
 from __future__ import annotations
@@ -18,7 +19,41 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("textgym", "agents", "benchmarks")
 MAX_LINES = 600
-LONG_MODULE_NOTE = "one concept"  # a longer module's docstring says why, with these words
+# The modules allowed past MAX_LINES: (ceiling, why). An entry goes when its file is split.
+LONG_MODULES = {
+    "textgym/tools/sandbox_runner.py": (
+        950,
+        "one self-contained script: it runs as `python -S` in a root where textgym does not "
+        "exist, so its namespace, Landlock and seccomp code cannot live in other modules",
+    ),
+    "textgym/envs/text_gen.py": (
+        760,
+        "TextGenEnv and its native vector twin, one env per file as Gymnasium's cartpole.py, "
+        "with the docstring that documents the ids",
+    ),
+    "textgym/envs/tool_use.py": (
+        700,
+        "ToolUseEnv, its vector twin and its worked demonstrations, one env per file",
+    ),
+    "agents/base.py": (
+        800,
+        "the learner skeleton; each learner's update moves into its own file with the learner "
+        "redesign",
+    ),
+    "agents/policy.py": (
+        780,
+        "LMPolicy: acting, teacher-forced scoring and the frozen reference share the model's "
+        "internals (decoder, head, position embeddings, KV cache)",
+    ),
+    "agents/sb3.py": (
+        700,
+        "one integration: the SB3 VecEnv adapter, the token extractor and the LM policy for SB3",
+    ),
+    "agents/cli.py": (
+        680,
+        "train, eval and torchrun share one set of flags, one parser and their one-line errors",
+    ),
+}
 LAZY_DISPATCH = {"textgym.cli": {"agents", "benchmarks"}}  # the console script's subcommands
 
 
@@ -212,10 +247,16 @@ def test_the_circle_finder_finds_circles():
 def test_modules_stay_small(name):
     path = MODULES[name]
     lines = len(path.read_text().splitlines())
-    if lines <= MAX_LINES:
-        return
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    assert LONG_MODULE_NOTE in doc, (
-        f"{path.relative_to(ROOT)} has {lines} lines: split it along its seams, or say in its "
-        f"docstring why {LONG_MODULE_NOTE} needs them all"
+    where = path.relative_to(ROOT).as_posix()
+    ceiling, _ = LONG_MODULES.get(where, (MAX_LINES, None))
+    assert lines <= ceiling, (
+        f"{where} has {lines} lines (at most {ceiling}): split it along its seams, or give it an "
+        f"entry in LONG_MODULES with its reason"
     )
+
+
+def test_long_modules_are_still_long():
+    """An allow-list entry whose file shrank under the limit (or went) is removed."""
+    for where in LONG_MODULES:
+        path = ROOT / where
+        assert path.exists() and len(path.read_text().splitlines()) > MAX_LINES, where
