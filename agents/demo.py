@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"({delta:+.3f}; after: 95% CI {lo:+.3f}..{hi:+.3f}, n={after.n_episodes})"
     )
     print(
-        f"KL to the untrained model: {before.kl:.2f} -> {after.kl:.2f} nats per completion; "
+        f"KL to the untrained model (k3 estimate): {before.kl:.2f} -> {after.kl:.2f} nats per "
+        "completion; "
         f"perplexity {before.perplexity:.1f} -> {after.perplexity:.1f}; "
         f"distinct-2 {before.distinct_2:.3f} -> {after.distinct_2:.3f}"
     )

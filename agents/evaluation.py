@@ -25,9 +25,13 @@ class EvalResult:
 
     Attributes:
         reward_mean, reward_std: of the episode returns (the task scores for sparse rewards).
-        reward_ci: a 95% confidence interval of the mean (normal approximation).
-        kl: mean over episodes of the summed per-token ``log pi - log ref`` of the sampled
-            completion (a sampled estimate of KL(pi || ref) per completion, nats).
+        reward_ci: a 95% percentile-bootstrap confidence interval of the mean (2000 resamples,
+            seeded): it lies within the returns' own range, so a reward bounded in [0, 1] never
+            gets a bound below 0 or above 1 (a normal-approximation interval can).
+        kl: KL(pi || ref) per completion (nats), estimated from the sampled tokens with the
+            "k3" estimator: the sum over the completion's tokens of ``exp(r) - 1 - r``, ``r =
+            log ref - log pi`` (Schulman, 2020), unbiased and never negative (the plain ``-r``
+            is unbiased too, but a sample of it can be negative).
         perplexity: of the completions under the reference model (fluency; lower is better).
         distinct_1, distinct_2: distinct word uni-/bigrams over all n-grams (diversity).
         mean_length: completion tokens per episode.
@@ -105,11 +109,31 @@ class EvalResult:
             success = f"success {self.success_rate:.3f} (95% CI {s_lo:.3f}..{s_hi:.3f}), "
         return (
             f"reward {self.reward_mean:.4f} (95% CI {lo:.4f}..{hi:.4f}, n={self.n_episodes}), "
-            f"{success}KL {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
+            f"{success}KL (k3) {self.kl:.3f}, perplexity {self.perplexity:.2f}, "
             f"distinct-1/2 {self.distinct_1:.3f}/{self.distinct_2:.3f}, "
             f"length {self.mean_length:.1f}, distinct completions {self.distinct:.2f}, "
             f"empty {self.empty:.2f}"
         )
+
+
+def bootstrap_interval(
+    values: np.ndarray, seed: int = 0, resamples: int = 2000
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of the mean of ``values``: the 2.5th and 97.5th
+    percentiles of ``resamples`` means of resamples with replacement (seeded by ``seed``). It
+    lies within ``[min(values), max(values)]``, so it respects any bounds the values have."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 200):  # 200 resamples at a time: bounded memory
+        stop = min(start + 200, resamples)
+        means[start:stop] = values[rng.integers(0, len(values), (stop - start, len(values)))].mean(
+            1
+        )
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return (float(lo), float(hi))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -256,7 +280,8 @@ def evaluate(
         )
         if with_entropy:
             entropy_sum += float(logp.entropies.sum())
-        kls += (logp.logprobs - ref).sum(-1).tolist()
+        log_ratio = (ref - logp.logprobs).double()  # 0 outside the completion
+        kls += (log_ratio.exp() - 1 - log_ratio).sum(-1).tolist()  # k3: >= 0 term by term
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
             ref = policy.score_actions(
                 ids,
@@ -286,7 +311,6 @@ def evaluate(
     values = np.asarray(scores, dtype=np.float64)
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    half = 1.96 * std / math.sqrt(len(values))
     samples = [
         {"prompt": p, "completion": c, "score": s}
         for p, c, s in list(zip(prompts, completions, scores))[:num_samples]
@@ -301,7 +325,7 @@ def evaluate(
         n_episodes=len(values),
         reward_mean=mean,
         reward_std=std,
-        reward_ci=(mean - half, mean + half),
+        reward_ci=bootstrap_interval(values, seed),
         kl=float(np.mean(kls)),
         perplexity=math.exp(nll / max(tokens, 1)),
         distinct_1=distinct_n(completions, 1),

@@ -24,10 +24,23 @@ from benchmarks.stats import (
     smooth,
 )
 
+NO_ROW_LEARNED = "no row learned at this budget"
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
+
+
+def nobody_learned(task: dict[str, Any]) -> bool:
+    """Every agent row of a task is marked not learned (collapsed, or its CI overlaps, or lies
+    below, a reference row's): :func:`agents.evaluation.verdict` said so for each."""
+    rows = [r for r in task["rows"] if r["agent"] not in REFERENCES]
+    return bool(rows) and all(r.get("not_learned") for r in rows)
+
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     """One PNG per task: training reward vs episodes, mean over seeds with a 95% bootstrap band
-    (smoothed), every agent on one plot; the reference rows as dashed lines (test reward)."""
+    (smoothed), every agent on one plot, each with its own line style and marker (so that lines
+    on top of each other stay visible); the reference rows as dashed lines (test reward). When
+    no agent row learned, the plot says so across its middle."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,9 +50,9 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
     for task in results["tasks"]:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         drew = False
-        for agent, cells in task["cells"].items():
-            if agent in REFERENCES:
-                continue
+        for k, (agent, cells) in enumerate(
+            (a, c) for a, c in task["cells"].items() if a not in REFERENCES
+        ):
             curves = [c["curve"] for c in cells if c["curve"]]
             if not curves:
                 continue
@@ -48,7 +61,16 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
             window = max(1, n // 15)
             ys = [smooth(np.array([r[2] for r in c[:n]], dtype=float), window) for c in curves]
             mean, lo, hi = curve_band(ys)
-            (line,) = ax.plot(x, mean, label=f"{agent} (n={len(curves)})")
+            (line,) = ax.plot(
+                x,
+                mean,
+                label=f"{agent} (n={len(curves)})",
+                linestyle=LINE_STYLES[k % len(LINE_STYLES)],
+                marker=MARKERS[k % len(MARKERS)],
+                markevery=max(1, n // 8),
+                markersize=5,
+                markerfacecolor="none",
+            )
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             drew = True
         styles = {"untrained": ("k", "--"), "random": ("grey", ":")}
@@ -62,6 +84,18 @@ def plot_curves(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("mean training reward (smoothed)")
         ax.set_title(f"{task['env_id']} ({task['model']})")
         ax.grid(alpha=0.3)
+        if nobody_learned(task):
+            ax.text(
+                0.5,
+                0.5,
+                NO_ROW_LEARNED,
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=13,
+                color="tab:red",
+                alpha=0.8,
+            )
         if drew or task["rows"]:
             ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
@@ -149,6 +183,12 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
                 f"| {_fmt(r['wall_seconds'], 1)} | {_fmt(r['tokens_per_s'], 0)} "
                 f"| {r['tokens']:,} |"
             )
+        if nobody_learned(task):
+            lines += [
+                "",
+                f"**{NO_ROW_LEARNED[0].upper() + NO_ROW_LEARNED[1:]}**: every agent row is marked "
+                f"{NOT_LEARNED}, so their order above says nothing about the agents.",
+            ]
         for c in task.get("comparisons") or []:
             verdict = (
                 f"{c['agent']} is ahead"

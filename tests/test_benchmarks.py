@@ -273,3 +273,28 @@ def test_a_missing_peer_is_skipped_with_a_note(tmp_path, monkeypatch):
         in (tmp_path / "leaderboard.md").read_text()
     )
     assert any("trl-grpo seed 0: skipped" in line for line in logs)
+
+
+def test_when_no_row_learned_the_leaderboard_and_the_plot_say_so(tiny_bench, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from benchmarks.report import NO_ROW_LEARNED, plot_curves
+
+    out, _ = tiny_bench
+    results = json.loads((out / "results.json").read_text())
+    (task,) = results["tasks"]
+    for row in task["rows"]:
+        row["not_learned"] = None if row["agent"] in ("untrained", "random") else "= untrained"
+    assert "No row learned at this budget" in leaderboard_markdown(results)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    plot_curves(results, out)
+    (ax,) = figures[0].axes
+    assert NO_ROW_LEARNED in [t.get_text() for t in ax.texts]
+    agents = [line for line in ax.get_lines() if "(n=" in line.get_label()]
+    assert len(agents) == 3  # every agent row has its line
+    styles = {(line.get_linestyle(), line.get_marker()) for line in agents}
+    assert len(styles) == 3  # each its own, so lines on top of each other stay visible
+    learned = [r for r in task["rows"] if r["agent"] not in ("untrained", "random")][0]
+    learned["not_learned"] = None
+    assert "No row learned" not in leaderboard_markdown(results)
