@@ -563,7 +563,7 @@ def eval_parser(prog: str = "textgym eval") -> argparse.ArgumentParser:
         prog=prog,
         description="Evaluate the latest checkpoint of a `textgym train` run folder (or its "
         "untrained model with --untrained), or an untrained --model on --env: mean reward with a "
-        "95%% CI, KL to the untrained model, perplexity, distinct-1/2, and a samples table.",
+        "95% CI, KL to the untrained model, perplexity, distinct-1/2, and a samples table.",
     )
     p.add_argument("dir", nargs="?", default=None, help="a `textgym train --out` folder")
     p.add_argument("--env", default=None, help="without DIR: environment id")

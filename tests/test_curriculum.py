@@ -186,15 +186,20 @@ def test_curriculum_promotes_on_right_answers_and_demotes_on_wrong(answers):
     _, info = env.reset(seed=0)
     assert (info["curriculum_level"], info["curriculum_name"]) == (0, "easy")
     assert info["success_rate"] == 0.0
-    levels, prompts = [], {}
+    levels, rates, prompts = [], [], {}
     for right in [True] * 12 + [False] * 12:
         *_, info = play(env, info, answers, right)
         levels.append(info["curriculum_level"])
+        rates.append(info["success_rate"])
         assert info["outcome"] == ("correct" if right else "format_error")
         _, info = env.reset()
         prompts.setdefault(info["curriculum_name"], set()).add(info["prompt"])
     # Four episodes at a level (min_episodes = window) move it; the top and bottom stay put.
-    assert levels == [0] * 3 + [1] * 4 + [2] * 5 + [2] * 3 + [1] * 4 + [0] * 5
+    # An episode's last info shows the level it played and the rate counting it, also on the
+    # step it moves the level (not the new level with an empty window's 0.0).
+    assert levels == [0] * 4 + [1] * 4 + [2] * 8 + [1] * 4 + [0] * 4
+    assert rates[:4] == [1.0] * 4 and rates[4:8] == [1.0] * 4
+    assert rates[12:16] == [0.75, 0.5, 0.25, 0.0] and rates[16:20] == [0.0] * 4
     assert env.level == 0 and env.unwrapped.prompts["train"] == prompts_of("easy")
     assert prompts["hard"] <= {e.prompt for e in prompts_of("hard")}
 

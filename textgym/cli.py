@@ -199,12 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered environment ids")
     info = sub.add_parser("info", help="spaces, reward, data and arguments of an id")
-    info.add_argument("env_id")
+    info.add_argument("env_id", help="a registered id (`textgym list`)")
     play = sub.add_parser("play", help="play an environment in the terminal")
-    play.add_argument("env_id")
-    play.add_argument("--seed", type=int, default=None)
-    play.add_argument("--split", default="train", choices=["train", "test"])
-    play.add_argument("--episodes", type=_positive_int, default=1)
+    play.add_argument("env_id", help="a registered id (`textgym list`)")
+    play.add_argument(
+        "--seed", type=int, default=None, help="reset seed of the first episode (default: random)"
+    )
+    play.add_argument(
+        "--split", default="train", choices=["train", "test"], help="prompt split (train)"
+    )
+    play.add_argument(
+        "--episodes", type=_positive_int, default=1, help="episodes to play, one after another (1)"
+    )
 
     # Listed for --help; main() hands them to their own parsers before this one parses.
     sub.add_parser("train", help="train a learner on an env (`textgym train --help`)")

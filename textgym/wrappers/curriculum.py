@@ -176,27 +176,30 @@ class _CurriculumBase(Forwards):
             "success_rate": self.success_rate,
         }
 
-    def _record(self, outcome: Any, score: float, level: int) -> None:
+    def _record(self, outcome: Any, score: float, level: int) -> dict[str, Any] | None:
         """Count an episode played at ``level`` (one of an earlier level does not count), then
-        move the level when the rule says so."""
+        move the level when the rule says so. Returns the info as it stood once the episode was
+        counted, before any move (None when it was not counted)."""
         if level != self._level:
-            return
+            return None
         success = outcome == CORRECT if outcome is not None else score >= self._success_score
         self._results.append(bool(success))
         self._episodes += 1
+        counted = self._info()
         if self._episodes < self._min_episodes:
-            return
+            return counted
         rate = self.success_rate
         if rate >= self._promote_at and self._level + 1 < len(self._tasks):
             move = 1
         elif rate < self._demote_at and self._level > 0:
             move = -1
         else:
-            return
+            return counted
         self._base.set_task(self._tasks[self._level + move])
         self._level += move
         self._results.clear()
         self._episodes = 0
+        return counted
 
 
 class Curriculum(_CurriculumBase, gym.Wrapper):
@@ -231,7 +234,9 @@ class Curriculum(_CurriculumBase, gym.Wrapper):
 
     ``reset`` and every ``step`` add ``curriculum_level`` (the level's index in ``levels``),
     ``curriculum_name`` (the difficulty name, the dict as ``key=value`` pairs, or the Task's
-    name) and ``success_rate`` (:attr:`success_rate`: the window's, 0.0 while it is empty).
+    name) and ``success_rate`` (:attr:`success_rate`: the window's, 0.0 while it is empty). On
+    the step an episode ends they describe the level it played, its result counted, also when
+    that result moves the level (:class:`Curriculum`; the next ``reset`` shows the new level).
 
     ## State
 
@@ -282,9 +287,10 @@ class Curriculum(_CurriculumBase, gym.Wrapper):
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if terminated or truncated:
-            self._record(info.get("outcome"), info["score"], self._episode_level)
-        return obs, reward, terminated, truncated, {**info, **self._info()}
+        schedule = None
+        if terminated or truncated:  # the level the episode played and the rate counting it
+            schedule = self._record(info.get("outcome"), info["score"], self._episode_level)
+        return obs, reward, terminated, truncated, {**info, **(schedule or self._info())}
 
 
 class VectorCurriculum(_CurriculumBase, VectorWrapper):
