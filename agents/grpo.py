@@ -148,7 +148,7 @@ class _GroupLearner(Learner):
     """The part GRPO and RLOO share: per-sequence advantages on every token, clipped surrogate."""
 
     def __init__(self, policy: Any, envs: Any, config: Any = None, **kwargs: Any):
-        c = config if config is not None else self.Config()
+        c = config if config is not None else self.Config.for_policy(policy)  # as Learner's
         name = type(self).__name__
         if int(c.group_size) < 2:  # checked before the learner copies the reference model
             raise ValueError(

@@ -322,3 +322,17 @@ def test_learner_learns_to_read_the_prompt(name, best_constant_score):
         f"{name}: {result.reward_mean:.3f} vs best constant {best_constant_score:.3f}"
     )
     assert len(completions) > 1
+
+
+@pytest.mark.parametrize("name", sorted(["a2c", "grpo", "nlpo", "ppo", "reinforce", "rloo"]))
+def test_a_learner_without_a_config_takes_the_policys_defaults(name):
+    """One route for defaults: every learner built without a config uses
+    ``Config.for_policy(policy)``, so LMPolicy.tiny's learner defaults apply to all of them."""
+    from agents import LEARNERS, LMPolicy
+    from agents.policy import TINY_LEARNER_DEFAULTS
+
+    envs = copy_envs(4)
+    policy = LMPolicy.tiny(envs, precision="fp32")
+    agent = LEARNERS[name](policy, envs)
+    assert agent.config == LEARNERS[name].Config.for_policy(policy)
+    assert agent.config.lr == TINY_LEARNER_DEFAULTS["lr"] != LEARNERS[name].Config().lr
