@@ -39,6 +39,7 @@ import torch
 
 from agents import distributed
 from agents.checkpoint import (
+    CheckpointError,
     env_state_of,
     read_checkpoint,
     resolve_checkpoint,
@@ -628,6 +629,11 @@ class Learner:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def extra_state_problem(self, state: dict[str, Any]) -> str | None:
+        """What is wrong with a checkpoint's extra state for this learner (None: it fits);
+        checked before :meth:`resume` changes anything."""
+        return None
+
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors a subclass adds to checkpoints, as ``extra.safetensors`` (NLPO: its mask
         policy's weights)."""
@@ -732,6 +738,9 @@ class Learner:
             check_extra=self.extra_tensors_problem,
             reference=self.policy.reference_record(),
         )
+        problem = self.extra_state_problem(state["extra"])
+        if problem:
+            raise CheckpointError(f"{path / 'state.json'}: field 'extra': {problem}")
         # First: a training env state that does not fit this learner's env changes nothing.
         restore_env_state(path, state, self.envs, self.dist.rank)
         device = self.policy.device

@@ -156,6 +156,12 @@ class NLPO(PPO):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._mask_iteration = state.get("mask_iteration")
 
+    def extra_state_problem(self, state: dict[str, Any]) -> str | None:
+        it = state.get("mask_iteration")
+        if it is None or (isinstance(it, int) and not isinstance(it, bool) and it >= 0):
+            return None
+        return f"mask_iteration is {it!r:.60}, not an iteration (an int >= 0) or null"
+
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         if self.mask_policy is None:
             return {}

@@ -10,6 +10,7 @@ episodes of the batch, unbiased because it does not depend on the episode's own 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +100,13 @@ class REINFORCE(Learner):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.baseline = state.get("baseline")
+
+    def extra_state_problem(self, state: dict[str, Any]) -> str | None:
+        baseline = state.get("baseline")
+        if baseline is None or (
+            isinstance(baseline, (int, float))
+            and not isinstance(baseline, bool)
+            and math.isfinite(baseline)
+        ):
+            return None
+        return f"baseline is {baseline!r:.60}, not a finite number or null"

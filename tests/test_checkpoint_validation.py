@@ -179,6 +179,23 @@ def test_crafted_checkpoint_is_refused_before_anything_changes(checkpoint, damag
     assert _same(before, _learner_state(agent))
 
 
+def test_a_learners_extra_state_is_checked_before_anything_changes(tmp_path):
+    from agents import REINFORCE, REINFORCEConfig
+
+    config = dict(lr=3e-3, seed=0, progress=False)
+    run = REINFORCE(
+        make_policy(), make_envs(), REINFORCEConfig(**config, checkpoint_dir=str(tmp_path))
+    )
+    run.learn(iterations=1)
+    folder = resolve_checkpoint(tmp_path)
+    _edit_state(folder, extra={"baseline": "abc"})
+    agent = REINFORCE(make_policy(), make_envs(), REINFORCEConfig(**config))
+    before = _learner_state(agent)
+    with pytest.raises(CheckpointError, match=r"state\.json: field 'extra': baseline is 'abc'"):
+        agent.resume(tmp_path)
+    assert _same(before, _learner_state(agent)) and agent.baseline is None
+
+
 def test_an_untouched_checkpoint_still_resumes(checkpoint):
     agent = _agent()
     agent.resume(checkpoint)
