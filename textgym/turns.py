@@ -30,21 +30,56 @@ from textgym.errors import InvalidArgumentError, ResetNeeded
 from textgym.wrappers import TextObservation
 
 
-def _encode_turns(tokenizer: Any, turns: Sequence[Any]) -> list[list[int]]:
-    """The token ids of each turn (one tokenizer call, ``add_special_tokens=False``). A turn that
-    is not a string, holds text UTF-8 cannot encode (a lone surrogate), encodes to no tokens, or
-    holds text the tokenizer maps to its unknown token (beyond the unknown token's own text)
-    raises :class:`~textgym.errors.InvalidArgumentError`."""
+def _turn_ids(k: int, turn: Any, vocab_size: int | None) -> list[int] | None:
+    """A turn given as token ids (a list, tuple or 1-D array of ints) as a list, checked; None
+    for a turn that is not a sequence (text, or something else, judged by the caller)."""
+    if isinstance(turn, str) or not isinstance(turn, (list, tuple, np.ndarray)):
+        return None
+    ids = np.asarray(turn)
+    if (
+        ids.ndim != 1
+        or ids.size == 0
+        or not (np.issubdtype(ids.dtype, np.integer) and not np.issubdtype(ids.dtype, np.bool_))
+    ):
+        raise InvalidArgumentError(
+            f"turn {k}: token ids must be a non-empty 1-D sequence of ints, got {turn!r:.60}"
+        )
+    if vocab_size is not None and not ((ids >= 0) & (ids < vocab_size)).all():
+        raise InvalidArgumentError(
+            f"turn {k}: token ids must lie in [0, {vocab_size}) (the env's vocabulary), got "
+            f"{ids.tolist()!r:.60}"
+        )
+    return ids.tolist()
+
+
+def _encode_turns(
+    tokenizer: Any, turns: Sequence[Any], vocab_size: int | None = None
+) -> list[list[int]]:
+    """The token ids of each turn (one tokenizer call for the text turns,
+    ``add_special_tokens=False``; a turn given as token ids is taken as it is, checked against
+    ``vocab_size``). A turn that is neither, holds text UTF-8 cannot encode (a lone surrogate),
+    encodes to no tokens, or holds text the tokenizer maps to its unknown token (beyond the
+    unknown token's own text) raises :class:`~textgym.errors.InvalidArgumentError`."""
+    given = {k: _turn_ids(k, turn, vocab_size) for k, turn in enumerate(turns)}
+    given = {k: ids for k, ids in given.items() if ids is not None}
+    texts = [turn for k, turn in enumerate(turns) if k not in given]
     for k, turn in enumerate(turns):
+        if k in given:
+            continue
         if not isinstance(turn, str):
             raise InvalidArgumentError(
-                f"turn {k} must be a str (the turn's text), got {type(turn).__name__} {turn!r:.60}"
+                f"turn {k} must be a str (the turn's text) or a list of token ids, got "
+                f"{type(turn).__name__} {turn!r:.60}"
             )
         check_text(f"turn {k}", turn)
-    ids = [list(seq) for seq in tokenizer(list(turns), add_special_tokens=False)["input_ids"]]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    text_ids = iter([list(seq) for seq in encoded])
+    ids = [given[k] if k in given else next(text_ids) for k in range(len(turns))]
     unk = getattr(tokenizer, "unk_token_id", None)
     unk_text = getattr(tokenizer, "unk_token", None) or "\0"
     for k, (turn, seq) in enumerate(zip(turns, ids)):
+        if k in given:
+            continue
         if not seq:
             raise InvalidArgumentError(
                 f"turn {k} encodes to no tokens: {turn!r:.60}; a turn must hold text (to end the "
@@ -212,6 +247,12 @@ class TextTurns(gym.Wrapper, gym.utils.RecordConstructorArgs):
     own tokens even where a BPE tokenizer would merge across the boundary (SmolLM2 encodes
     ``"hel"`` + ``"lo"`` as two tokens, ``"hello"`` as one).
 
+    A turn may also be token ids (a list or 1-D array of ints in the env's vocabulary): they are
+    stepped as they are, with no tokenizer in between. Text is tokenized per turn, so text that
+    came from decoding ids may not re-encode to those ids (a token that ends inside a UTF-8
+    character decodes to U+FFFD; the tokenizer may merge differently): an LM agent that has the
+    ids it sampled should pass them (or use the token env itself, or TRL's ``rollout_func``).
+
     In a TextGen environment a turn is a piece of the completion: turns append to it until the
     episode ends. In a dialogue, a turn that does not end the dialogue turn (no end-of-turn
     text, under ``max_turn_tokens``) leaves it open, and the next action continues it.
@@ -303,8 +344,9 @@ class TextTurns(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ) -> tuple[str, dict[str, Any]]:
         return self._player.reset(seed=seed, options=options)
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        (ids,) = _encode_turns(self._player.base.tokenizer, [action])
+    def step(self, action: str | Sequence[int]) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        base = self._player.base
+        (ids,) = _encode_turns(base.tokenizer, [action], int(base.action_space.n))
         (out,) = _play_all([self._player], [ids])
         return out
 
@@ -433,7 +475,8 @@ class VectorTextTurns(VectorEnv):
                 f"disabled; call envs.reset(options={{'reset_mask': mask}}) first"
             )
         playing = np.flatnonzero(~restarting).tolist()  # NEXT_STEP: the others ignore their turn
-        turns = _encode_turns(self._tokenizer, [actions[i] for i in playing])
+        vocab = int(self._players[0].base.action_space.n)
+        turns = _encode_turns(self._tokenizer, [actions[i] for i in playing], vocab)
         results = _play_all([self._players[i] for i in playing], turns)
 
         rewards = np.zeros(self.num_envs, dtype=np.float64)
