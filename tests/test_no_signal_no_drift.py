@@ -32,6 +32,18 @@ def zero_scorer(prompts, completions, references):
     return [0.0] * len(prompts)
 
 
+def zero_reward_envs() -> gym.vector.VectorEnv:
+    """Eight slots of the character prompts above, every score 0."""
+    return gym.make_vec(
+        "TextGen-v0",
+        num_envs=8,
+        prompts=PROMPTS,
+        scorer=zero_scorer,
+        tokenizer="char",
+        max_new_tokens=12,
+    )
+
+
 def assert_no_drift(policy: LMPolicy, envs, name: str) -> None:
     agent = LEARNERS[name](policy, envs, LEARNERS[name].Config(progress=False))
     before = {k: v.detach().clone() for k, v in policy.state_dict().items()}
@@ -49,14 +61,7 @@ def assert_no_drift(policy: LMPolicy, envs, name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_zero_rewards_leave_a_tiny_policy_unchanged(name):
-    envs = gym.make_vec(
-        "TextGen-v0",
-        num_envs=8,
-        prompts=PROMPTS,
-        scorer=zero_scorer,
-        tokenizer="char",
-        max_new_tokens=12,
-    )
+    envs = zero_reward_envs()
     policy = LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=0), precision="fp32")
     assert_no_drift(policy, envs, name)
 
@@ -79,14 +84,7 @@ def test_the_guarantee_needs_the_zero_value_head(name):
     default). An untrained non-zero critic makes advantages out of nothing (GAE's
     ``delta_t = V(s_t+1) - V(s_t)`` with every reward 0) and fits itself to the zero returns, so
     the policy moves even with no reward, whether or not the value loss reaches the trunk."""
-    envs = gym.make_vec(
-        "TextGen-v0",
-        num_envs=8,
-        prompts=PROMPTS,
-        scorer=zero_scorer,
-        tokenizer="char",
-        max_new_tokens=12,
-    )
+    envs = zero_reward_envs()
     policy = LMPolicy(
         tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=0),
         precision="fp32",
