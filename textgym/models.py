@@ -42,8 +42,8 @@ SmolLM2's own pad token is already ``<|im_end|>``, its EOS.
 (the SmolLM2 family) for tests and small-vocabulary tasks; its default special
 ids match ``CharTokenizer`` (pad=0, bos=1, eos=2).
 
-transformers is imported inside the functions that need it: importing it costs
-~3 s, which char-level users of textgym should not pay.
+torch and transformers are imported inside the functions that need them: importing them costs
+several seconds, which char-level users of textgym should not pay.
 """
 
 from __future__ import annotations
@@ -64,12 +64,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from textgym.char_tokenizer import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 from textgym.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
@@ -104,15 +103,16 @@ class ModelNotInstalledError(ImportError):
 # --- devices and dtypes ---------------------------------------------------------
 
 _DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
 }
+"""dtype spellings -> torch attribute names (torch itself is imported where it is used)."""
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -121,6 +121,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     Asking for CUDA when it is not available raises a RuntimeError now, rather
     than a less clear one at the first tensor transfer.
     """
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -146,6 +148,8 @@ def resolve_dtype(
     else float32. Strings: ``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``,
     ``"float16"``/``"fp16"`` (a ``"torch."`` prefix is allowed).
     """
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
@@ -156,7 +160,7 @@ def resolve_dtype(
     if isinstance(dtype, str):
         key = dtype.lower().removeprefix("torch.")
         if key in _DTYPES:
-            return _DTYPES[key]
+            return getattr(torch, _DTYPES[key])
     raise ValueError(
         f"unknown dtype {dtype!r}; use a torch.dtype, None, 'auto', 'float32', 'bfloat16' "
         f"or 'float16'"
@@ -283,6 +287,7 @@ def gguf_path(alias: str) -> Path:
 
 def _convert_gguf(gguf_file: Path, out_dir: Path) -> None:
     """Write ``gguf_file`` as a plain fp32 transformers folder into ``out_dir``."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = gguf_file.parent, gguf_file.name
@@ -387,6 +392,12 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> Any:
     if name_or_path == "char":
         return CharTokenizer()
     path = resolve_model_path(name_or_path)
+    if _tokenizer_class(path) in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        # The class AutoTokenizer would pick, without AutoTokenizer's import of torch (~5 s).
+        from transformers import PreTrainedTokenizerFast
+
+        with _not_found_as_one_line(name_or_path, path):
+            return _ensure_pad_token(PreTrainedTokenizerFast.from_pretrained(path))
     from transformers import AutoTokenizer
 
     with _not_found_as_one_line(name_or_path, path):
@@ -409,6 +420,15 @@ def _not_found_as_one_line(name: Any, path: str) -> Any:
             f"offline) or a local model folder, or download it while online "
             f"(`hf download {name}`)"
         ) from None
+
+
+def _tokenizer_class(path: str) -> str | None:
+    """The ``tokenizer_class`` of a local folder's ``tokenizer_config.json``, else None."""
+    try:
+        config = json.loads((Path(path) / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("tokenizer_class") if isinstance(config, dict) else None
 
 
 def load_lm(
@@ -464,6 +484,7 @@ def tiny_lm(
     ``intermediate_size``, ``num_key_value_heads``). Returns an fp32 CPU model in
     eval mode (call ``.train()`` / ``.to(device)`` as needed).
     """
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if n_embd % n_head:
