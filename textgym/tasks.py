@@ -11,6 +11,8 @@ Prompts can come from
 * a Python list of strings, dicts or :class:`Example` (``PromptSet.from_list``),
 * a JSONL file (``PromptSet.from_jsonl``),
 * a Hugging Face ``datasets`` dataset or ``DatasetDict`` (``PromptSet.from_dataset``),
+* a generator of examples by index (:class:`LazyExamples`: the procedural tasks draw example
+  ``k`` only when an episode first asks for it),
 
 and :func:`PromptSet.coerce` turns any of these into a ``PromptSet``, so an environment's
 ``prompts=`` argument accepts them all. :func:`read_jsonl` is textgym's one JSONL reader (prompt
@@ -56,6 +58,52 @@ class Example:
             )
 
 
+class LazyExamples(Sequence[Example]):
+    """``size`` examples made on demand: item ``k`` is ``make(k)``, made once and kept.
+
+    A split of a generated task (a procedural or reasoning-gym task) is one of these, so that
+    building the task costs nothing and an environment draws only the examples its episodes use.
+    ``make`` must be a pure function of ``k`` (the same example every time, in any process).
+    It reads like a list: ``len``, indexing, slices (a list), iteration, ``+`` with a list, and
+    ``==`` with a sequence of the same examples.
+    """
+
+    def __init__(self, size: int, make: Callable[[int], Example]):
+        self.size, self.make = size, make
+        self._made: dict[int, Example] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.size))]
+        k = int(k)
+        if k < 0:
+            k += self.size
+        if not 0 <= k < self.size:
+            raise IndexError(f"example {k} of {self.size}")
+        if k not in self._made:
+            self._made[k] = self.make(k)
+        return self._made[k]
+
+    def __add__(self, other: Sequence[Example]) -> list[Example]:
+        return list(self) + list(other)
+
+    def __radd__(self, other: Sequence[Example]) -> list[Example]:
+        return list(other) + list(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or len(other) != self.size:
+            return False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyExamples({self.size}, made={len(self._made)})"
+
+
 def _to_example(item: Any, where: str, prompt_field: str, reference_field: str | None) -> Example:
     if isinstance(item, Example):
         return item
@@ -93,8 +141,11 @@ class PromptSet:
 
     def __init__(self, train: Sequence[Example], test: Sequence[Example], name: str = "custom"):
         self.name = name
-        self.splits: dict[str, list[Example]] = {"train": list(train), "test": list(test)}
-        if not self.splits["train"] and not self.splits["test"]:
+        self.splits: dict[str, Sequence[Example]] = {
+            split: examples if isinstance(examples, LazyExamples) else list(examples)
+            for split, examples in (("train", train), ("test", test))
+        }
+        if not len(self.splits["train"]) and not len(self.splits["test"]):
             raise EmptyPromptSetError(
                 f"prompt set {name!r} is empty: give at least one prompt "
                 f"(a list of strings, a JSONL file with a 'prompt' field, or a dataset)"
@@ -103,12 +154,12 @@ class PromptSet:
     def __repr__(self) -> str:
         return f"PromptSet({self.name!r}, train={len(self['train'])}, test={len(self['test'])})"
 
-    def __getitem__(self, split: str) -> list[Example]:
+    def __getitem__(self, split: str) -> Sequence[Example]:
         """The examples of ``split``; raises a clear error for an unknown or empty split."""
         if split not in self.splits:
             raise InvalidArgumentError(f"unknown split {split!r}; use one of {SPLITS}")
         examples = self.splits[split]
-        if not examples:
+        if not len(examples):
             raise EmptyPromptSetError(
                 f"split {split!r} of prompt set {self.name!r} has no prompts; "
                 f"add {split} examples or use the other split"

@@ -21,7 +21,6 @@ from textgym.envs.checks import (
     check_bool,
     check_choice,
     check_int,
-    check_text,
 )
 from textgym.errors import (
     InvalidArgumentError,
@@ -31,7 +30,7 @@ from textgym.errors import (
 )
 from textgym.rewards import run_scorer
 from textgym.task_suite import make_task
-from textgym.tasks import SPLITS, Example, PromptSet, Scorer, Task
+from textgym.tasks import SPLITS, Example, LazyExamples, PromptSet, Scorer, Task
 
 if TYPE_CHECKING:
     from textgym.envs.episodes import Episodes
@@ -41,11 +40,29 @@ PROMPT_OVERFLOW = ("truncate", "error")
 
 
 class PromptBank:
-    """The token ids of one split's prompts, left-padded to ``max_prompt_tokens``, encoded once."""
+    """The token ids of one split's prompts, left-padded to ``max_prompt_tokens``, encoded once.
 
-    def __init__(self, core: TextGenCore, examples: list[Example], split: str):
+    A list of examples is encoded whole when the bank is made (a prompt that cannot be encoded
+    fails then); the examples of a generated task (:class:`~textgym.tasks.LazyExamples`) are
+    made and encoded one at a time, when an episode first draws them.
+    """
+
+    def __init__(self, core: TextGenCore, examples: Sequence[Example], split: str):
         self.examples = examples
-        self.rows, self.lengths = core.encode_prompts([e.prompt for e in examples], split)
+        self.core, self.split = core, split
+        self.rows: dict[int, np.ndarray] | np.ndarray
+        if isinstance(examples, LazyExamples):
+            self.rows = {}
+        else:
+            self.rows, _ = core.encode_prompts([e.prompt for e in examples], split)
+
+    def draw(self, index: int) -> tuple[Example, np.ndarray]:
+        """Example ``index`` and its encoded prompt row."""
+        example = self.examples[index]
+        if isinstance(self.rows, dict) and index not in self.rows:
+            rows, _ = self.core.encode_prompts([example.prompt], f"{self.split} example {index}")
+            self.rows[index] = rows[0]
+        return example, self.rows[index]
 
 
 class TextGenCore:
@@ -117,9 +134,9 @@ class TextGenCore:
         self.prompts = PromptSet.coerce(prompts) if prompts is not None else task.prompts
         self.scorer = scorer if scorer is not None else task.scorer
         if isinstance(tokenizer, str):
-            from textgym.models import load_tokenizer
+            from textgym.fast_tokenizer import load_fast_tokenizer
 
-            tokenizer = load_tokenizer(tokenizer)
+            tokenizer = load_fast_tokenizer(tokenizer)
         missing = [
             a
             for a in ("batch_decode", "eos_token_id", "all_special_ids", "__len__")
@@ -130,7 +147,9 @@ class TextGenCore:
                 f"tokenizer must be a tokenizer name (e.g. 'char', 'smollm2-135m') or a "
                 f"Hugging Face-style tokenizer object; {type(tokenizer).__name__} lacks {missing}"
             )
-        self.tokenizer = tokenizer
+        # What the env encodes and decodes with; for a model's name a FastTokenizer, whose
+        # Hugging Face tokenizer (``self.tokenizer``) is loaded only when someone asks for it.
+        self.codec = tokenizer
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.reward_mode = reward_mode
@@ -138,7 +157,7 @@ class TextGenCore:
         self.chat_template = chat_template
         self.stop_strings = tuple(stop_strings)
 
-        tok = self.tokenizer
+        tok = self.codec
         if vocab_size is not None and vocab_size < len(tok):
             raise InvalidArgumentError(
                 f"vocab_size={vocab_size} is smaller than the tokenizer's vocabulary "
@@ -178,6 +197,14 @@ class TextGenCore:
         self.observation_space = self.make_observation_space(max_new_tokens)
         self.action_space = spaces.Discrete(self.vocab_size)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer: the object passed in, or for a name :func:`textgym.models.load_tokenizer`'s
+        (a Hugging Face tokenizer, loaded on first use; the env itself encodes and decodes with
+        the same ids through :attr:`codec`)."""
+        hf = getattr(type(self.codec), "hf", None)
+        return self.codec.hf if isinstance(hf, property) else self.codec
+
     def make_observation_space(self, max_new_tokens: int, agent_mask: bool = False) -> spaces.Dict:
         """The observation space for ``max_new_tokens``; ``agent_mask=True`` adds the mask of
         the agent's own tokens that the envs with environment-written tokens (a partner's
@@ -194,7 +221,7 @@ class TextGenCore:
 
     def encode_text(self, text: str) -> list[int]:
         """``text``'s token ids without special tokens (a reply or a tool result, encoded once)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.codec(text, add_special_tokens=False)["input_ids"])
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -205,9 +232,7 @@ class TextGenCore:
 
     def encode_prompts(self, texts: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
         """Left-padded ``(len(texts), max_prompt_tokens)`` ids and the true lengths."""
-        for k, text in enumerate(texts):
-            check_text(f"prompt {k} of {where}", text)
-        tok = self.tokenizer
+        tok = self.codec
         if self.chat_template:
             texts = [
                 tok.apply_chat_template(
@@ -225,7 +250,7 @@ class TextGenCore:
         if unk is not None and unk not in added:  # else unk may be a legitimately added token
             unk_text = getattr(tok, "unk_token", None) or "\0"
             for k, seq in enumerate(ids):
-                if seq.count(unk) > texts[k].count(unk_text):  # more than its literal text
+                if unk in seq and unk_text not in texts[k]:
                     raise InvalidArgumentError(
                         f"prompt {k} of {where} holds text the tokenizer cannot encode (it "
                         f"maps to {unk_text!r}): {texts[k][:80]!r}; remove those characters "
@@ -296,9 +321,7 @@ class TextGenCore:
             raise InvalidArgumentError(
                 f"completions[{k}] must be a str, got {type(texts[k]).__name__} {texts[k]!r:.60}"
             )
-        for k, text in enumerate(texts):
-            check_text(f"completions[{k}]", text)
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        ids = self.codec(texts, add_special_tokens=False)["input_ids"] if texts else []
         budget = self.max_new_tokens
         input_ids = np.full((len(texts), budget), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(texts), budget), dtype=np.int64)
@@ -392,7 +415,7 @@ class TextGenCore:
         """The generated text of ``slots`` so far, special tokens skipped."""
         start = self.max_prompt_tokens
         seqs = [ep.input_ids[s, start : start + ep.num_generated[s]].tolist() for s in slots]
-        return self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+        return self.codec.batch_decode(seqs, skip_special_tokens=True)
 
     def completions(self, ep: Episodes, slots: np.ndarray) -> list[str]:
         """Decoded completions of ``slots``, cut before the first stop string."""

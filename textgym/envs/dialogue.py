@@ -113,7 +113,7 @@ class _DialogueCore(TextGenCore):
         self.max_turns = int(max_turns)
         self.turn_cost, self.goal_reward = float(turn_cost), float(goal_reward)
 
-        tok = self.tokenizer
+        tok = self.codec
         rows, lengths = self.encode_prompts([opening.prompt], "the game's opening")
         if max_prompt_tokens is None:
             self.max_prompt_tokens = int(lengths[0])
@@ -250,7 +250,7 @@ class _DialogueEpisodes(MaskedEpisodes):
         """The partner answers ``slots`` (one call); returns which of them ran out of turns."""
         P = core.max_prompt_tokens
         ends = P + self.num_generated[slots]
-        tok = core.tokenizer
+        tok = core.codec
         turns = tok.batch_decode(
             [self.input_ids[s, P + self.turn_start[s] : e].tolist() for s, e in zip(slots, ends)],
             skip_special_tokens=True,

@@ -221,10 +221,6 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         """The current task's scorer, ``scorer(prompts, completions, references)``."""
         return self.core.scorer
 
-    def check_task(self, task: str | Task, **task_kwargs: Any) -> None:
-        """Raise what :meth:`set_task` would raise for ``task``, changing nothing."""
-        _task_core(self, task, task_kwargs, [self.split])
-
     def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
         """Play ``task`` from the next episode on (see "Changing the task")."""
         core = _task_core(self, task, task_kwargs, [self.split])
@@ -273,7 +269,7 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         else:
             bank = self.core.bank(split)
             index = int(self.np_random.integers(len(bank.examples)))
-            example, row = bank.examples[index], bank.rows[index]
+            example, row = bank.draw(index)
         self.split = split
         self._episode_core = None
         ep = self._episode
@@ -436,10 +432,6 @@ class TextGenVectorEnv(VectorEnv):
     def scorer(self) -> Scorer:
         """See :attr:`TextGenEnv.scorer`."""
         return self.core.scorer
-
-    def check_task(self, task: str | Task, **task_kwargs: Any) -> None:
-        """See :meth:`TextGenEnv.check_task`."""
-        _task_core(self, task, task_kwargs, self._splits)
 
     def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
         """Play ``task`` in the episodes that start from now on (see :class:`TextGenEnv`,
@@ -635,7 +627,7 @@ class TextGenVectorEnv(VectorEnv):
             else:
                 bank = self.core.bank(splits[s])
                 indices[k] = self._rngs[s].integers(len(bank.examples))
-                example, rows[k] = bank.examples[indices[k]], bank.rows[indices[k]]
+                example, rows[k] = bank.draw(int(indices[k]))
             examples.append(example)
         ep = self._episodes
         ep.prompt_index[slots] = indices

@@ -32,7 +32,7 @@ from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError
 from textgym.procedural.base import ANSWER_MARKER
 from textgym.procedural.tool_tasks import TOOL_TASKS
-from textgym.tasks import Example, PromptSet, Task
+from textgym.tasks import Example, LazyExamples, PromptSet, Task
 from textgym.tools import (
     TOOL_NAMES,
     Calculator,
@@ -134,11 +134,26 @@ def _tool_task(task: Any, task_kwargs: dict[str, Any] | None, hint: str) -> Task
     if not hint:
         return task
     splits = task.prompts.splits
+
     train, test = (
-        [Example(hint + e.prompt, e.reference, e.meta) for e in splits[split]]
+        LazyExamples(len(splits[split]), _Hinted(splits[split], hint))
+        if isinstance(splits[split], LazyExamples)  # a generated task: hint each when made
+        else [Example(hint + e.prompt, e.reference, e.meta) for e in splits[split]]
         for split in ("train", "test")
     )
     return dataclasses.replace(task, prompts=PromptSet(train, test, task.prompts.name))
+
+
+class _Hinted:
+    """Example ``k`` of a generated split with the hint before its prompt (a class, not a
+    closure, so that the env pickles)."""
+
+    def __init__(self, examples: Sequence[Example], hint: str):
+        self.examples, self.hint = examples, hint
+
+    def __call__(self, k: int) -> Example:
+        e = self.examples[k]
+        return Example(self.hint + e.prompt, e.reference, e.meta)
 
 
 class _ToolCore(TextGenCore):
@@ -199,7 +214,7 @@ class _ToolCore(TextGenCore):
 
         # Tokens after which a call may be complete (a closing tag ends in ">") or an answer
         # line may end ("\n"): only then is the agent's text decoded and searched.
-        tok = self.tokenizer
+        tok = self.codec
         pieces = tok.batch_decode([[i] for i in range(len(tok))])
         special = [i for i in tok.all_special_ids if i < self.vocab_size]
         self.may_close_call = np.zeros(self.vocab_size, dtype=bool)
@@ -293,7 +308,7 @@ def _agent_texts(core: _ToolCore, ep: _ToolEpisodes, slots: np.ndarray) -> list[
         ep.input_ids[s, P + ep.segment_start[s] : P + ep.num_generated[s]].tolist()
         for s in slots.tolist()
     ]
-    return core.tokenizer.batch_decode(rows, skip_special_tokens=True)
+    return core.codec.batch_decode(rows, skip_special_tokens=True)
 
 
 class _ToolEpisodes(MaskedEpisodes):

@@ -1,5 +1,5 @@
 """What every procedural task shares: outcome labels, answer extraction, the checker base class,
-a safe arithmetic parser, difficulty names and disjoint train/test splits.
+a safe arithmetic parser, difficulty names and disjoint train/test splits made on demand.
 
 A checker is a batched scorer ``checker(prompts, completions, references) -> float32 array``
 (a valid :data:`textgym.tasks.Scorer`) that also says *why* each completion got its score:
@@ -20,6 +20,7 @@ or lists of candidates are a format error or wrong, never correct.
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from textgym.errors import InvalidArgumentError
-from textgym.tasks import Example, PromptSet
+from textgym.tasks import Example, LazyExamples, PromptSet
 
 # -- outcomes ----------------------------------------------------------------------------------
 
@@ -267,6 +268,38 @@ class IntegerChecker(Checker):
 # -- splits ------------------------------------------------------------------------------------
 
 
+TEST_SHARE = 0.2
+"""The share of all possible prompts reserved for test splits (:func:`in_test_split`)."""
+
+MAX_SPLIT = 10**9
+"""The most examples a generated split may hold (examples are made on demand, so any size up
+to this is instant)."""
+
+MAX_DRAWS = 1000
+"""Draws :func:`disjoint_splits` tries for one example before it gives up."""
+
+
+def in_test_split(name: str, prompt: str) -> bool:
+    """Whether ``prompt`` of task ``name`` belongs to the test split: a hash of the prompt
+    falls in the first :data:`TEST_SHARE` of its range. The same in every process and for
+    every seed and split size, so no prompt is ever in both splits."""
+    digest = hashlib.blake2b(f"{name}\0{prompt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < TEST_SHARE * 2**64
+
+
+def check_split_sizes(n_train: Any, n_test: Any, seed: Any = 0) -> None:
+    """Refuse split sizes that are not ints in ``[1, MAX_SPLIT]`` and a negative seed."""
+    for arg, value, low, high in (
+        ("n_train", n_train, 1, MAX_SPLIT),
+        ("n_test", n_test, 1, MAX_SPLIT),
+        ("seed", seed, 0, None),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidArgumentError(f"{arg} must be an int >= {low}, got {value!r:.40}")
+        if high is not None and value > high:
+            raise InvalidArgumentError(f"{arg} must be at most {high:,}, got {value:,}")
+
+
 def disjoint_splits(
     draw: Callable[[random.Random], Example | None],
     n_train: int,
@@ -274,26 +307,49 @@ def disjoint_splits(
     seed: int,
     name: str,
 ) -> PromptSet:
-    """A prompt set of examples drawn by ``draw(rng)``, no prompt in both splits.
+    """A prompt set of examples drawn by ``draw(rng)``, made lazily, no prompt in both splits.
 
-    ``draw`` returns an example or None (no valid one from this draw). Draws repeat until
-    ``n_train + n_test`` distinct prompts are found or ``50 *`` that many draws were made; the
-    first ``n_test`` distinct prompts are the test split and the next ``n_train`` the train
-    split. When fewer exist (a small word list), a tenth of those found is the test split.
+    Example ``k`` of a split is made when first asked for (:class:`~textgym.tasks.LazyExamples`),
+    from ``random.Random(f"{name}/{seed}/{k}/{j}")`` for ``j = 0, 1, ...``: the first draw
+    that gives an example (``draw`` returns None for no valid one) whose prompt belongs to the
+    split (:func:`in_test_split`) is it. So building a task costs nothing whatever its size,
+    example ``k`` is the same in every process, and the splits are disjoint. Examples are
+    drawn with replacement: a split may repeat a prompt, the more so the fewer prompts exist.
     """
-    for arg, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidArgumentError(f"{arg} must be an int >= {low}, got {value!r:.40}")
+    check_split_sizes(n_train, n_test, seed)
+    train = LazyExamples(n_train, _Drawn(draw, seed, name, test=False))
+    return PromptSet(train, LazyExamples(n_test, _Drawn(draw, seed, name, test=True)), name)
+
+
+class _Drawn:
+    """Example ``k`` of one split of :func:`disjoint_splits` (a class, not a closure, so that
+    a task and the environments holding it pickle)."""
+
+    def __init__(
+        self, draw: Callable[[random.Random], Example | None], seed: int, name: str, test: bool
+    ):
+        self.draw, self.seed, self.name, self.test = draw, seed, name, test
+
+    def __call__(self, k: int) -> Example:
+        for j in range(MAX_DRAWS):
+            example = self.draw(random.Random(f"{self.name}/{self.seed}/{k}/{j}"))
+            if example is not None and in_test_split(self.name, example.prompt) == self.test:
+                return example
+        split = "test" if self.test else "train"
+        raise RuntimeError(f"{self.name}: no {split} example {k} in {MAX_DRAWS} draws")
+
+
+def pool_splits(
+    examples: Sequence[Example], n_train: int, n_test: int, seed: int, name: str
+) -> PromptSet:
+    """A prompt set from a small, known pool of distinct examples (a word list): each split is
+    the pool's examples that belong to it (:func:`in_test_split`), shuffled with ``seed``, the
+    first ``n_train`` / ``n_test`` of them (fewer when the pool has fewer)."""
+    check_split_sizes(n_train, n_test, seed)
+    splits: dict[bool, list[Example]] = {False: [], True: []}
+    for example in examples:
+        splits[in_test_split(name, example.prompt)].append(example)
     rng = random.Random(seed)
-    wanted = n_train + n_test
-    found: dict[str, Example] = {}
-    for _ in range(50 * wanted):
-        if len(found) >= wanted:
-            break
-        example = draw(rng)
-        if example is not None:
-            found.setdefault(example.prompt, example)
-    examples = list(found.values())
-    if len(examples) < wanted:
-        n_test = max(1, len(examples) // 10)
-    return PromptSet(examples[n_test : n_test + n_train], examples[:n_test], name)
+    for split in splits.values():
+        rng.shuffle(split)
+    return PromptSet(splits[False][:n_train], splits[True][:n_test], name)

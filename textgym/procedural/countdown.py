@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -185,7 +186,9 @@ def countdown(
     level = LEVELS[check_difficulty(difficulty)]
     return Task(
         name="countdown",
-        prompts=disjoint_splits(lambda rng: _draw(rng, level), n_train, n_test, seed, "countdown"),
+        prompts=disjoint_splits(
+            functools.partial(_draw, level=level), n_train, n_test, seed, "countdown"
+        ),
         scorer=CountdownChecker(),
         reward_range=CountdownChecker.reward_range,
         description=f"countdown ({difficulty}): reach the target with + - * / (1, partial, 0)",

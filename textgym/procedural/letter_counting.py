@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 from collections import Counter
@@ -88,8 +89,8 @@ def letter_counting(
     ## Arguments
 
     * ``difficulty``: ``"easy"``, ``"medium"`` or ``"hard"`` (see Difficulty).
-    * ``n_train`` / ``n_test``: questions per split (2000 and 200; capped by how many distinct
-      questions the word list gives, then a tenth is the test split).
+    * ``n_train`` / ``n_test``: questions per split (2000 and 200), made on demand and drawn
+      with replacement (a question may repeat within a split, never across splits).
     * ``seed``: the generator seed (0).
     """
     level = LEVELS[check_difficulty(difficulty)]
@@ -98,7 +99,11 @@ def letter_counting(
     return Task(
         name="letter_counting",
         prompts=disjoint_splits(
-            lambda rng: _draw(rng, level, pool), n_train, n_test, seed, "letter_counting"
+            functools.partial(_draw, level=level, pool=pool),
+            n_train,
+            n_test,
+            seed,
+            "letter_counting",
         ),
         scorer=LetterCountChecker(),
         reward_range=LetterCountChecker.reward_range,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -144,7 +145,7 @@ def multistep_arithmetic(
     return Task(
         name="multistep_arithmetic",
         prompts=disjoint_splits(
-            lambda rng: _draw(rng, level), n_train, n_test, seed, "multistep_arithmetic"
+            functools.partial(_draw, level=level), n_train, n_test, seed, "multistep_arithmetic"
         ),
         scorer=ArithmeticChecker(),
         reward_range=ArithmeticChecker.reward_range,

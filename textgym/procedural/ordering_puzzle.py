@@ -162,7 +162,7 @@ def ordering_puzzle(
     return Task(
         name="ordering_puzzle",
         prompts=disjoint_splits(
-            lambda rng: _draw(rng, level), n_train, n_test, seed, "ordering_puzzle"
+            functools.partial(_draw, level=level), n_train, n_test, seed, "ordering_puzzle"
         ),
         scorer=OrderingChecker(),
         reward_range=OrderingChecker.reward_range,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 
 from textgym.procedural.base import (
@@ -12,8 +11,8 @@ from textgym.procedural.base import (
     Checker,
     Verdict,
     check_difficulty,
-    disjoint_splits,
     partial,
+    pool_splits,
 )
 from textgym.procedural.words import WORDS
 from textgym.tasks import Example, Task
@@ -69,13 +68,14 @@ def spell_backward(
 
     A word from the built-in word list (:data:`textgym.procedural.words.WORDS`); the answer is
     its letters in reverse order. Words whose reversal is within one edit of the word (such as
-    palindromes) are left out, so repeating the word earns nothing. Words are shuffled with
-    ``seed``; train and test words are disjoint.
+    palindromes) are left out, so repeating the word earns nothing. A fifth of the words are
+    test words (chosen by a hash of the prompt, the same for every seed), the rest train
+    words; each split is its words shuffled with ``seed``, so the splits are disjoint.
 
     ## Difficulty
 
     Word length: ``"easy"`` 3-5 letters (about 400 words), ``"medium"`` 6-7 (about 180),
-    ``"hard"`` 8-12 (about 125). The splits are capped by these counts (a tenth is the test
+    ``"hard"`` 8-12 (about 125). The splits are capped by these counts (a fifth is the test
     split).
 
     ## Rewards
@@ -90,15 +90,13 @@ def spell_backward(
     * ``n_train`` / ``n_test``: words per split (2000 and 200, capped as above).
     * ``seed``: the generator seed (0).
     """
-    pool = _words(check_difficulty(difficulty))
-
-    def draw(rng: random.Random) -> Example:
-        word = rng.choice(pool)
-        return Example(TEMPLATE.format(word=word), word[::-1])
-
+    pool = [
+        Example(TEMPLATE.format(word=word), word[::-1])
+        for word in _words(check_difficulty(difficulty))
+    ]
     return Task(
         name="spell_backward",
-        prompts=disjoint_splits(draw, n_train, n_test, seed, "spell_backward"),
+        prompts=pool_splits(pool, n_train, n_test, seed, "spell_backward"),
         scorer=SpellBackwardChecker(),
         reward_range=SpellBackwardChecker.reward_range,
         description=f"spell a word backward ({difficulty}) (1, 0.5 one edit off, 0)",

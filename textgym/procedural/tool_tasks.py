@@ -15,6 +15,7 @@ set of tools, or none.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -113,7 +114,11 @@ def tool_arithmetic(
     return Task(
         name="tool_arithmetic",
         prompts=disjoint_splits(
-            lambda rng: _draw_arithmetic(rng, level), n_train, n_test, seed, "tool_arithmetic"
+            functools.partial(_draw_arithmetic, level=level),
+            n_train,
+            n_test,
+            seed,
+            "tool_arithmetic",
         ),
         scorer=IntegerChecker(),
         reward_range=IntegerChecker.reward_range,
@@ -296,7 +301,11 @@ def data_question(
     return Task(
         name="data_question",
         prompts=disjoint_splits(
-            lambda rng: _draw_table_question(rng, level), n_train, n_test, seed, "data_question"
+            functools.partial(_draw_table_question, level=level),
+            n_train,
+            n_test,
+            seed,
+            "data_question",
         ),
         scorer=DataChecker(),
         reward_range=DataChecker.reward_range,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -123,7 +124,7 @@ def word_sorting(
     return Task(
         name="word_sorting",
         prompts=disjoint_splits(
-            lambda rng: _draw(rng, level), n_train, n_test, seed, "word_sorting"
+            functools.partial(_draw, level=level), n_train, n_test, seed, "word_sorting"
         ),
         scorer=WordSortingChecker(),
         reward_range=WordSortingChecker.reward_range,
