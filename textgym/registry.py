@@ -2,15 +2,18 @@
 
 ``import textgym`` calls :func:`register_envs` (Gymnasium 1.x has no plugin entry points);
 ``gym.make("textgym:TextGen-v0")`` imports textgym by itself. Every default below can be
-overridden in ``gym.make`` / ``gym.make_vec``, and ``task_kwargs={...}`` reaches the task factory.
-:func:`describe` is an id's full documentation (``textgym info ID``), :func:`summary` its one
-line (``textgym list``).
+overridden in ``gym.make`` / ``gym.make_vec``, and ``task_kwargs={...}`` reaches the task factory,
+merged into the id's own task arguments (``gym.make("RG-futoshiki-v0", task_kwargs={"n_train":
+16})`` keeps the dataset). :func:`describe` is an id's full documentation (``textgym info ID``),
+:func:`summary` its one line (``textgym list``); neither builds an environment.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
+from typing import Any
 
 import gymnasium as gym
 
@@ -116,22 +119,67 @@ _REGISTRY.update({env_id: (*_TEXT_GEN, kwargs) for env_id, kwargs in reasoning_g
 
 
 def register_envs() -> None:
-    """Register every id with Gymnasium; an id that is already registered is left as it is."""
+    """Register every id with Gymnasium; an id that is already registered is left as it is.
+
+    An id with task arguments of its own (a difficulty, a reasoning-gym dataset) is made by
+    :func:`make_registered`, which merges ``task_kwargs`` given to ``gym.make`` into them
+    (Gymnasium would replace them); the others by their classes."""
     for env_id, (env_class, vector_class, kwargs) in _REGISTRY.items():
-        if env_id not in gym.registry:
-            gym.register(
-                env_id,
-                entry_point=f"{env_class.__module__}:{env_class.__name__}",
-                vector_entry_point=f"{vector_class.__module__}:{vector_class.__name__}",
-                kwargs=kwargs,
-                # Episodes end by themselves (EOS or max_new_tokens): no TimeLimit wrapper.
-                disable_env_checker=False,
-            )
+        if env_id in gym.registry:
+            continue
+        if kwargs.get("task_kwargs"):
+            entry_point: Any = functools.partial(make_registered, env_id, False)
+            entry_point.metadata = env_class.metadata  # what gym.make reads render modes from
+            vector_entry_point: Any = functools.partial(make_registered, env_id, True)
+        else:
+            entry_point = f"{env_class.__module__}:{env_class.__name__}"
+            vector_entry_point = f"{vector_class.__module__}:{vector_class.__name__}"
+        gym.register(
+            env_id,
+            entry_point=entry_point,
+            vector_entry_point=vector_entry_point,
+            kwargs=kwargs,
+            # Episodes end by themselves (EOS or max_new_tokens): no TimeLimit wrapper.
+            disable_env_checker=False,
+        )
 
 
-def registered_ids() -> list[str]:
-    """Every environment id textgym registers."""
-    return sorted(_REGISTRY)
+def make_registered(env_id: str, vector: bool, **kwargs: Any) -> Any:
+    """Build ``env_id``'s environment (``vector``: its vector twin) from ``gym.make`` kwargs,
+    a ``task_kwargs`` dict merged into the id's own task arguments."""
+    env_class, vector_class, defaults = _entry(env_id)
+    given = kwargs.get("task_kwargs")
+    if isinstance(given, dict):
+        kwargs["task_kwargs"] = {**defaults.get("task_kwargs", {}), **given}
+    return (vector_class if vector else env_class)(**kwargs)
+
+
+FAMILIES = ("tasks", "procedural", "dialogue", "tools", "reasoning-gym")
+"""The families of ids, in the order ``textgym list`` shows them: the task suite
+(``TextGen-v0``, ``TextGen-Copy-v0``, ...), the procedural levels (``TextGen-Countdown-Easy-v0``,
+...), the dialogue games, tool use, and the reasoning-gym datasets (``RG-*``)."""
+
+
+def family(env_id: str) -> str:
+    """The family of a registered id (one of :data:`FAMILIES`)."""
+    env_class, _, kwargs = _entry(env_id)
+    if env_class is DialogueEnv:
+        return "dialogue"
+    if env_class is ToolUseEnv:
+        return "tools"
+    if kwargs.get("task") == "reasoning_gym":
+        return "reasoning-gym"
+    return "procedural" if env_id in PROCEDURAL_IDS else "tasks"
+
+
+def registered_ids(family_name: str | None = None) -> list[str]:
+    """Every environment id textgym registers, grouped by family in the order of
+    :data:`FAMILIES` (textgym's own ids first) and sorted within a family; ``family_name``:
+    that family's only."""
+    if family_name is not None and family_name not in FAMILIES:
+        raise ValueError(f"unknown family {family_name!r}; families: {list(FAMILIES)}")
+    ids = sorted(_REGISTRY, key=lambda i: (FAMILIES.index(family(i)), i))
+    return [i for i in ids if family_name is None or family(i) == family_name]
 
 
 # -- documentation -----------------------------------------------------------------------------
@@ -165,7 +213,14 @@ def describe(env_id: str) -> str:
         },
         **kwargs,
     }
+    dataset = kwargs.get("task_kwargs", {}).get("dataset") if task == "reasoning_gym" else None
+    if dataset is not None:
+        task_summary = summary(env_id)
     lines = [f"# {env_id}", "", task_summary or env_summary, ""]
+    if dataset is not None:
+        from textgym.procedural.reasoning_gym import describe_dataset
+
+        lines += ["## Dataset", "", describe_dataset(dataset), ""]
     lines += ["## Defaults", ""]
     lines += [f"* ``{k}={v!r}``" for k, v in defaults.items()]
     lines += [""]

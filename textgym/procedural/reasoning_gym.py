@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +28,11 @@ from textgym.procedural.base import (
     Checker,
     Verdict,
     answer_text,
+    check_split_sizes,
+    in_test_split,
     partial,
 )
-from textgym.tasks import Example, PromptSet, Task
+from textgym.tasks import Example, LazyExamples, PromptSet, Task
 
 ANSWER_INSTRUCTION = 'Write your final answer after "Answer:".'
 
@@ -165,6 +169,21 @@ NOT_REPRODUCIBLE = {
 """Datasets whose entries are not a function of the seed; :func:`reasoning_gym` builds them
 when asked, :func:`reasoning_gym_ids` leaves them out."""
 
+EXECUTES_CODE = {
+    "codeio": "it makes an entry by exec-ing a Python snippet from reasoning-gym's data file in "
+    "the calling process, unsandboxed (one snippet writes sailor_performance.csv into the "
+    "current folder)",
+}
+"""Datasets whose generators run code from their data files inside our process; neither
+:func:`reasoning_gym` nor :func:`reasoning_gym_ids` builds them."""
+
+MAX_PROBES = 1000
+"""Dataset entries :func:`reasoning_gym` tries for one example of a split before it gives up."""
+
+MIN_SIZE = 64
+"""The smallest dataset size :func:`reasoning_gym` asks for, so that a split of a few examples
+still has entries of its own to draw from."""
+
 
 class EntryAnswer(str):
     """A reference: the entry's oracle answer as text, with the whole reasoning-gym entry as
@@ -234,17 +253,30 @@ class ReasoningGymChecker(Checker):
 
     def __init__(
         self,
-        score_answer: Callable[[str, dict[str, Any]], float],
+        score_answer: Callable[[str, dict[str, Any]], float] | None,
         credit_floor: float = 0.3,
         recipe: tuple[str, dict] | None = None,
+        source: Source | None = None,
     ):
         if not 0.0 <= credit_floor <= 1.0:
             raise InvalidArgumentError(f"credit_floor must be in [0, 1], got {credit_floor!r}")
-        self.score_answer = score_answer
+        if score_answer is None and source is None:
+            raise InvalidArgumentError("give score_answer, or the source of a reasoning_gym task")
+        self._score_answer = score_answer
         self.credit_floor = credit_floor
         self.recipe = recipe  # (dataset, config fields): how a pickled checker is rebuilt
+        self.source = source  # or how the dataset is built, when it is built on first use
+
+    @property
+    def score_answer(self) -> Callable[[str, dict[str, Any]], float]:
+        """The dataset's ``score_answer`` (the dataset is built on first use)."""
+        if self._score_answer is None:
+            self._score_answer = _dataset(self.source).score_answer
+        return self._score_answer
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.source is not None:
+            return ReasoningGymChecker, (None, self.credit_floor, None, self.source)
         if self.recipe is None:
             return ReasoningGymChecker, (self.score_answer, self.credit_floor)
         return _rebuild_checker, (*self.recipe, self.credit_floor)
@@ -332,13 +364,18 @@ def reasoning_gym(
 
     ## Description
 
-    ``n_train + n_test`` entries of the reasoning-gym dataset ``dataset``, generated from
-    ``seed`` (entry ``k`` is the dataset's item ``k``); the first ``n_train`` are the train
-    split, the rest the test split, without the questions that also occur in train (so the
-    splits are disjoint and the test split may come out a little smaller). Each prompt is the
-    entry's question and the line ``Write your final answer after "Answer:".``; each reference
-    is an :class:`EntryAnswer` (the oracle answer, carrying the entry). Needs ``pip install
-    reasoning-gym``; generation is offline.
+    Entries of the reasoning-gym dataset ``dataset`` (of size ``n_train + n_test``, at least
+    :data:`MIN_SIZE`, generated from ``seed``), each made when an episode first draws it: nothing is generated, and for a
+    dataset with its default config reasoning-gym is not even imported, until then. Train
+    example ``k`` is the dataset's item ``k``, test example ``k`` its item ``n_train + k``,
+    unless the item's question belongs to the other split (a hash of the question decides,
+    :func:`~textgym.procedural.base.in_test_split`: a fifth of all questions are test
+    questions); then seeded draws of other items replace it. So the splits are disjoint and
+    reproducible, and a split may repeat a question. Each prompt is the entry's question and
+    the line ``Write your final answer after "Answer:".``; each reference is an
+    :class:`EntryAnswer` (the oracle answer, carrying the entry). Needs ``pip install
+    reasoning-gym``; generation is offline. Datasets that run code from their data files
+    (:data:`EXECUTES_CODE`) are refused.
 
     ## Difficulty
 
@@ -370,40 +407,123 @@ def reasoning_gym(
     * ``**config``: fields of the dataset's config class, applied last (for example
       ``min_words=5`` for ``"letter_counting"``).
     """
-    try:
-        from reasoning_gym.factory import DATASETS
-    except ImportError:
+    if not _installed():
         raise ModuleNotFoundError(
             "the reasoning_gym task needs the reasoning-gym package: pip install reasoning-gym"
-        ) from None
-    if dataset not in DATASETS or dataset in NOT_STANDALONE:
-        available = sorted(set(DATASETS) - NOT_STANDALONE)
+        )
+    if dataset in EXECUTES_CODE:
+        raise InvalidArgumentError(
+            f"reasoning-gym dataset {dataset!r} is not built: {EXECUTES_CODE[dataset]}"
+        )
+    if dataset not in KNOWN_DATASETS or dataset in NOT_STANDALONE:
+        available = sorted(set(_datasets()) - NOT_STANDALONE - set(EXECUTES_CODE))
         raise InvalidArgumentError(
             f"unknown reasoning-gym dataset {dataset!r:.60}; available: {available}"
         )
-    for arg, value in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{arg} must be an int >= 1, got {value!r:.40}")
-    built = _config(dataset, difficulty, seed, n_train + n_test, config)
-    fields = {f.name: getattr(built, f.name) for f in dataclasses.fields(built)}  # shallow
-    generator = _generator(dataset, fields)
-    entries = [generator[k] for k in range(n_train + n_test)]
-    splits: dict[str, list[Example]] = {"train": [], "test": []}
-    seen: set[str] = set()
-    for k, entry in enumerate(entries):
-        if entry["question"] in seen:
-            continue
-        seen.add(entry["question"])
-        reference = EntryAnswer(entry, (dataset, fields, k))
-        example = Example(f"{entry['question']}\n{ANSWER_INSTRUCTION}", reference)
-        splits["train" if k < n_train else "test"].append(example)
+    check_split_sizes(n_train, n_test, seed)
+    if not 0.0 <= credit_floor <= 1.0:
+        raise InvalidArgumentError(f"credit_floor must be in [0, 1], got {credit_floor!r}")
+    size = max(n_train + n_test, MIN_SIZE)
+    source: Source = (dataset, difficulty, seed, size, tuple(sorted(config.items())))
+    if difficulty is not None or config:
+        _dataset(source)  # check the level and the config fields now (imports reasoning-gym)
+    name = f"reasoning_gym/{dataset}"
+
     return Task(
-        name=f"reasoning_gym/{dataset}",
-        prompts=PromptSet(splits["train"], splits["test"], f"reasoning_gym/{dataset}"),
-        scorer=ReasoningGymChecker(generator.score_answer, credit_floor, (dataset, fields)),
+        name=name,
+        prompts=PromptSet(
+            LazyExamples(n_train, _Entry(source, n_train, test=False)),
+            LazyExamples(n_test, _Entry(source, n_train, test=True)),
+            name,
+        ),
+        scorer=ReasoningGymChecker(None, credit_floor, source=source),
         reward_range=ReasoningGymChecker.reward_range,
         description=f"reasoning-gym {dataset} (the dataset's score_answer, in [0, 1])",
     )
+
+
+class _Entry:
+    """Example ``k`` of one split of :func:`reasoning_gym` (a class, not a closure, so that a
+    task and the environments holding it pickle)."""
+
+    def __init__(self, source: Source, n_train: int, test: bool):
+        self.source, self.n_train, self.test = source, n_train, test
+
+    def __call__(self, k: int) -> Example:
+        dataset, size = self.source[0], self.source[3]
+        name, generator = f"reasoning_gym/{dataset}", _dataset(self.source)
+        fields = _fields(generator)
+        for j in range(MAX_PROBES):
+            probe = random.Random(f"{name}/{self.test}/{k}/{j}").randrange(size)
+            index = (self.n_train + k if self.test else k) if j == 0 else probe
+            entry = generator[index]
+            if in_test_split(name, entry["question"]) == self.test:
+                reference = EntryAnswer(entry, (dataset, fields, index))
+                return Example(f"{entry['question']}\n{ANSWER_INSTRUCTION}", reference)
+        split = "test" if self.test else "train"
+        raise RuntimeError(f"{name}: no {split} question among {MAX_PROBES} entries")
+
+
+Source = tuple[str, Any, int, int, tuple]
+"""How :func:`reasoning_gym` builds its dataset: (dataset, difficulty, seed, size, config
+overrides as sorted items)."""
+
+
+def _dataset(source: Source) -> Any:
+    """The dataset generator of a :data:`Source`, built once per process."""
+    key = repr(source)
+    if key not in _SOURCES:
+        dataset, difficulty, seed, size, overrides = source
+        built = _config(dataset, difficulty, seed, size, dict(overrides))
+        _SOURCES[key] = _generator(dataset, _fields(built))
+    return _SOURCES[key]
+
+
+_SOURCES: dict[str, Any] = {}
+
+
+def _fields(config_or_generator: Any) -> dict:
+    config = getattr(config_or_generator, "config", config_or_generator)
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}  # shallow
+
+
+def describe_dataset(dataset: str) -> str:
+    """Markdown about one reasoning-gym dataset: what its generator says of itself, its config
+    defaults, and its first train example with the reference answer (imports reasoning-gym
+    and generates that one example)."""
+    from reasoning_gym.factory import DATASETS
+
+    dataset_cls, config_cls = DATASETS[dataset][:2]
+    about = " ".join((dataset_cls.__doc__ or config_cls.__doc__ or "").split())
+    config = config_cls()
+    fields = [
+        f"* ``{f.name}={getattr(config, f.name)!r}``"
+        for f in dataclasses.fields(config)
+        if f.name not in ("seed", "size")
+    ]
+    example = reasoning_gym(dataset, n_train=1, n_test=1).prompts["train"][0]
+    question = "\n".join("    " + line for line in example.prompt.splitlines())
+    answer = str(example.reference) or "(several answers are right; score_answer checks any)"
+    lines = [f"reasoning-gym's ``{dataset}`` dataset ({dataset_cls.__module__}): {about}", ""]
+    lines += ["Config defaults (``task_kwargs`` may override any):", "", *fields, ""]
+    lines += ["An example prompt:", "", question, "", f"Its reference answer: ``{answer[:300]}``"]
+    return "\n".join(lines)
+
+
+def _installed() -> bool:
+    """Whether reasoning-gym can be imported (without importing it: that takes seconds)."""
+    if "reasoning_gym" in sys.modules:
+        return sys.modules["reasoning_gym"] is not None
+    try:
+        return importlib.util.find_spec("reasoning_gym") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _datasets() -> list[str]:
+    from reasoning_gym.factory import DATASETS
+
+    return list(DATASETS)
 
 
 def _rebuild_checker(dataset: str, fields: dict, credit_floor: float) -> ReasoningGymChecker:
@@ -414,7 +534,8 @@ def _rebuild_checker(dataset: str, fields: dict, credit_floor: float) -> Reasoni
 def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
     """Proposed Gymnasium ids of every reasoning-gym dataset that builds alone and offline:
     ``"RG-<dataset>-v0"`` -> TextGenEnv kwargs; empty when reasoning-gym is not installed.
-    Datasets in :data:`UNSOUND_SCORERS` and :data:`NOT_REPRODUCIBLE` are left out.
+    Datasets in :data:`UNSOUND_SCORERS`, :data:`NOT_REPRODUCIBLE` and :data:`EXECUTES_CODE` are
+    left out.
 
     The ids use a dash prefix, not ``rg:<dataset>``: Gymnasium reads ``module:id`` as "import
     ``module``, then make ``id``", so a colon form would send ``gym.make`` looking for a module
@@ -422,7 +543,7 @@ def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
     budgets are generous (2048 prompt tokens, 256 new tokens) and there is no stop string;
     pass ``task_kwargs={"dataset": ..., "difficulty": ...}`` or other budgets to change them.
     """
-    if importlib.util.find_spec("reasoning_gym") is None:
+    if not _installed():
         return {}
     return {
         f"RG-{name}-v0": {
@@ -433,4 +554,5 @@ def reasoning_gym_ids() -> dict[str, dict[str, Any]]:
         }
         for name in KNOWN_DATASETS
         if name not in NOT_STANDALONE | set(UNSOUND_SCORERS) | set(NOT_REPRODUCIBLE)
+        and name not in EXECUTES_CODE
     }
