@@ -1,6 +1,6 @@
 """The ``textgym`` command line.
 
-textgym list                       registered environment ids, one line each
+textgym list [--family F]          registered environment ids, one line each, by family
 textgym info ID                    spaces, reward, data and arguments of an id
 textgym play ID [--seed S]         play an environment in the terminal
 textgym train --env ID --agent ppo --model smollm2-135m --episodes N --out DIR [--resume]
@@ -24,6 +24,7 @@ import gymnasium as gym
 
 import textgym
 from textgym.errors import TextgymError
+from textgym.registry import FAMILIES
 
 PLAY_HELP = """Type text to append it (it is tokenised into actions; \\n in it is a newline), or a
 command:
@@ -44,7 +45,9 @@ def _make(env_id: str, **kwargs) -> gym.Env:
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    ids = textgym.registered_ids()
+    """The ids (of one family, or all: textgym's own first), each with its one line; nothing
+    is built."""
+    ids = textgym.registered_ids(args.family)
     width = max(len(i) for i in ids)
     for env_id in ids:
         out.write(f"{env_id:<{width}}  {textgym.summary(env_id)}\n")
@@ -52,7 +55,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
-    _make(args.env_id)  # a clear error for an unknown id
+    if args.env_id not in textgym.registered_ids():  # a clear error; nothing is built
+        raise SystemExit(f"unknown environment id {args.env_id!r}; `textgym list` shows the ids")
     out.write(textgym.describe(args.env_id) + "\n")
     return 0
 
@@ -197,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered environment ids")
+    listing = sub.add_parser("list", help="registered environment ids")
+    listing.add_argument(
+        "--family",
+        choices=FAMILIES,
+        help="only this family's ids (default: all, textgym's own first)",
+    )
     info = sub.add_parser("info", help="spaces, reward, data and arguments of an id")
     info.add_argument("env_id", help="a registered id (`textgym list`)")
     play = sub.add_parser("play", help="play an environment in the terminal")
