@@ -19,8 +19,7 @@ information, every row is in both splits).
 from __future__ import annotations
 
 import inspect
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -121,19 +120,20 @@ def sentiment(
 ARITHMETIC_TEMPLATE = "Q: What is {question}?\nA:"
 
 
-def _expression(rng: np.random.Generator, digits: int, operators: str, steps: int) -> str:
-    high = 10**digits
-    parts = [str(int(rng.integers(high)))]
-    for _ in range(steps):
-        parts += [operators[int(rng.integers(len(operators)))], str(int(rng.integers(high)))]
-    return " ".join(parts)
-
-
-def _expression_value(expression: str) -> int:
-    # Only digits, spaces and + - * reach here (built by _expression): precedence as in Python.
-    if not re.fullmatch(r"[\d +\-*]+", expression):
-        raise ValueError(f"not an arithmetic expression: {expression!r}")
-    return int(eval(expression, {"__builtins__": {}}, {}))  # noqa: S307 (checked above)
+def _expressions(
+    rng: np.random.Generator, digits: int, operators: str, steps: int, count: int
+) -> Iterator[tuple[str, int]]:
+    """``count`` random ``(expression, value)`` pairs, drawn in one batch (scalar draws are slow)."""
+    operands = rng.integers(10**digits, size=(count, steps + 1)).tolist()
+    for numbers, which in zip(operands, rng.integers(len(operators), size=(count, steps)).tolist()):
+        ops, terms = [operators[o] for o in which], [numbers[0]]  # terms: signed products
+        for op, number in zip(ops, numbers[1:]):
+            if op == "*":
+                terms[-1] *= number
+            else:
+                terms.append(number if op == "+" else -number)
+        text = " ".join([str(numbers[0])] + [f"{op} {n}" for op, n in zip(ops, numbers[1:])])
+        yield text, sum(terms)
 
 
 def arithmetic(
@@ -186,18 +186,18 @@ def arithmetic(
         n_train = possible - n_test
         wanted = possible
     rng = np.random.default_rng(seed)
-    seen: dict[str, None] = {}
-    for _ in range(50 * wanted):
+    seen: dict[str, int] = {}
+    for _ in range(50):  # batches of `wanted` draws, as many draws as before at most
+        seen.update(_expressions(rng, digits, operators, steps, wanted))  # first places kept
         if len(seen) >= wanted:
             break
-        seen.setdefault(_expression(rng, digits, operators, steps), None)
-    questions = list(seen)
+    questions = list(seen)[:wanted]
     n_test = min(n_test, len(questions) // 2)
     splits = {"test": questions[:n_test], "train": questions[n_test : n_test + n_train]}
     rows = [
         {
             "prompt": template.format(question=q),
-            "reference": str(_expression_value(q)),
+            "reference": str(seen[q]),
             "question": q,
             "split": split,
         }
@@ -275,12 +275,14 @@ def algorithmic(
     weights = np.array([len(alphabet) ** int(n) for n in lengths], dtype=np.float64)
     weights = np.sqrt(weights) / np.sqrt(weights).sum()
     seen: dict[str, None] = {}
-    for _ in range(50 * wanted):
+    for _ in range(50):  # batches of `wanted` draws, as many draws as before at most
+        sizes = rng.choice(lengths, size=wanted, p=weights).tolist()
+        letters = rng.integers(len(alphabet), size=(wanted, max_len)).tolist()
+        drawn = ("".join(alphabet[i] for i in r[:n]) for n, r in zip(sizes, letters))
+        seen.update(dict.fromkeys(drawn))
         if len(seen) >= wanted:
             break
-        n = int(rng.choice(lengths, p=weights))
-        seen.setdefault("".join(alphabet[int(i)] for i in rng.integers(len(alphabet), size=n)))
-    strings = list(seen)
+    strings = list(seen)[:wanted]
     n_test = min(n_test, len(strings) // 2)
     splits = {"test": strings[:n_test], "train": strings[n_test : n_test + n_train]}
     transform = _TRANSFORMS[kind]
