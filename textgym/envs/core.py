@@ -21,6 +21,7 @@ from textgym.envs.checks import (
     check_bool,
     check_choice,
     check_int,
+    check_text,
 )
 from textgym.errors import (
     InvalidArgumentError,
@@ -232,6 +233,8 @@ class TextGenCore:
 
     def encode_prompts(self, texts: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
         """Left-padded ``(len(texts), max_prompt_tokens)`` ids and the true lengths."""
+        for k, text in enumerate(texts):
+            check_text(f"prompt {k} of {where}", text)
         tok = self.codec
         if self.chat_template:
             texts = [
@@ -250,7 +253,7 @@ class TextGenCore:
         if unk is not None and unk not in added:  # else unk may be a legitimately added token
             unk_text = getattr(tok, "unk_token", None) or "\0"
             for k, seq in enumerate(ids):
-                if unk in seq and unk_text not in texts[k]:
+                if seq.count(unk) > texts[k].count(unk_text):  # more than its literal text
                     raise InvalidArgumentError(
                         f"prompt {k} of {where} holds text the tokenizer cannot encode (it "
                         f"maps to {unk_text!r}): {texts[k][:80]!r}; remove those characters "
@@ -321,6 +324,8 @@ class TextGenCore:
             raise InvalidArgumentError(
                 f"completions[{k}] must be a str, got {type(texts[k]).__name__} {texts[k]!r:.60}"
             )
+        for k, text in enumerate(texts):
+            check_text(f"completions[{k}]", text)
         ids = self.codec(texts, add_special_tokens=False)["input_ids"] if texts else []
         budget = self.max_new_tokens
         input_ids = np.full((len(texts), budget), self.pad_id, dtype=np.int64)

@@ -221,6 +221,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         """The current task's scorer, ``scorer(prompts, completions, references)``."""
         return self.core.scorer
 
+    def check_task(self, task: str | Task, **task_kwargs: Any) -> None:
+        """Raise what :meth:`set_task` would raise for ``task``, changing nothing."""
+        _task_core(self, task, task_kwargs, [self.split])
+
     def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
         """Play ``task`` from the next episode on (see "Changing the task")."""
         core = _task_core(self, task, task_kwargs, [self.split])
@@ -432,6 +436,10 @@ class TextGenVectorEnv(VectorEnv):
     def scorer(self) -> Scorer:
         """See :attr:`TextGenEnv.scorer`."""
         return self.core.scorer
+
+    def check_task(self, task: str | Task, **task_kwargs: Any) -> None:
+        """See :meth:`TextGenEnv.check_task`."""
+        _task_core(self, task, task_kwargs, self._splits)
 
     def set_task(self, task: str | Task, **task_kwargs: Any) -> None:
         """Play ``task`` in the episodes that start from now on (see :class:`TextGenEnv`,
