@@ -221,8 +221,22 @@ class TextGenCore:
         return spaces.Dict(fields)
 
     def encode_text(self, text: str) -> list[int]:
-        """``text``'s token ids without special tokens (a reply or a tool result, encoded once)."""
-        return list(self.codec(text, add_special_tokens=False)["input_ids"])
+        """``text``'s token ids without special tokens (a reply or a tool result, encoded once).
+
+        Special-token *text* in it (``<|im_end|>``, ``<eos>``) is encoded as ordinary text, never
+        as the special token: what a program printed or a partner wrote cannot end the episode's
+        turn or restructure the agent's context."""
+        try:
+            encoding = self.codec(text, add_special_tokens=False, split_special_tokens=True)
+        except TypeError:  # a tokenizer without the option: refuse what it would let through
+            encoding = self.codec(text, add_special_tokens=False)
+            if set(encoding["input_ids"]) & set(self.codec.all_special_ids):
+                raise InvalidArgumentError(
+                    f"{type(self.codec).__name__} encodes special-token text in {text!r:.60} "
+                    "as special tokens and does not take split_special_tokens=True; use a "
+                    "Hugging Face tokenizer or add that option to this one"
+                ) from None
+        return list(encoding["input_ids"])
 
     # -- prompts -------------------------------------------------------------------------------
 
