@@ -629,8 +629,12 @@ def victim():
         "import os\nos.setpriority(os.PRIO_PROCESS, PID, 19)",
         "import os\nos.sched_setaffinity(PID, {0})",
         "import os\nos.sched_setscheduler(PID, os.SCHED_IDLE, os.sched_param(0))",
+        "import _socket, fcntl, os, struct\n"
+        "a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM)\n"
+        "fcntl.ioctl(a.fileno(), 0x8901, struct.pack('i', PID))\n"  # FIOSETOWN
+        "fcntl.fcntl(a.fileno(), fcntl.F_SETFL, os.O_ASYNC)\nb.send(b'x')",
     ],
-    ids=["F_SETOWN signal", "kill", "setpriority", "affinity", "scheduler"],
+    ids=["F_SETOWN signal", "kill", "setpriority", "affinity", "scheduler", "SIGIO of a socket"],
 )
 def test_other_processes_are_out_of_reach(mode_sandbox, victim, code):
     affinity = os.sched_getaffinity(victim.pid)
@@ -648,27 +652,39 @@ def test_kernel_refusals_past_the_hook(mode_sandbox):
         pytest.skip("checks the seccomp filter alone")
     for code in (
         "import os\nos.memfd_create('x')",
-        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-        "fd = libc.syscall(300, 0, 0)\n"
-        "assert fd >= 0, ctypes.get_errno()",  # fanotify_init
+        "import _socket\n_socket.socketpair()",  # buffers past the memory limit
+        "import fcntl, os\nr, w = os.pipe()\nfcntl.fcntl(w, 1031, 1 << 24)",  # F_SETPIPE_SZ
+        *(
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"fd = libc.syscall({number}, 0, 0)\n"
+            "assert fd >= 0, ctypes.get_errno()"
+            for number in (300, 253, 294)  # fanotify_init, inotify_init, inotify_init1
+        ),
     ):
         result = mode_sandbox(code)
         assert not result.ok, result
 
 
-def test_site_packages_are_not_in_the_namespace():
-    tool = PythonSandbox(timeout=3, filesystem="namespace", audit_hook=False)
+@pytest.mark.parametrize("mode", ["namespace", "landlock"])
+def test_site_packages_are_out_of_reach(mode):
+    """The interpreter's installed packages: hidden (an empty folder) in the namespace, names
+    only (no file can be read) under Landlock; the standard library beside them works."""
+    tool = PythonSandbox(timeout=3, filesystem=mode, audit_hook=False)
     try:
         tool.isolation()
     except SandboxUnavailableError:
-        pytest.skip("no mount namespace here")
+        pytest.skip(f"no {mode} here")
     import sysconfig
 
     packages = os.path.join(sysconfig.get_paths()["stdlib"], "site-packages")  # pip's, at least
-    if not os.listdir(packages):
-        pytest.skip(f"{packages} is empty here")
-    result = tool(f"import os\nos.listdir({packages!r})")
-    assert result.ok and result.text == "[]", result
+    files = sorted(Path(packages).glob("*/*.py"))
+    if not files:
+        pytest.skip(f"{packages} holds no package here")
+    result = tool(f"open({str(files[0])!r}).read()")
+    assert not result.ok and files[0].read_text()[:40] not in result.text, result
+    if mode == "namespace":
+        assert tool(f"import os\nos.listdir({packages!r})").text == "[]"
+    assert tool("import json, sqlite3, zoneinfo\njson.dumps([1])").text == "'[1]'"
 
 
 def test_what_the_code_writes_cannot_break_the_parent():

@@ -219,16 +219,23 @@ def isolate(libc, config: dict, stdlib: list[str]) -> dict:
     if os.getppid() != config["parent_pid"]:  # the parent died before the line above
         os._exit(1)
     report["no_new_privileges"] = libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+    files = None  # Landlock's file rules, when it is the file-system layer
     if report["filesystem"] == "none" and wanted in ("auto", "landlock"):
-        try:
-            _restrict_with_landlock(libc, os.getcwd(), [*stdlib, *TIME_ZONES, *SYSTEM_LIBRARIES])
+        files = (os.getcwd(), [*stdlib, *TIME_ZONES, *SYSTEM_LIBRARIES])
+    try:  # file rules if asked for; from ABI 6 on, in every mode, no signals leave the sandbox
+        if _restrict_with_landlock(libc, files) and files is not None:
             report["filesystem"] = "landlock"
-        except OSError as error:
+    except OSError as error:
+        if files is not None:
             problems.append(f"landlock: {error.strerror or error}")
-    stays_root = report["user"] == "root"
-    if stays_root:
-        report["user"] = "root without capabilities" if _drop_capabilities(libc) else "root"
-    report["seccomp"] = _install_seccomp(libc, refuse_attributes=stays_root)
+    if not _drop_capabilities(libc):  # root's, or those of the new user namespace
+        problems.append("capabilities: could not drop them")
+    elif report["user"] == "root":
+        report["user"] = "root without capabilities"
+    # Modes, owners, times and extended attributes: Landlock does not cover them (and a root
+    # that stayed root owns the machine's files); the namespace's root is read-only instead.
+    refuse_attributes = report["filesystem"] != "namespace"
+    report["seccomp"] = _install_seccomp(libc, refuse_attributes=refuse_attributes)
     report["problems"] = problems
     return report
 
@@ -413,18 +420,41 @@ def _readable(path: str) -> bool:
     return True
 
 
-def _restrict_with_landlock(libc, work: str, readable: list[str]) -> None:
-    """A Landlock ruleset: everything in ``work``, reading ``readable``, reading and writing
-    the :data:`DEVICES`; every other file-system access is refused by the kernel."""
-    abi = _syscall(libc, LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
-    handled = (1 << 13) - 1
-    for version, right in ((2, 1 << 13), (3, 1 << 14), (5, 1 << 15)):
-        if abi >= version:
-            handled |= right
-    ruleset = _syscall(libc, LANDLOCK_CREATE_RULESET, struct.pack("=Q", handled), 8, 0)
+def _restrict_with_landlock(libc, files: tuple[str, list[str]] | None) -> bool:
+    """A Landlock ruleset. ``files=(work, readable)``: everything in ``work``, reading
+    ``readable`` (but the files of their ``site-packages``: only names can be listed), reading
+    and writing the :data:`DEVICES`; every
+    other file-system access is refused by the kernel. From Landlock ABI 6 on, the ruleset also
+    scopes signals and abstract Unix sockets: none reach a process outside the sandbox (with
+    ``files=None``, that scope alone). Returns whether a ruleset was applied."""
     try:
-        rules = [(work, handled), *((path, LANDLOCK_READ) for path in readable)]
-        rules += [(device, 2 | 4) for device in DEVICES]
+        abi = _syscall(libc, LANDLOCK_CREATE_RULESET, None, 0, 1)  # the ABI version
+    except OSError:
+        if files is None:
+            return False
+        raise
+    handled = 0
+    if files is not None:
+        handled = (1 << 13) - 1
+        for version, right in ((2, 1 << 13), (3, 1 << 14), (5, 1 << 15)):
+            if abi >= version:
+                handled |= right
+    scoped = 1 | 2 if abi >= 6 else 0  # LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, _SIGNAL
+    if not handled and not scoped:
+        return False
+    attributes = struct.pack("=QQQ", handled, 0, scoped) if scoped else struct.pack("=Q", handled)
+    ruleset = _syscall(libc, LANDLOCK_CREATE_RULESET, attributes, len(attributes), 0)
+    try:
+        rules = []
+        if files is not None:
+            work, readable = files
+            rules = [
+                (work, handled),
+                *((path, LANDLOCK_READ) for path in _without_packages(readable)),
+            ]
+            # Listing (not reading) those folders: the import system lists them to find modules.
+            rules += [(path, 8) for path in readable if os.path.isdir(path)]  # READ_DIR
+            rules += [(device, 2 | 4) for device in DEVICES]
         for path, access in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -440,6 +470,21 @@ def _restrict_with_landlock(libc, work: str, readable: list[str]) -> None:
         _syscall(libc, LANDLOCK_RESTRICT_SELF, ruleset, 0)
     finally:
         os.close(ruleset)
+    return True
+
+
+def _without_packages(readable: list[str]) -> list[str]:
+    """``readable``, with a folder that holds ``site-packages`` or ``dist-packages`` replaced by
+    its other entries (Landlock only allows, so the packages are left out by not naming them)."""
+    paths = []
+    for path in readable:
+        names = os.listdir(path) if os.path.isdir(path) else []
+        packages = {"site-packages", "dist-packages"} & set(names)
+        if packages:
+            paths += [os.path.join(path, name) for name in names if name not in packages]
+        else:
+            paths.append(path)
+    return paths
 
 
 # x86-64 system calls the seccomp filter refuses with EPERM.
@@ -523,6 +568,11 @@ _X86_64_REFUSED = {
     "fanotify_mark": 301,
     "memfd_create": 319,
     "memfd_secret": 447,
+    # socket pairs (their buffers are memory the limit does not count; signal owners; sending
+    # to the machine's Unix sockets) and watching files other processes open
+    "socketpair": 53,
+    "inotify_init": 253,
+    "inotify_init1": 294,
 }
 # Refused too when the child stays root (no user it could switch to could read the standard
 # library): it then owns the machine's root-owned files, so it may change no file attributes.
@@ -546,8 +596,18 @@ _X86_64_ATTRIBUTES = {
     "lremovexattr": 198,
     "fremovexattr": 199,
 }
-_X86_64 = {"clone": 56, "clone3": 435, "kill": 62, "tgkill": 234, "prlimit64": 302, "fcntl": 72}
-_FCNTL_SIGNALS = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX: signals sent to another process
+_X86_64 = {
+    "clone": 56,
+    "clone3": 435,
+    "kill": 62,
+    "tgkill": 234,
+    "prlimit64": 302,
+    "fcntl": 72,
+    "ioctl": 16,
+}
+# fcntl's F_SETOWN, F_SETSIG, F_SETOWN_EX (a descriptor's signals sent to another process) and
+# F_SETPIPE_SZ (pipe buffers past the memory limit); ioctl's FIOSETOWN and SIOCSPGRP (the same)
+_FCNTL_REFUSED, _IOCTL_REFUSED = (8, 10, 15, 1031), (0x8901, 0x8902)
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _CLONE_THREAD = 0x00010000
 
@@ -557,10 +617,10 @@ def seccomp_program(pid: int, refuse_attributes: bool = False) -> bytes:
 
     Threads (``clone`` with ``CLONE_THREAD``) are allowed, other ``clone`` calls refused and
     ``clone3`` answered ENOSYS so that the C library falls back to ``clone``; ``kill`` and
-    ``tgkill`` may only target this process; ``prlimit64`` may only read limits; ``fcntl`` may
-    not direct a descriptor's signals to a process (``F_SETOWN``, ``F_SETSIG``,
-    ``F_SETOWN_EX``); ``refuse_attributes`` also refuses changing modes, owners, times and
-    extended attributes. Calls through another ABI (x32, or 32-bit ``int 0x80``) kill the process.
+    ``tgkill`` may only target this process; ``prlimit64`` may only read limits; ``fcntl`` and
+    ``ioctl`` may not direct a descriptor's signals to a process (``F_SETOWN``, ``F_SETSIG``,
+    ``F_SETOWN_EX``, ``FIOSETOWN``, ``SIOCSPGRP``) nor grow a pipe (``F_SETPIPE_SZ``);
+    ``refuse_attributes`` also refuses changing modes, owners, times and extended attributes. Calls through another ABI (x32, or 32-bit ``int 0x80``) kill the process.
     """
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, eperm, enosys, kill = 0x7FFF0000, 0x00050001, 0x00050026, 0x80000000
@@ -580,6 +640,7 @@ def seccomp_program(pid: int, refuse_attributes: bool = False) -> bytes:
     op(jeq, _X86_64["tgkill"], "own_pid")
     op(jeq, _X86_64["prlimit64"], "read_limit")
     op(jeq, _X86_64["fcntl"], "fcntl")
+    op(jeq, _X86_64["ioctl"], "ioctl")
     refused = [
         *_X86_64_REFUSED.values(),
         *(_X86_64_ATTRIBUTES.values() if refuse_attributes else ()),
@@ -587,11 +648,12 @@ def seccomp_program(pid: int, refuse_attributes: bool = False) -> bytes:
     for number in refused:
         op(jeq, number, "eperm")
     op(ret, allow)
-    labels["fcntl"] = len(code)
-    op(ld, 24)  # low word of args[1]: the command
-    for command in _FCNTL_SIGNALS:
-        op(jeq, command, "eperm")
-    op(ret, allow)
+    for name, commands in (("fcntl", _FCNTL_REFUSED), ("ioctl", _IOCTL_REFUSED)):
+        labels[name] = len(code)
+        op(ld, 24)  # low word of args[1]: the command
+        for command in commands:
+            op(jeq, command, "eperm")
+        op(ret, allow)
     labels["clone"] = len(code)
     op(ld, 16)  # low word of args[0]: the flags
     op(jset, _CLONE_THREAD, "allow", "eperm")
