@@ -66,3 +66,15 @@ def test_train_with_eval_episodes_prints_the_verdict(tmp_path):
     assert lines[0] == verdict_line(after, before)
     assert 0 < after["distinct"] <= 1 and 0 <= after["empty"] <= 1
     assert math.isfinite(after["reward_ci_low"])
+
+
+def test_the_demo_prints_the_verdict(tmp_path):
+    args = ["--env", "TextGen-Copy-v0", "--model", "tiny", "--minutes", "0.02"]
+    args += ["--eval-episodes", "4", "--num-envs", "4", "--threads", "1", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.demo", *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "demo.json").read_text())
+    assert result["verdict"] == verdict(result["after"], {"untrained": result["before"]})
+    assert verdict_line(result["after"], result["before"]) in done.stdout
