@@ -47,7 +47,7 @@ from agents.cli import (
     make_envs,
     parse_json_object,
 )
-from agents.evaluation import distinct_share
+from agents.evaluation import distinct_share, verdict, verdict_line
 from benchmarks.stats import cpu_flags_text, machine_info
 from textgym.procedural import PROCEDURAL_IDS
 from textgym.wrappers import VectorCurriculum
@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"[{a[f'{metric}_ci_low']:.3f}, {a[f'{metric}_ci_high']:.3f}]: 95% CIs "
             f"{'do not overlap' if separated else 'overlap'}"
         )
+        name = "untrained" if start == "before" else "warm-started"
+        result.setdefault("verdict", {})[mode] = verdict(a, {name: b})
+        print(f"{mode} {verdict_line(a, b, name)}")
     print(f"total {result['total_seconds'] / 60:.1f} min")
     if args.out:
         with open(args.out, "w") as f:

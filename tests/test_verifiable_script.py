@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agents.evaluation import verdict
 from benchmarks import verifiable
 
 # A seconds-long run of the tiny model: 8 envs = 2 groups of 4, one thread.
@@ -40,6 +41,9 @@ def test_verifiable_script_tiny_end_to_end(tmp_path):
     assert saved["train"]["config"]["drop_flat_groups"] is True
     assert saved["train"]["episodes"] > 0
     assert set(result["cis_separated"]) == {"sampled", "greedy"}  # RL vs the warm start
+    for mode in ("sampled", "greedy"):  # the shared verdict, against the warm start
+        after, start = saved["after"][mode], saved["after_warm_start"][mode]
+        assert saved["verdict"][mode] == verdict(after, {"warm-started": start})
 
 
 def test_verifiable_script_curriculum_moves_up_and_evaluates_the_next_level(tmp_path):
