@@ -117,13 +117,14 @@ def test_config_fields_and_bad_arguments():
 
 
 def test_credit_floor_removes_the_format_bonus():
-    # reasoning-gym's countdown gives 0.01 to any non-empty answer.
+    # reasoning-gym's countdown gives 0.05 to a well-formed wrong expression (0.01 to any other
+    # non-empty answer, which no longer reaches it: see test_answers_are_never_run).
     kept = reasoning_gym("countdown", n_train=3, n_test=1, credit_floor=0.0)
     floored = reasoning_gym("countdown", n_train=3, n_test=1)
     examples = kept.prompts["train"]
-    args = ([e.prompt for e in examples], ["zzqx"] * 3, [e.reference for e in examples])
+    args = ([e.prompt for e in examples], ["1 + 1"] * 3, [e.reference for e in examples])
     assert kept.scorer.score_with_outcomes(*args)[1] == ["partial"] * 3
-    assert (kept.scorer(*args) == np.float32(0.01)).all()
+    assert (kept.scorer(*args) == np.float32(0.05)).all()
     assert floored.scorer.score_with_outcomes(*args)[1] == ["wrong"] * 3
 
 
@@ -175,3 +176,59 @@ def test_registering_the_ids_does_not_import_the_package():
         "assert 'reasoning_gym' not in sys.modules, 'import textgym imported reasoning_gym'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+EVALUATING = ["countdown", "puzzle24", "simple_integration", "polynomial_multiplication"]
+EVALUATING += ["spiral_matrix", "string_insertion", "binary_matrix", "n_queens"]
+HOSTILE_ANSWERS = [
+    "__import__('pathlib').Path(MARK).touch()",
+    "[__import__('pathlib').Path(MARK).touch()]",
+    "exec(chr(95) + chr(95))",
+    "getattr(__builtins__, 'open')(MARK, 'w')",
+    "(lambda: open(MARK, 'w'))()",
+]
+
+
+@pytest.mark.parametrize("dataset", EVALUATING)
+def test_answers_are_never_run(dataset, tmp_path):
+    """These datasets' scorers eval the answer (eval() or sympy's parse_expr): a hostile answer
+    is refused as a format error or read as a literal, and never runs; the oracle's answer
+    still scores 1."""
+    mark = tmp_path / "ran"
+    task = reasoning_gym(dataset, n_train=2, n_test=1, seed=0)
+    example = task.prompts["train"][0]
+    for answer in HOSTILE_ANSWERS:
+        completion = "Answer: " + answer.replace("MARK", repr(str(mark)))
+        scores, outcomes = task.scorer.score_with_outcomes(
+            [example.prompt], [completion], [example.reference]
+        )
+        assert not mark.exists(), (dataset, answer)
+        assert outcomes[0] in ("format_error", "wrong") and scores[0] == 0.0, outcomes
+    oracle = example.reference.entry["answer"]
+    assert task.scorer([example.prompt], [f"Answer: {oracle}"], [example.reference])[0] == 1.0
+
+
+@pytest.mark.parametrize(
+    "answer, kind, safe",
+    [
+        ("6*(98 - 54) - 34 - 66", "arithmetic", True),
+        ("x + 1", "arithmetic", False),  # no names in arithmetic
+        ("2**3", "arithmetic", False),
+        ("-5*X**9 - 2*X**6/3 + 4*X**3 + C", "symbolic", True),
+        ("sin(x)**2/2 + exp(3*x) + C", "symbolic", True),
+        ("x**(3/2)", "symbolic", True),
+        ("9**9**9", "symbolic", False),  # a tower: millions of digits
+        ("x**(99**99)", "symbolic", False),
+        ("x**100", "symbolic", False),
+        ("(x**2)**3**2", "symbolic", False),
+        ("1000!", "symbolic", False),
+        ("chr(95)", "symbolic", False),
+        ("x.__class__", "symbolic", False),
+        ("'x'", "symbolic", False),
+        ("1" * 13, "arithmetic", False),
+    ],
+)
+def test_only_plain_expressions_reach_sympy(answer, kind, safe):
+    from textgym.procedural.reasoning_gym import _safe_expression
+
+    assert _safe_expression(answer, kind) is safe
