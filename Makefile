@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gem-llm
 	touch $(STAMP)
 
+# Two pytest-xdist workers (one torch thread each, see tests/conftest.py); a test file stays on
+# one worker, so its module-scoped fixtures are built once.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	$(PY) -m agents.demo

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from textgym.tasks import PromptSet, Task
+
+# Under pytest-xdist (`make test` runs `-n 2`) each worker gets one torch thread, and so does
+# every process a test starts (through OMP_NUM_THREADS): two workers share the cores instead of
+# oversubscribing them. A plain `pytest` run keeps torch's default.
+XDIST = "PYTEST_XDIST_WORKER" in os.environ
+if XDIST:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_worker():
+    """Undo a test's own ``torch.set_num_threads`` before the next test of the worker."""
+    yield
+    if XDIST:
+        torch.set_num_threads(1)
 
 
 def count_a(prompts, completions, references):
