@@ -229,6 +229,6 @@ def test_answers_are_never_run(dataset, tmp_path):
     ],
 )
 def test_only_plain_expressions_reach_sympy(answer, kind, safe):
-    from textgym.procedural.reasoning_gym import _safe_expression
+    from textgym.procedural.answer_safety import safe_expression
 
-    assert _safe_expression(answer, kind) is safe
+    assert safe_expression(answer, kind) is safe

@@ -12,18 +12,19 @@ until a task is built, and :func:`reasoning_gym_ids` is empty without it.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib.util
-import io
 import random
-import re
 import sys
-import tokenize
 from collections.abc import Callable
 from typing import Any
 
 from textgym.errors import InvalidArgumentError
+from textgym.procedural.answer_safety import (
+    EXPRESSION_DATASETS,
+    make_evals_literal,
+    safe_expression,
+)
 from textgym.procedural.base import (
     DIFFICULTIES,
     NO_ANSWER,
@@ -232,91 +233,10 @@ def _generator(dataset: str, fields: dict) -> Any:
     if key not in _GENERATORS:
         from reasoning_gym.factory import DATASETS
 
-        _make_evals_literal()
+        make_evals_literal()
         dataset_cls, config_cls = DATASETS[dataset][:2]
         _GENERATORS[key] = dataset_cls(config=config_cls(**fields))
     return _GENERATORS[key]
-
-
-# Datasets whose score_answer runs the model's answer as Python. These four call eval() on it
-# (to read a Python list): their module's eval becomes ast.literal_eval, which reads literals
-# only. These five parse it with sympy's parse_expr, which evals: an answer reaches them only if
-# it is an arithmetic expression (numbers, + - * / and parentheses) or, for "symbolic", also
-# one-letter symbols, a few function names and small powers (see _safe_expression).
-LITERAL_EVAL_DATASETS = ("binary_matrix", "n_queens", "spiral_matrix", "string_insertion")
-EXPRESSION_DATASETS = {
-    "countdown": "arithmetic",
-    "puzzle24": "arithmetic",
-    "simple_integration": "symbolic",
-    "intermediate_integration": "symbolic",
-    "polynomial_multiplication": "symbolic",
-}
-_FUNCTIONS = frozenset(
-    ("sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "sinh", "cosh", "tanh")
-    + ("exp", "log", "ln", "sqrt", "pi", "oo", "Abs")
-)
-
-
-def _literal_eval(text: Any, *args: Any) -> Any:
-    """What a reasoning-gym module's ``eval`` becomes: literals only, short answers only."""
-    if not isinstance(text, str) or len(text) > 20_000:
-        raise ValueError("not a short literal")
-    return ast.literal_eval(text)
-
-
-def _make_evals_literal() -> None:
-    """Give the modules of :data:`LITERAL_EVAL_DATASETS` a literal ``eval`` (a module global
-    shadows the builtin), however their datasets are reached (a composite dataset too)."""
-    from reasoning_gym.factory import DATASETS
-
-    for dataset in LITERAL_EVAL_DATASETS:
-        sys.modules[DATASETS[dataset][0].__module__].eval = _literal_eval
-
-
-def _safe_expression(answer: str, kind: str) -> bool:
-    """Whether ``answer`` may reach sympy's ``parse_expr``: numbers (12 digits at most), ``+ -
-    * /`` and parentheses; for ``kind="symbolic"`` also one-letter symbols, :data:`_FUNCTIONS`
-    and powers whose exponent is a number up to 99, a symbol or a small fraction, with no tower
-    (``9**9**9``) and no power of a group that holds one: no strings, attribute access, other
-    names (``eval``, ``chr``, ``__import__``, keywords) or factorials, and no number of
-    millions of digits to compute."""
-    if len(answer) > 500:
-        return False
-    try:
-        tokens = [
-            t
-            for t in tokenize.generate_tokens(io.StringIO(answer).readline)
-            if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)
-        ]
-    except (tokenize.TokenError, SyntaxError):
-        return False
-    operators = {"+", "-", "*", "/", "(", ")"} | ({"**"} if kind == "symbolic" else set())
-    for token in tokens:
-        if token.type == tokenize.NUMBER:
-            if not all(c.isdigit() or c == "." for c in token.string) or len(token.string) > 12:
-                return False
-        elif token.type == tokenize.NAME:
-            name = token.string
-            if kind != "symbolic" or (len(name) > 1 and name not in _FUNCTIONS):
-                return False
-        elif token.type != tokenize.OP or token.string not in operators:
-            return False
-    compact = "".join(t.string for t in tokens)
-    powers = [m.start() for m in re.finditer(r"\*\*", compact)]
-    for start in powers:
-        exponent = _EXPONENT.match(compact, start)
-        if exponent is None or compact.startswith("**", exponent.end()):
-            return False
-        if compact[start - 1 : start] == ")":  # the power of a group: it may not hold one
-            depth, i = 0, start - 1
-            while i >= 0 and (depth := depth + {")": 1, "(": -1}.get(compact[i], 0)):
-                i -= 1
-            if "**" in compact[i:start]:
-                return False
-    return len(powers) <= 40
-
-
-_EXPONENT = re.compile(r"\*\*(\d{1,2}(?![\d.])|[A-Za-z]|\(-?\d{1,2}(/\d{1,2})?\))")
 
 
 def _rebuild_reference(dataset: str, fields: dict, index: int) -> EntryAnswer:
@@ -381,8 +301,8 @@ class ReasoningGymChecker(Checker):
                 f"makes, got {type(reference).__name__} {reference!r:.40}"
             )
         kind = EXPRESSION_DATASETS.get(entry.get("metadata", {}).get("source_dataset"))
-        if kind is not None and not _safe_expression(answer, kind):
-            return NO_ANSWER  # never handed to a scorer that would run it (see the table above)
+        if kind is not None and not safe_expression(answer, kind):
+            return NO_ANSWER  # never handed to a scorer that would run it (answer_safety)
         try:
             score = float(self.score_answer(answer, entry))
         except Exception:  # the datasets' scorers raise on answers they cannot parse
