@@ -174,3 +174,13 @@ def test_fast_tokenizer_gives_the_hugging_face_ids_and_texts():
     env = gym.make("TextGen-v0").unwrapped
     assert env.core.codec is fast and env.tokenizer is hf
     assert pickle.loads(pickle.dumps(fast)).encode("abc") == fast.encode("abc")
+
+
+def test_every_spec_saves_as_json():
+    """Gymnasium's spec serialisation (what Minari and others save) works for every id, those
+    whose task arguments merge included: their entry points are named by string."""
+    import gymnasium as gym
+
+    for env_id in textgym.registered_ids():
+        spec = gym.spec(env_id)
+        assert gym.envs.registration.EnvSpec.from_json(spec.to_json()).id == env_id

@@ -10,7 +10,6 @@ merged into the id's own task arguments (``gym.make("RG-futoshiki-v0", task_kwar
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 from typing import Any
@@ -127,13 +126,12 @@ def register_envs() -> None:
     for env_id, (env_class, vector_class, kwargs) in _REGISTRY.items():
         if env_id in gym.registry:
             continue
-        if kwargs.get("task_kwargs"):
-            entry_point: Any = functools.partial(make_registered, env_id, False)
-            entry_point.metadata = env_class.metadata  # what gym.make reads render modes from
-            vector_entry_point: Any = functools.partial(make_registered, env_id, True)
-        else:
-            entry_point = f"{env_class.__module__}:{env_class.__name__}"
-            vector_entry_point = f"{vector_class.__module__}:{vector_class.__name__}"
+        entry_point = f"{env_class.__module__}:{env_class.__name__}"
+        vector_entry_point = f"{vector_class.__module__}:{vector_class.__name__}"
+        if kwargs.get("task_kwargs"):  # named by string too, so that the spec saves as JSON
+            entry_point = f"{__name__}:make_registered_env"
+            vector_entry_point = f"{__name__}:make_registered_vector_env"
+            kwargs = {**kwargs, "registered_id": env_id}
         gym.register(
             env_id,
             entry_point=entry_point,
@@ -152,6 +150,19 @@ def make_registered(env_id: str, vector: bool, **kwargs: Any) -> Any:
     if isinstance(given, dict):
         kwargs["task_kwargs"] = {**defaults.get("task_kwargs", {}), **given}
     return (vector_class if vector else env_class)(**kwargs)
+
+
+def make_registered_env(registered_id: str, **kwargs: Any) -> Any:
+    """The entry point of an id with task arguments of its own (:func:`make_registered`)."""
+    return make_registered(registered_id, False, **kwargs)
+
+
+def make_registered_vector_env(registered_id: str, **kwargs: Any) -> Any:
+    """The vector entry point of an id with task arguments of its own."""
+    return make_registered(registered_id, True, **kwargs)
+
+
+make_registered_env.metadata = TextGenEnv.metadata  # where gym.make reads the render modes
 
 
 FAMILIES = ("tasks", "procedural", "dialogue", "tools", "reasoning-gym")
