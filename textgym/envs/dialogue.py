@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from textgym.envs.checks import MAX_TOKENS, check_int, check_render_mode, check_seed
+from textgym.envs.control_points import dialogue_points
 from textgym.envs.core import TextGenCore
 from textgym.envs.episodes import MaskedEpisodes
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
@@ -402,6 +403,12 @@ class DialogueEnv(TextGenEnv):
     * ``split``, ``chat_template``, ``mask_special_tokens``, ``vocab_size``, ``render_mode``: as
       in :class:`TextGenEnv`.
 
+    ## Control points
+
+    ``control_points()`` (see :class:`TextGenEnv`): EOS ends the dialogue; the end-of-turn
+    tokens (``act_token_ids``) and the turn's last token (``max_tokens`` left of
+    ``max_turn_tokens``) hand the turn to the partner, whose reply the same step appends.
+
     ## Vectorized environment
 
     ``gym.make_vec(id, num_envs=N)`` returns :class:`DialogueVectorEnv`: the per-token path is
@@ -409,6 +416,8 @@ class DialogueEnv(TextGenEnv):
     call. Same arguments plus ``autoreset_mode`` (``NEXT_STEP``, ``SAME_STEP``, ``DISABLED``)
     and ``copy``; slot ``i`` of ``reset(seed=s)`` equals a single environment seeded ``s + i``.
     """
+
+    _control_rule = staticmethod(dialogue_points)
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from textgym.envs.checks import (
     check_render_mode,
     check_seed,
 )
+from textgym.envs.control_points import ControlPoints, slot_points, text_gen_points
 from textgym.envs.core import TextGenCore
 from textgym.envs.episodes import Episodes
 from textgym.errors import InvalidArgumentError, ResetNeeded
@@ -148,6 +149,14 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     running episode finishes under the task it started with, scored by that task's scorer.
     ``env.scorer`` is the scorer of the current task. :class:`textgym.wrappers.Curriculum` moves
     a task's difficulty this way.
+
+    ## Control points
+
+    ``control_points()`` tells a generation engine (vLLM, a server, a script) how far it may
+    write the episode's next tokens without ``step``: EOS (``stop_token_ids``), the stop strings
+    and the tokens left of ``max_new_tokens``, as a
+    :class:`~textgym.envs.control_points.ControlPoints`. Before that point no token ends the
+    episode; ``step`` then consumes the engine's tokens one by one (see docs/environments.md).
 
     ## Vectorized environment
 
@@ -323,6 +332,17 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     def action_masks(self) -> np.ndarray:
         """``(V,)`` bool: ``True`` for tokens worth choosing (see Action Space)."""
         return self.core.action_mask.copy()
+
+    #: how this env's control points follow from its rules (:mod:`textgym.envs.control_points`)
+    _control_rule = staticmethod(text_gen_points)
+
+    def control_points(self) -> ControlPoints:
+        """Where an engine writing this episode's next tokens must hand control back (see
+        "Control points"); raises ``ResetNeeded`` when no episode is running."""
+        if self._needs_reset:
+            raise ResetNeeded("no episode is running; call env.reset() before control_points()")
+        core = self.core if self._episode_core is None else self._episode_core
+        return slot_points(self._control_rule, core, self._episode, np.ones(1, bool))[0]
 
     def render(self) -> str | None:
         if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:
@@ -691,6 +711,15 @@ class TextGenVectorEnv(VectorEnv):
     def action_masks(self) -> np.ndarray:
         """``(num_envs, V)`` bool, a read-only broadcast of the single environment's mask."""
         return np.broadcast_to(self.core.action_mask, (self.num_envs, self.core.vocab_size))
+
+    def control_points(self) -> list[ControlPoints]:
+        """One :class:`~textgym.envs.control_points.ControlPoints` per slot (see
+        :meth:`TextGenEnv.control_points`); ``max_tokens`` is 0 for a slot whose episode has
+        ended (its next step starts a new one and ignores the action)."""
+        if not self._was_reset:
+            raise ResetNeeded("call envs.reset() before envs.control_points()")
+        rule = self._env_class._control_rule
+        return slot_points(rule, self.core, self._episodes, ~self._needs_reset)
 
     def render(self) -> tuple[str, ...] | None:
         if self.render_mode is not None and self.render_mode not in self.metadata["render_modes"]:

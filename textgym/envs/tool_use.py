@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from textgym.envs.checks import MAX_TOKENS, check_int, check_render_mode
+from textgym.envs.control_points import ControlPoints, tool_use_points
 from textgym.envs.core import TextGenCore
 from textgym.envs.episodes import Episodes, MaskedEpisodes
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
@@ -311,6 +312,11 @@ def _agent_texts(core: _ToolCore, ep: _ToolEpisodes, slots: np.ndarray) -> list[
     return core.codec.batch_decode(rows, skip_special_tokens=True)
 
 
+def _control_points(core: _ToolCore, ep: _ToolEpisodes, slots: np.ndarray) -> list[ControlPoints]:
+    """The control points of ``slots`` (:func:`~textgym.envs.control_points.tool_use_points`)."""
+    return tool_use_points(core, ep, slots, _agent_texts(core, ep, slots))
+
+
 class _ToolEpisodes(MaskedEpisodes):
     """TextGen's episode arrays plus who wrote each token and the tool counters."""
 
@@ -559,6 +565,12 @@ class ToolUseEnv(TextGenEnv):
 
     ``set_task`` is not supported: make a new environment for another task.
 
+    ## Control points
+
+    ``control_points()`` (see :class:`TextGenEnv`): EOS ends the episode; a tool's closing tag
+    (``act_strings``) may complete a call, which the same step runs and answers; a newline may
+    end the answer line and the episode; ``max_tokens`` is what is left of ``max_new_tokens``.
+
     ## Vectorized environment
 
     ``gym.make_vec(id, num_envs=N)`` returns :class:`ToolUseVectorEnv`: the per-token path is
@@ -567,6 +579,8 @@ class ToolUseEnv(TextGenEnv):
     arguments plus ``autoreset_mode`` and ``copy``; slot ``i`` of ``reset(seed=s)`` equals a
     single environment seeded ``s + i``.
     """
+
+    _control_rule = staticmethod(_control_points)
 
     def __init__(
         self,

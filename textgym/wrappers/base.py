@@ -1,6 +1,7 @@
 """What every textgym wrapper shares: reaching the TextGen env below it (:func:`text_env`) and
 passing on what Gymnasium 1.x wrappers do not (:class:`Forwards`): ``action_masks()``, so
-MaskablePPO and the learners keep the token mask through any stack of wrappers, and a
+MaskablePPO and the learners keep the token mask through any stack of wrappers,
+``control_points()``, so a generation engine finds where to hand control back, and a
 curriculum's ``state_dict()`` / ``load_state_dict()``, so a learner's checkpoint records it."""
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class Forwards:
         """The wrapped env's action mask (``(V,)``; ``(num_envs, V)`` for a vector env): under
         the wrapper, MaskablePPO and the learners still mask the special tokens."""
         return below(self.env, "action_masks")()
+
+    def control_points(self) -> Any:
+        """The wrapped env's control points (where a generation engine hands control back;
+        see :mod:`textgym.envs.control_points`): the wrappers here change rewards, observations
+        or the task between episodes, never where an episode ends or the env acts."""
+        return below(self.env, "control_points")()
 
     @property
     def state_dict(self) -> Any:
