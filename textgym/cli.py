@@ -8,10 +8,11 @@ textgym train --env ID --agent ppo --model smollm2-135m --episodes N --out DIR [
 textgym eval DIR                   test-split metrics and samples of DIR's latest checkpoint
 textgym eval --env ID --model M    ... or of an untrained model
 textgym bench [--preset quick]     the quality benchmark (agents x tasks x seeds, leaderboard)
+textgym serve ID [--port P] ...    serve an id over OpenEnv's HTTP/WebSocket protocol
 
 list, info and play live here; train and eval are agents/cli.py's commands and bench is
 benchmarks/__main__.py's, imported only when one of them runs (textgym never imports the
-packages built on top of it otherwise).
+packages built on top of it otherwise); serve is textgym/server/serve.py's (the `serve` extra).
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a learner on an env (`textgym train --help`)")
     sub.add_parser("eval", help="test-split metrics of a run's checkpoint or of a model")
     sub.add_parser("bench", help="the quality benchmark (`textgym bench --help`)")
+    sub.add_parser("serve", help="serve an id over OpenEnv's protocol (`textgym serve --help`)")
     return parser
 
 
@@ -232,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in DISPATCHED:
         return _dispatch(argv)
+    if argv and argv[0] == "serve":  # its own parser; fastapi etc. imported only here
+        from textgym.server.serve import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":

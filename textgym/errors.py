@@ -61,3 +61,25 @@ class SandboxUnavailableError(TextgymError, RuntimeError):
     """The Python sandbox cannot isolate model-written code from the machine's files here (no
     mount namespace, no Landlock), or the isolation asked for is not available, and running it
     unisolated was not allowed (``PythonSandbox(allow_unisolated=True)``)."""
+
+
+class RemoteEnvError(TextgymError, RuntimeError):
+    """A textgym server (``textgym serve``) refused a request: its session limit is reached, the
+    request is malformed or too large, or the env failed with an error that is not textgym's
+    (the message names the server-side class). Errors textgym's env raises on the server arrive
+    as their own class (``InvalidTokenError``, ``ResetNeeded``, ...)."""
+
+
+class ServerUnavailableError(RemoteEnvError, ConnectionError):
+    """The server cannot be reached, or the connection broke during a request (it was stopped,
+    or restarted and lost its sessions). Once it is back, ``reset()`` starts a new session."""
+
+
+class SessionNotFoundError(RemoteEnvError, LookupError):
+    """The server holds no session with this id: it was closed, reclaimed after the idle
+    timeout, or the server restarted. ``reset()`` on the client starts a new session."""
+
+
+class ServerAuthError(RemoteEnvError, PermissionError):
+    """The server wants its shared-secret token (``textgym serve --token``) and the request
+    carried none or a wrong one: pass ``token=`` to the client (or set TEXTGYM_SERVE_TOKEN)."""

@@ -1,0 +1,184 @@
+"""One session on one ``textgym serve`` server, over HTTP or a WebSocket: the transport under
+:class:`~textgym.server.client.RemoteEnv` and :class:`~textgym.server.client.RemoteVectorEnv`.
+
+:class:`Link` sends OpenEnv's requests (``/sessions``, ``/reset``, ``/step``, ``/state``; over a
+WebSocket ``{"type", "data"}`` messages), turns error answers into textgym's exceptions
+(:func:`textgym.server.protocol.remote_error`) and a broken connection into
+:class:`~textgym.errors.ServerUnavailableError`, and reopens a session that the server lost
+when the client resets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from textgym.errors import (
+    InvalidArgumentError,
+    RemoteEnvError,
+    ServerUnavailableError,
+    SessionNotFoundError,
+)
+from textgym.server.protocol import encode, remote_error
+
+PROTOCOLS = ("http", "ws")
+
+
+class Link:
+    """One session on one server, over HTTP or a WebSocket; reopened by :meth:`reset` when the
+    server lost it (restarted, reclaimed it)."""
+
+    def __init__(
+        self, url: str, protocol: str, token: str | None, timeout: float, params: dict[str, Any]
+    ):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidArgumentError(f"url must start with http:// or https://, got {url!r:.80}")
+        if protocol not in PROTOCOLS:
+            raise InvalidArgumentError(f"protocol must be one of {PROTOCOLS}, got {protocol!r:.40}")
+        self.url, self.protocol, self.timeout = url.rstrip("/"), protocol, float(timeout)
+        self.params = {k: v for k, v in params.items() if v is not None}
+        self.headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        self.session_id: str | None = None
+        self._http: Any = None
+        self._ws: Any = None
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        import requests
+
+        if self._http is None:
+            self._http = requests.Session()
+            self._http.headers.update(self.headers)
+        try:
+            response = self._http.post(
+                self.url + path, data=json.dumps(payload), timeout=self.timeout
+            )
+        except requests.RequestException as e:
+            raise ServerUnavailableError(
+                f"cannot reach the textgym server at {self.url} ({type(e).__name__}); once it is "
+                f"back, reset() starts a new session"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise RemoteEnvError(
+                f"{self.url}{path} answered HTTP {response.status_code} without JSON: "
+                f"{response.text[:200]!r}"
+            ) from None
+        if response.status_code != 200:
+            raise remote_error(body.get("error", {}) if isinstance(body, dict) else {})
+        return body
+
+    def _send(self, kind: str, data: Any = None) -> dict[str, Any]:
+        from websockets.exceptions import WebSocketException
+
+        if self._ws is None:
+            raise ServerUnavailableError(
+                f"the WebSocket session with {self.url} is closed; reset() opens a new one"
+            )
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            # An error the server sent before closing (a wrong token) is still readable.
+            with contextlib.suppress(ConnectionClosed):
+                self._ws.send(
+                    json.dumps({"type": kind} if data is None else {"type": kind, "data": data})
+                )
+            message = json.loads(self._ws.recv(timeout=self.timeout))
+        except (OSError, TimeoutError, WebSocketException) as e:
+            self._drop_ws()
+            raise ServerUnavailableError(
+                f"the WebSocket session with {self.url} broke ({type(e).__name__}); once the "
+                f"server is back, reset() starts a new session"
+            ) from None
+        if message.get("type") == "error":
+            error = remote_error(message.get("data", {}))
+            if isinstance(error, SessionNotFoundError):
+                self._drop_ws()
+            raise error
+        return message.get("data", {})
+
+    def _drop_ws(self) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(Exception):  # the connection is gone already
+                self._ws.close()
+        self._ws = None
+
+    # -- the session ----------------------------------------------------------------------
+
+    def open(self) -> dict[str, Any]:
+        """Start a session; its description (spaces, tokenizer, ...)."""
+        if self.protocol == "http":
+            description = self._post("/sessions", self.params)
+        else:
+            from websockets.sync.client import connect
+
+            query = urlencode(
+                {k: str(v).lower() if isinstance(v, bool) else v for k, v in self.params.items()}
+            )
+            ws_url = "ws" + self.url[len("http") :] + "/ws" + (f"?{query}" if query else "")
+            try:
+                self._ws = connect(
+                    ws_url,
+                    additional_headers=self.headers,
+                    open_timeout=self.timeout,
+                    max_size=None,
+                    legacy=True,  # a connection object, not a context manager
+                )
+            except OSError as e:
+                raise ServerUnavailableError(
+                    f"cannot reach the textgym server at {self.url} ({type(e).__name__})"
+                ) from None
+            description = self._send("session")
+        self.session_id = description["session_id"]
+        return description
+
+    def reset(self, seed: Any, options: Any) -> dict[str, Any]:
+        payload = {"seed": seed, "options": None if options is None else encode(options)}
+        if self.protocol == "ws":
+            if self._ws is None:
+                self.open()
+            return self._send("reset", payload)
+        try:
+            return self._post("/reset", {"session_id": self.session_id, **payload})
+        except SessionNotFoundError:
+            self.open()
+            return self._post("/reset", {"session_id": self.session_id, **payload})
+
+    def step(self, action: dict[str, Any]) -> dict[str, Any]:
+        if self.protocol == "ws":
+            return self._send("step", action)
+        return self._post("/step", {"session_id": self.session_id, "action": action})
+
+    def state(self) -> dict[str, Any]:
+        if self.protocol == "ws":
+            return self._send("state")
+        import requests
+
+        try:
+            response = requests.get(
+                f"{self.url}/state",
+                params={"session_id": self.session_id},
+                headers=self.headers,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as e:
+            raise ServerUnavailableError(f"cannot reach {self.url} ({type(e).__name__})") from None
+        if response.status_code != 200:
+            raise remote_error(response.json().get("error", {}))
+        return response.json()
+
+    def close(self) -> None:
+        if self.protocol == "ws":
+            if self._ws is not None:
+                with contextlib.suppress(Exception):  # closing a connection that is gone
+                    self._ws.send(json.dumps({"type": "close"}))
+            self._drop_ws()
+        elif self._http is not None and self.session_id is not None:
+            with contextlib.suppress(Exception):  # the server is gone: nothing to close
+                self._http.delete(f"{self.url}/sessions/{self.session_id}", timeout=self.timeout)
+            self._http.close()
+            self._http = None
