@@ -6,8 +6,8 @@
 * :mod:`textgym.server.protocol`: exact JSON for values, spaces and errors.
 * :mod:`textgym.server.client`: :class:`RemoteEnv`, :class:`RemoteVectorEnv`, :func:`step_chunks`.
 
-The server needs the ``serve`` extra (fastapi, uvicorn, websockets); the client needs requests
-(and websockets for ``protocol="ws"``). See docs/serving.md.
+The server needs the ``serve`` extra (fastapi, uvicorn, httptools, websockets); the client needs
+only the standard library for HTTP and websockets for ``protocol="ws"``. See docs/serving.md.
 """
 
 from textgym.server.client import ChunkResult, RemoteEnv, RemoteVectorEnv, step_chunks

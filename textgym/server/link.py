@@ -11,9 +11,10 @@ when the client resets.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from textgym.errors import (
     InvalidArgumentError,
@@ -46,31 +47,54 @@ class Link:
 
     # -- transport ------------------------------------------------------------------------
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        import requests
-
-        if self._http is None:
-            self._http = requests.Session()
-            self._http.headers.update(self.headers)
+    def _request(self, method: str, path: str, payload: Any = None, retry: bool = False) -> Any:
+        """One HTTP request on the kept-alive connection; the answer's JSON, or its error raised.
+        ``retry``: an idempotent request is sent once more on a fresh connection when the kept
+        one turns out dead (the server restarted since)."""
+        body = None if payload is None else json.dumps(payload)
+        headers = {"Content-Type": "application/json", **self.headers}
         try:
-            response = self._http.post(
-                self.url + path, data=json.dumps(payload), timeout=self.timeout
-            )
-        except requests.RequestException as e:
+            try:
+                status, text = self._exchange(method, path, body, headers)
+            except (OSError, http.client.HTTPException):
+                if not retry:
+                    raise
+                status, text = self._exchange(method, path, body, headers)
+        except (OSError, http.client.HTTPException) as e:
             raise ServerUnavailableError(
                 f"cannot reach the textgym server at {self.url} ({type(e).__name__}); once it is "
                 f"back, reset() starts a new session"
             ) from None
         try:
-            body = response.json()
+            answer = json.loads(text)
         except ValueError:
             raise RemoteEnvError(
-                f"{self.url}{path} answered HTTP {response.status_code} without JSON: "
-                f"{response.text[:200]!r}"
+                f"{self.url}{path} answered HTTP {status} without JSON: {text[:200]!r}"
             ) from None
-        if response.status_code != 200:
-            raise remote_error(body.get("error", {}) if isinstance(body, dict) else {})
-        return body
+        if status != 200:
+            raise remote_error(answer.get("error", {}) if isinstance(answer, dict) else {})
+        return answer
+
+    def _exchange(self, method: str, path: str, body: str | None, headers: dict) -> tuple[int, str]:
+        if self._http is None:
+            parts = urlsplit(self.url)
+            kind = (
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            self._http = kind(parts.hostname, parts.port, timeout=self.timeout)
+        try:
+            self._http.request(method, path, body=body, headers=headers)
+            response = self._http.getresponse()
+            return response.status, response.read().decode()
+        except BaseException:
+            self._http.close()  # the next request opens a fresh connection
+            self._http = None
+            raise
+
+    def _post(self, path: str, payload: dict[str, Any], retry: bool = False) -> dict[str, Any]:
+        return self._request("POST", path, payload, retry)
 
     def _send(self, kind: str, data: Any = None) -> dict[str, Any]:
         from websockets.exceptions import WebSocketException
@@ -112,7 +136,7 @@ class Link:
     def open(self) -> dict[str, Any]:
         """Start a session; its description (spaces, tokenizer, ...)."""
         if self.protocol == "http":
-            description = self._post("/sessions", self.params)
+            description = self._post("/sessions", self.params, retry=True)
         else:
             from websockets.sync.client import connect
 
@@ -143,7 +167,7 @@ class Link:
                 self.open()
             return self._send("reset", payload)
         try:
-            return self._post("/reset", {"session_id": self.session_id, **payload})
+            return self._post("/reset", {"session_id": self.session_id, **payload}, retry=True)
         except SessionNotFoundError:
             self.open()
             return self._post("/reset", {"session_id": self.session_id, **payload})
@@ -156,20 +180,7 @@ class Link:
     def state(self) -> dict[str, Any]:
         if self.protocol == "ws":
             return self._send("state")
-        import requests
-
-        try:
-            response = requests.get(
-                f"{self.url}/state",
-                params={"session_id": self.session_id},
-                headers=self.headers,
-                timeout=self.timeout,
-            )
-        except requests.RequestException as e:
-            raise ServerUnavailableError(f"cannot reach {self.url} ({type(e).__name__})") from None
-        if response.status_code != 200:
-            raise remote_error(response.json().get("error", {}))
-        return response.json()
+        return self._request("GET", f"/state?{urlencode({'session_id': self.session_id})}")
 
     def close(self) -> None:
         if self.protocol == "ws":
@@ -179,6 +190,7 @@ class Link:
             self._drop_ws()
         elif self._http is not None and self.session_id is not None:
             with contextlib.suppress(Exception):  # the server is gone: nothing to close
-                self._http.delete(f"{self.url}/sessions/{self.session_id}", timeout=self.timeout)
-            self._http.close()
-            self._http = None
+                self._request("DELETE", f"/sessions/{self.session_id}")
+            if self._http is not None:
+                self._http.close()
+                self._http = None
