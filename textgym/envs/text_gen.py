@@ -152,11 +152,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Control points
 
-    ``control_points()`` tells a generation engine (vLLM, a server, a script) how far it may
-    write the episode's next tokens without ``step``: EOS (``stop_token_ids``), the stop strings
-    and the tokens left of ``max_new_tokens``, as a
-    :class:`~textgym.envs.control_points.ControlPoints`. Before that point no token ends the
-    episode; ``step`` then consumes the engine's tokens one by one (see docs/environments.md).
+    ``control_points()``: how far an engine (vLLM, a server) may write the next tokens before
+    ``step`` must see them: EOS, stop strings, tokens left (:mod:`textgym.envs.control_points`).
 
     ## Vectorized environment
 
@@ -333,12 +330,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         """``(V,)`` bool: ``True`` for tokens worth choosing (see Action Space)."""
         return self.core.action_mask.copy()
 
-    #: how this env's control points follow from its rules (:mod:`textgym.envs.control_points`)
-    _control_rule = staticmethod(text_gen_points)
+    _control_rule = staticmethod(text_gen_points)  # see textgym.envs.control_points
 
     def control_points(self) -> ControlPoints:
-        """Where an engine writing this episode's next tokens must hand control back (see
-        "Control points"); raises ``ResetNeeded`` when no episode is running."""
+        """See "Control points"; raises ``ResetNeeded`` when no episode is running."""
         if self._needs_reset:
             raise ResetNeeded("no episode is running; call env.reset() before control_points()")
         core = self.core if self._episode_core is None else self._episode_core
@@ -713,9 +708,8 @@ class TextGenVectorEnv(VectorEnv):
         return np.broadcast_to(self.core.action_mask, (self.num_envs, self.core.vocab_size))
 
     def control_points(self) -> list[ControlPoints]:
-        """One :class:`~textgym.envs.control_points.ControlPoints` per slot (see
-        :meth:`TextGenEnv.control_points`); ``max_tokens`` is 0 for a slot whose episode has
-        ended (its next step starts a new one and ignores the action)."""
+        """One :class:`~textgym.envs.control_points.ControlPoints` per slot; ``max_tokens=0``
+        for a slot whose episode ended (its next step starts a new one)."""
         if not self._was_reset:
             raise ResetNeeded("call envs.reset() before envs.control_points()")
         rule = self._env_class._control_rule
