@@ -8,6 +8,7 @@ exactly as if the failure had never happened), and the ecosystem's defaults (SB3
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 
@@ -18,6 +19,7 @@ import torch
 
 import textgym
 from textgym import TextGenEnv, TextGenVectorEnv
+from textgym.envs import DialogueEnv, ToolUseEnv
 from textgym.errors import (
     InvalidArgumentError,
     ScorerError,
@@ -25,6 +27,7 @@ from textgym.errors import (
     TextgymError,
 )
 from textgym.tasks import Example, PromptSet, Task
+from textgym.tools import Calculator
 
 
 def _score(prompts, completions, references):
@@ -165,7 +168,7 @@ def test_scorer_timeout_is_real_and_retryable():
     env = TextGenEnv(**{**KW, "scorer": scorer}, reward_mode="dense", scorer_timeout=0.2)
     ref = TextGenEnv(**KW, reward_mode="dense")
     _same(env.reset(seed=1), ref.reset(seed=1))
-    with pytest.raises(ScorerTimeoutError, match="scorer_timeout=0.2"):
+    with pytest.raises(ScorerTimeoutError, match="timeout of 0.2 s"):
         env.step(37)
     assert not slow["returned"]  # the step gave up while the scorer was still blocked
     slow["hang"] = False
@@ -486,3 +489,404 @@ def test_gem_register_takes_a_list_and_registers_all_or_nothing():
     finally:
         del gym.registry["FaultsGem-v0"]
         ENV_REGISTRY.pop(PREFIX + "FaultsGem-v0", None)
+
+
+# -- failing calls: retries, and episodes that end as failed (textgym.retry) -----------------
+
+FAST = textgym.RetryPolicy(retries=1, backoff=0.0, timeout=0.5)  # no waiting between attempts
+
+
+class Faulty:
+    """``fn`` (a scorer or a partner) whose calls raise on ~10% of calls and hang past the
+    timeout on ~2% (seeded); it counts both. A hung call waits until :meth:`release` (or
+    10 s), then answers."""
+
+    def __init__(self, fn=_score, seed=0, raise_p=0.10, hang_p=0.02):
+        self.fn, self.rng = fn, np.random.default_rng(seed)
+        self.raise_p, self.hang_p = raise_p, hang_p
+        self.calls = self.raised = self.hung = 0
+        self.released = threading.Event()
+
+    def __call__(self, *args):
+        self.calls += 1
+        u = self.rng.random()
+        if u < self.hang_p:
+            self.hung += 1
+            self.released.wait(10)
+        elif u < self.hang_p + self.raise_p:
+            self.raised += 1
+            raise ConnectionError("service unreachable")
+        return self.fn(*args)
+
+    def release(self):
+        self.released.set()
+
+
+def _slot_view(out, s):
+    """Slot ``s``'s part of a vector step: observation, reward, flags and infos."""
+    obs, reward, terminated, truncated, infos = out
+    info = {k: v[s] for k, v in infos.items() if not k.startswith("_") and infos["_" + k][s]}
+    return {k: v[s].tolist() for k, v in obs.items()}, reward[s], terminated[s], truncated[s], info
+
+
+def _failed(infos):
+    """The slots whose episode ended as failed in a vector step's infos."""
+    n = len(infos["_failed"]) if "_failed" in infos else 4
+    return infos.get("failed", np.zeros(n, bool)) & infos.get("_failed", np.zeros(n, bool))
+
+
+def _fault_run(seed, mode="dense", steps=150):
+    """Steps a vector env whose scorer is :class:`Faulty` beside one whose scorer never fails,
+    that one put into the faulty env's state before each step. Returns the transcript and the
+    env, its scorer and, per step, which slots failed."""
+    faulty = Faulty(seed=seed)
+    kw = {**KW, "reward_mode": mode, "retry": FAST, "on_failure": "end_episode"}
+    envs = TextGenVectorEnv(num_envs=4, **{**kw, "scorer": faulty})
+    clean = TextGenVectorEnv(num_envs=4, **kw)
+    actions = np.random.default_rng(seed).integers(36, 42, size=(steps, 4))
+    transcript = [envs.reset(seed=seed)]
+    clean.reset(seed=seed)
+    try:
+        for a in actions:
+            clean.restore_state(envs.save_state())
+            out, expected = envs.step(a), clean.step(a)
+            transcript.append(out)
+            failed = _failed(out[4])
+            for s in range(4):
+                got, want = _slot_view(out, s), _slot_view(expected, s)
+                if not failed[s]:  # a healthy slot: exactly what a scorer without faults gives
+                    _same(got, want)
+                    continue
+                obs, reward, terminated, truncated, info = got
+                assert obs == want[0]  # the token was kept: the episode ended, not rolled back
+                assert (reward, terminated, truncated) == (0.0, False, True)
+                assert np.isnan(info["score"]) and isinstance(info["completion"], str)
+                assert info["failure"].startswith(("ConnectionError: ", "ScorerTimeoutError: "))
+    finally:
+        faulty.release()
+    return transcript, envs, faulty
+
+
+def test_faults_end_episodes_as_failed_counted_exact_and_deterministic():
+    transcript, envs, faulty = _fault_run(seed=8, steps=300)
+    counts = envs.fault_counts
+    failures = [
+        info["failure"][s] for *_, info in transcript[1:] for s in np.flatnonzero(_failed(info))
+    ]
+    # Every injected fault is a retry or the end of a call that failed for good.
+    assert faulty.raised + faulty.hung == counts.retries + counts.failed_calls
+    assert faulty.hung == counts.timeouts
+    assert counts.failed_episodes == len(failures)
+    assert 0.05 < faulty.raised / faulty.calls < 0.2 and faulty.hung > 0
+    assert {f.split(":")[0] for f in failures} == {"ConnectionError", "ScorerTimeoutError"}
+    again, _, _ = _fault_run(seed=8, steps=300)
+    assert repr(again) == repr(transcript)  # the same seeds: the same faults, the same episodes
+
+
+def test_a_batch_that_still_fails_is_scored_one_text_at_a_time():
+    def scorer(prompts, completions, references):  # one completion breaks it, every time
+        if any("b" in c for c in completions):
+            raise ValueError("cannot parse 'b'")
+        return _score(prompts, completions, references)
+
+    policy = textgym.RetryPolicy(retries=2, backoff=0.0)
+    envs = TextGenVectorEnv(
+        num_envs=3, **{**KW, "scorer": scorer}, retry=policy, on_failure="end_episode"
+    )
+    envs.reset(seed=0)
+    b = envs.unwrapped.tokenizer.convert_tokens_to_ids("b")
+    for _ in range(3):
+        _, reward, terminated, truncated, infos = envs.step(np.array([37, b, 38]))
+    assert infos["failed"].tolist() == [False, True, False]
+    assert infos["failure"][1] == "ValueError: cannot parse 'b'"
+    assert truncated.tolist() == [True, True, True] and not terminated.any()
+    healthy = infos["completion"][[0, 2]].tolist()
+    assert reward[[0, 2]].tolist() == _score(None, healthy, None).tolist()
+    assert reward[1] == 0.0 and np.isnan(infos["score"][1])
+    # The batch: 3 attempts (2 retries, then failed); then each text alone, once: "b" fails.
+    counts = envs.fault_counts
+    assert (counts.retries, counts.failed_calls, counts.failed_episodes) == (2, 2, 1)
+
+
+def _env_agrees(make, fn, actions, seed=0):
+    """The vector env ``make(Faulty(fn))`` stepped beside ``make(fn)``, which is put into its
+    state before each step: slots that did not fail match exactly. Returns (env, the faulty
+    callable, the failures seen)."""
+    faulty = Faulty(fn, seed=seed)
+    envs, clean = make(faulty), make(fn)
+    envs.reset(seed=seed)
+    clean.reset(seed=seed)
+    failures = []
+    try:
+        for a in actions:
+            clean.restore_state(envs.save_state())
+            out, expected = envs.step(a), clean.step(a)
+            failed = _failed(out[4])
+            for s in range(envs.num_envs):
+                if failed[s]:
+                    failures.append(out[4]["failure"][s])
+                    assert (out[1][s], out[2][s], out[3][s]) == (0.0, False, True)
+                else:
+                    _same(_slot_view(out, s), _slot_view(expected, s))
+    finally:
+        faulty.release()
+    return envs, faulty, failures
+
+
+def test_a_failing_dialogue_partner_ends_only_its_dialogues():
+    from textgym.envs import DialogueVectorEnv
+    from textgym.partners import RulePartner
+
+    def make(partner):  # no retry: faults end dialogues often
+        retry = {"retries": 0, "timeout": 0.5}
+        return DialogueVectorEnv(num_envs=4, partner=partner, retry=retry, on_failure="end_episode")
+
+    digits = make("rule").unwrapped.tokenizer.convert_tokens_to_ids(list("12345678?"))
+    actions = np.random.default_rng(0).choice(digits, size=(240, 4))
+    envs, faulty, failures = _env_agrees(make, RulePartner(), actions, seed=3)
+    counts = envs.fault_counts
+    assert faulty.raised + faulty.hung == counts.retries + counts.failed_calls
+    assert (faulty.hung, counts.failed_episodes) == (counts.timeouts, len(failures))
+    assert faulty.raised > 5 and failures
+    assert all(
+        f.startswith(("ScorerError: ", "ConnectionError: ", "ScorerTimeoutError: "))
+        for f in failures
+    )
+
+
+def test_retries_follow_the_policy_and_a_retried_step_is_exact(monkeypatch):
+    waits = []
+    monkeypatch.setattr("textgym.retry.time.sleep", waits.append)
+    policy = textgym.RetryPolicy(retries=3, backoff=0.5, backoff_factor=2.0)
+    for vector in (False, True):
+        make = (lambda **k: TextGenVectorEnv(num_envs=2, **k)) if vector else TextGenEnv
+        clean = make(**KW, reward_mode="dense")
+        expected = _play(clean, [37, 38, 37, 39, 37, 37, 38], vector)
+        flaky = Flaky(fail_on={2, 3, 5})  # two failures in a row, then one
+        env = make(**{**KW, "scorer": flaky}, reward_mode="dense", retry=policy)
+        _same(_play(env, [37, 38, 37, 39, 37, 37, 38], vector), expected)
+        assert env.fault_counts == textgym.FaultCounts(retries=3)
+        assert waits == [0.5, 1.0, 0.5]
+        waits.clear()
+
+
+def test_with_on_failure_raise_a_call_that_still_fails_raises_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr("textgym.retry.time.sleep", lambda s: None)
+    env = TextGenVectorEnv(
+        num_envs=2,
+        **{**KW, "scorer": Flaky(forever=True)},
+        reward_mode="dense",
+        retry={"retries": 2},
+    )
+    obs, _ = env.reset(seed=0)
+    with pytest.raises(ScorerError, match="reward server timed out"):
+        env.step(np.array([37, 37]))
+    _same(env._episodes.observation(slice(None)), obs)
+    assert env.fault_counts == textgym.FaultCounts(retries=2, failed_calls=1)
+    assert env.unwrapped.scorer.calls == 3
+
+
+def test_a_single_env_episode_that_fails_ends_truncated_with_its_failure():
+    env = TextGenEnv(**{**KW, "scorer": Flaky(forever=True)}, on_failure="end_episode")
+    env.reset(seed=0)
+    env.step(37), env.step(38)
+    obs, reward, terminated, truncated, info = env.step(37)
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert info["failed"] and info["failure"] == "TimeoutError: reward server timed out"
+    assert np.isnan(info["score"]) and info["completion"] == "xyx"
+    assert obs["num_generated"][0] == 3 and "failed: TimeoutError" in env.render()
+    assert env.fault_counts == textgym.FaultCounts(failed_calls=1, failed_episodes=1)
+    with pytest.raises(textgym.errors.ResetNeeded):
+        env.step(37)
+    env.reset(seed=1)
+    ok = TextGenEnv(**KW, on_failure="end_episode")
+    ok.reset(seed=0)
+    *_, info = [ok.step(37) for _ in range(3)][-1]
+    assert info["failed"] is False and info["failure"] is None  # every final info has both
+    plain = TextGenEnv(**KW)
+    plain.reset(seed=0)
+    *_, info = [plain.step(37) for _ in range(3)][-1]
+    assert "failed" not in info and "failure" not in info  # the default: infos as before
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_check_env_passes_with_failing_episodes_on():
+    from gymnasium.utils.env_checker import check_env
+
+    for scorer in (None, Flaky(forever=True)):
+        kw = {**KW, "retry": {"retries": 1, "backoff": 0}, "on_failure": "end_episode"}
+        check_env(TextGenEnv(**{**kw, "scorer": scorer}), skip_render_check=True)
+    env = gym.make("TextGen-Copy-v0", on_failure="end_episode", retry=textgym.RetryPolicy())
+    check_env(env.unwrapped)
+
+
+def test_retry_policy_and_on_failure_are_checked():
+    with pytest.raises(InvalidArgumentError, match="retries"):
+        textgym.RetryPolicy(retries=-1)
+    for field, bad in [
+        ("retries", 1.5),
+        ("retries", True),
+        ("backoff", -1),
+        ("backoff", float("nan")),
+        ("backoff_factor", 0.5),
+        ("timeout", 0),
+        ("timeout", "5"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=field):
+            textgym.RetryPolicy(**{field: bad})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        textgym.RetryPolicy().retries = 5
+    assert textgym.RetryPolicy(backoff=1, backoff_factor=3).delay(2) == 9.0
+    for kwargs, message in [
+        ({"retry": 3}, "retry must be a textgym.RetryPolicy"),
+        ({"retry": {"tries": 3}}, "unknown RetryPolicy field"),
+        ({"retry": {"timeout": -1}}, "timeout"),
+        ({"on_failure": "skip"}, "on_failure must be one of"),
+        ({"on_failure": None}, "on_failure"),
+        ({"scorer_timeout": 1.0, "retry": {"timeout": 2.0}}, "pass the timeout once"),
+    ]:
+        for make in (TextGenEnv, DialogueEnv, ToolUseEnv):
+            if "scorer_timeout" in kwargs and make is not TextGenEnv:
+                continue
+            with pytest.raises(InvalidArgumentError, match=message):
+                make(**(KW if make is TextGenEnv else {"tokenizer": "char"}), **kwargs)
+    env = TextGenEnv(**KW, scorer_timeout=1.0, retry={"retries": 1})
+    assert env.core.retry == textgym.RetryPolicy(retries=1, timeout=1.0)
+
+
+class FlakyTool:
+    """A calculator whose calls listed in ``fail_on`` (1-based) raise, or all once broken."""
+
+    name, description = "calc", "exact arithmetic"
+
+    def __init__(self, fail_on=(), forever=False):
+        self.calc, self.calls, self.fail_on, self.forever = Calculator(), 0, set(fail_on), forever
+
+    def __call__(self, argument):
+        self.calls += 1
+        if self.forever or self.calls in self.fail_on:
+            raise ConnectionError("calculator service down")
+        return self.calc(argument)
+
+
+@pytest.mark.parametrize("on_failure", ["raise", "end_episode"])
+def test_a_tool_that_raises_is_retried_then_shown_or_ends_the_episode(on_failure):
+    from test_tool_use import CHAR_KWARGS, play
+
+    def env(tool, **kw):
+        made = ToolUseEnv(**CHAR_KWARGS, tools=[tool], on_failure=on_failure, **kw)
+        made.reset(seed=0)
+        return made
+
+    clean = play(env(Calculator()), "<calc>6*7</calc>")
+    retried = env(FlakyTool(fail_on={1}), retry={"retries": 1, "backoff": 0})
+    _same(play(retried, "<calc>6*7</calc>"), clean)
+    assert retried.fault_counts == textgym.FaultCounts(retries=1)
+
+    broken = env(FlakyTool(forever=True), retry={"retries": 1, "backoff": 0})
+    obs, reward, terminated, truncated, info = play(broken, "<calc>6*7</calc>")
+    assert broken.fault_counts.failed_calls == 1
+    if on_failure == "raise":  # as without a policy: the agent sees the error, and goes on
+        assert not (terminated or truncated)
+        assert "error: ConnectionError: calculator service down" in broken.render()
+    else:
+        assert (reward, terminated, truncated) == (0.0, False, True)
+        assert info["failure"] == "ConnectionError: calculator service down"
+        assert info["tool_calls"] == 1 and info["completion"] == "<calc>6*7</calc>"
+        assert broken.fault_counts.failed_episodes == 1
+
+
+def test_trl_reward_functions_give_none_for_a_failed_scoring_never_zero():
+    pytest.importorskip("datasets")
+    from textgym.integrations import trl as textgym_trl
+
+    copy_scorer = gym.make("TextGen-Copy-v0").unwrapped.scorer
+
+    def scorer(prompts, completions, references):  # breaks on one completion, every time
+        if any("#" in c for c in completions):
+            raise ValueError("unparseable")
+        return copy_scorer(prompts, completions, references)
+
+    rows = textgym_trl.dataset("TextGen-Copy-v0", size=3)
+    kwargs = {"prompt_index": rows["prompt_index"], "split": rows["split"]}
+    (plain,) = textgym_trl.reward_funcs("TextGen-Copy-v0")
+    (score,) = textgym_trl.reward_funcs(
+        "TextGen-Copy-v0",
+        scorer=scorer,
+        retry={"retries": 1, "backoff": 0},
+        on_failure="end_episode",
+    )
+    good = plain(rows["prompt"], ["ab", "cd", "ef"], **kwargs)
+    assert score(rows["prompt"], ["ab", "#", "ef"], **kwargs) == [good[0], None, good[2]]
+    with pytest.raises(ScorerError, match="unparseable"):  # the default: a failure raises
+        textgym_trl.reward_funcs("TextGen-Copy-v0", scorer=scorer)[0](
+            rows["prompt"], ["ab", "#", "ef"], **kwargs
+        )
+
+
+def test_trl_grpo_leaves_failed_episodes_out_of_the_baseline_and_the_loss(tmp_path):
+    pytest.importorskip("trl")
+    from test_trl_integration import _trainer
+
+    from textgym.integrations import trl as textgym_trl
+    from textgym.models import tiny_lm
+    from textgym.partners import RulePartner
+
+    env_id = "TextDialogue-GuessNumber-v0"
+    partner = Faulty(RulePartner(), seed=1, raise_p=0.25, hang_p=0.0)
+    kwargs = {"partner": partner, "retry": {"retries": 0}, "on_failure": "end_episode"}
+    rollout, rollouts = textgym_trl.rollout_func(env_id, **kwargs), []
+    score, success = textgym_trl.reward_funcs(env_id, success=True, **kwargs)
+    torch.manual_seed(0)
+    trainer = _trainer(
+        tmp_path,
+        tiny_lm(vocab_size=99, n_layer=1, n_embd=32, n_head=2),
+        env_id,
+        [score, success],
+        textgym_trl.dataset(env_id, size=16),
+        reward_weights=[1.0, 0.0],
+        rollout_func=lambda prompts, trainer: (
+            rollouts.append(rollout(prompts, trainer)) or rollouts[-1]
+        ),
+    )
+    trainer.train()  # the run survives its failing partner
+
+    assert trainer.state.global_step == 2
+    out = rollouts[-1]
+    failed = [f is not None for f in out[textgym_trl.FAILURE_FIELD]]
+    assert 0 < sum(failed) < len(failed)
+    logged = trainer._logs["rewards"][score.__name__]
+    advantages = trainer._logs["advantages"]
+    for k, fail in enumerate(failed):
+        if fail:  # no score, no advantage, no token in the loss
+            assert out[textgym_trl.RETURN_FIELD][k] is None and np.isnan(logged[k])
+            assert advantages[k] == 0.0 and set(out["env_mask"][k]) <= {0}
+        else:
+            assert logged[k] == pytest.approx(out[textgym_trl.RETURN_FIELD][k])
+    for g in range(0, len(failed), 4):  # the group baseline is the mean of the scored ones
+        healthy = [advantages[k] for k in range(g, g + 4) if not failed[k]]
+        assert sum(healthy) == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sb3_sees_a_failed_episode_as_truncated_and_trains_on():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.sb3 import make_sb3_env
+
+    scorer = Faulty(gym.make("TextGen-Copy-v0").unwrapped.scorer, seed=0, raise_p=0.3, hang_p=0)
+    venv = make_sb3_env(
+        "TextGen-Copy-v0", n_envs=4, seed=0, scorer=scorer, on_failure="end_episode"
+    )
+    seen = []
+
+    class Failed(BaseCallback):
+        def _on_step(self):
+            seen.extend(i for i in self.locals["infos"] if i.get("failed"))
+            return True
+
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, device="cpu")
+    model.learn(64, callback=Failed())
+    assert seen and all(i["TimeLimit.truncated"] and "terminal_observation" in i for i in seen)
+    assert venv.venv.venv.fault_counts.failed_episodes == len(seen)

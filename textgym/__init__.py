@@ -7,9 +7,10 @@ points); ``gym.make("textgym:TextGen-v0")`` imports this module by itself.
     env = gym.make("TextGen-v0")                    # one episode at a time
     envs = gym.make_vec("TextGen-v0", num_envs=64)  # the native TextGenVectorEnv
 
-The modules, bottom to top: ``errors``, ``char_tokenizer``, ``models``, ``tasks`` (examples,
-prompt sets, tasks), ``rewards/`` (scorers), ``task_suite`` (the named tasks), ``envs/``,
-``registry`` (the ids and their documentation); this file re-exports the public names.
+The modules, bottom to top: ``errors``, ``retry`` (retried calls, failed episodes),
+``char_tokenizer``, ``models``, ``tasks`` (examples, prompt sets, tasks), ``rewards/``
+(scorers), ``task_suite`` (the named tasks), ``envs/``, ``registry`` (the ids and their
+documentation); this file re-exports the public names.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from textgym.errors import (
     TextgymError,
 )
 from textgym.registry import describe, register_envs, registered_ids, summary
+from textgym.retry import FaultCounts, RetryPolicy
 from textgym.task_suite import TASKS, make_task
 from textgym.tasks import Example, PromptSet, Task
 
@@ -37,10 +39,12 @@ __all__ = [
     "CheckpointError",
     "EmptyPromptSetError",
     "Example",
+    "FaultCounts",
     "InvalidArgumentError",
     "InvalidTokenError",
     "PromptSet",
     "PromptTooLongError",
+    "RetryPolicy",
     "ScorerError",
     "ScorerTimeoutError",
     "TextgymError",

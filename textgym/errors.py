@@ -39,12 +39,15 @@ class PromptTooLongError(TextgymError, ValueError):
 
 
 class ScorerError(TextgymError, RuntimeError):
-    """A task's scorer raised, or returned scores of the wrong shape, type or non-finite values.
-    The step that called it changed nothing: call ``step`` again with the same action to retry."""
+    """A task's scorer (or a dialogue's partner) raised, or returned scores of the wrong shape,
+    type or non-finite values, after the retries of the environment's ``retry`` policy. The
+    step that called it changed nothing: call ``step`` again with the same action to retry (or
+    make the environment with ``on_failure="end_episode"``: see :mod:`textgym.retry`)."""
 
 
 class ScorerTimeoutError(ScorerError, TimeoutError):
-    """The scorer did not return within the environment's ``scorer_timeout`` seconds."""
+    """A scorer, partner or tool call did not return within the timeout of the environment's
+    ``retry`` policy (``scorer_timeout`` for a scorer)."""
 
 
 class ModelNotFoundError(TextgymError, OSError):

@@ -8,6 +8,7 @@ tokenizer, prompt encoding, stop rules, scoring); the episode slots it works on 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from textgym.errors import (
     PromptTooLongError,
     ScorerError,
 )
+from textgym.retry import FaultCounts, RetryPolicy, call_each, check_on_failure
 from textgym.rewards import run_scorer
 from textgym.task_suite import make_task
 from textgym.tasks import SPLITS, Example, LazyExamples, PromptSet, Scorer, Task
@@ -86,6 +88,8 @@ class TextGenCore:
         vocab_size: int | None,
         task_kwargs: dict[str, Any] | None = None,
         scorer_timeout: float | None = None,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        on_failure: str = "raise",
     ):
         # Cheap type and range checks first: nothing is loaded or allocated for a bad argument.
         max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1, MAX_TOKENS, 32)
@@ -119,6 +123,14 @@ class TextGenCore:
                     f"{scorer_timeout!r:.60}"
                 )
             scorer_timeout = float(scorer_timeout)
+        retry, on_failure = RetryPolicy.coerce(retry), check_on_failure(on_failure)
+        if scorer_timeout is not None:
+            if retry.timeout not in (None, scorer_timeout):
+                raise InvalidArgumentError(
+                    f"scorer_timeout={scorer_timeout:g} and retry's timeout={retry.timeout:g} "
+                    f"disagree; pass the timeout once, as retry=RetryPolicy(timeout=...)"
+                )
+            retry = dataclasses.replace(retry, timeout=scorer_timeout)
         if scorer is not None and not callable(scorer):
             raise InvalidArgumentError(
                 f"scorer must be a callable scorer(prompts, completions, references), got "
@@ -128,7 +140,7 @@ class TextGenCore:
             raise InvalidArgumentError(
                 f"task must be a task name (str) or a textgym.Task, got {type(task).__name__}"
             )
-        self.scorer_timeout = scorer_timeout
+        self.retry, self.on_failure = retry, on_failure
         self.task_spec: tuple[str | Task, dict[str, Any]] = (task, dict(task_kwargs or {}))
         task = make_task(task, **(task_kwargs or {}))
         self.task_name = task.name
@@ -460,17 +472,41 @@ class TextGenCore:
 
     def score(
         self, ep: Episodes, slots: np.ndarray
-    ) -> tuple[list[str], np.ndarray, list[str] | None]:
-        """The completions of ``slots``, their scores and (:attr:`reports_outcomes`) labels."""
+    ) -> tuple[list[str], np.ndarray, list[str | None] | None, list[str | None]]:
+        """The completions of ``slots``, their scores, (:attr:`reports_outcomes`) labels and
+        failures (see :meth:`score_texts`)."""
         texts = self.completions(ep, slots)
-        return (texts, *self.score_texts([ep.examples[s] for s in slots], texts))
+        return (texts, *self.score_texts([ep.examples[s] for s in slots], texts, ep.fault_counts))
 
     def score_texts(
+        self, examples: Sequence[Example], texts: Sequence[str], counts: FaultCounts
+    ) -> tuple[np.ndarray, list[str | None] | None, list[str | None]]:
+        """Score finished completions of ``examples`` as an episode's end does, under the
+        :attr:`retry` policy: float32 scores, the checker's outcome labels (None when the
+        scorer gives none) and one failure per text (None: scored).
+
+        With ``on_failure="raise"`` a scorer that still fails raises
+        :class:`~textgym.errors.ScorerError`; with ``"end_episode"`` a text whose scoring
+        failed (alone: :func:`~textgym.retry.call_each`) gets a NaN score, label None and
+        ``"<error class>: <message>"``."""
+
+        def call(items: list[int]) -> list[tuple[float, str | None]]:
+            scores, labels = self.score_once(
+                [examples[i] for i in items], [texts[i] for i in items]
+            )
+            return list(zip(scores.tolist(), labels or [None] * len(items)))
+
+        what = f"the scorer of task {self.task_name!r}"
+        results, failures = call_each(call, len(texts), self.retry, self.on_failure, counts, what)
+        scores = np.array([np.nan if r is None else r[0] for r in results], dtype=np.float32)
+        labels = [None if r is None else r[1] for r in results]
+        return scores, (labels if self.reports_outcomes else None), failures
+
+    def score_once(
         self, examples: Sequence[Example], texts: Sequence[str]
     ) -> tuple[np.ndarray, list[str] | None]:
-        """Score finished completions of ``examples`` as an episode's end does: the checked
-        scorer call (:func:`~textgym.rewards.run_scorer`) and the checker's outcome labels
-        (None when the scorer gives none)."""
+        """One checked scorer call (:func:`~textgym.rewards.run_scorer`) and the checker's
+        outcome labels (None when the scorer gives none)."""
         scorer, labels = self.scorer, []
         if self.reports_outcomes:
 
@@ -485,7 +521,6 @@ class TextGenCore:
             [e.prompt for e in examples],
             texts,
             [e.reference for e in examples],
-            timeout=getattr(self, "scorer_timeout", None),
         )
         if not self.reports_outcomes:
             return scores, None

@@ -25,6 +25,7 @@ from textgym.envs.episodes import MaskedEpisodes
 from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError, ScorerError
 from textgym.partners import Game, LMPartner, RulePartner, make_game
+from textgym.retry import RetryPolicy, call_each
 from textgym.tasks import Example, PromptSet, Task
 
 
@@ -54,6 +55,8 @@ class _DialogueCore(TextGenCore):
         chat_template: bool,
         mask_special_tokens: bool,
         vocab_size: int | None,
+        retry: RetryPolicy | dict[str, Any] | None,
+        on_failure: str,
     ):
         max_turns = check_int("max_turns", max_turns, 1, MAX_TOKENS, 8)
         for name, value, example in (
@@ -97,6 +100,8 @@ class _DialogueCore(TextGenCore):
             chat_template,
             mask_special_tokens,
             vocab_size,
+            retry=retry,
+            on_failure=on_failure,
         )
         if partner_kwargs and partner != "lm":
             raise InvalidArgumentError("partner_kwargs apply to partner='lm' only")
@@ -229,26 +234,29 @@ class _DialogueEpisodes(MaskedEpisodes):
 
         gave_up = tokens == core.eos_id if core.eos_id is not None else np.zeros(len(slots), bool)
         truncated = np.zeros(len(slots), dtype=bool)
+        failed = np.zeros(len(slots), dtype=bool)
         if ended.any():
             which = np.flatnonzero(ended)
-            truncated[which] = self._answer(core, slots[which])
-        terminated = gave_up | self.solved[slots]
+            truncated[which], failed[which] = self._answer(core, slots[which])
+        terminated = (gave_up | self.solved[slots]) & ~failed
         truncated &= ~terminated
         done = terminated | truncated
 
         rewards = np.zeros(len(slots), dtype=np.float64)
-        finished = slots[done]
+        finished = slots[done & ~failed]
         if finished.size:
             win = self.solved[finished]
             score = np.where(win, core.goal_reward - core.turn_cost * self.turns[finished], 0.0)
-            rewards[done] = score
+            rewards[done & ~failed] = score
             self.score[finished] = score
             for s, text in zip(finished.tolist(), core.decode(self, finished)):
                 self.completion[s] = text
         return rewards, terminated, truncated
 
-    def _answer(self, core: _DialogueCore, slots: np.ndarray) -> np.ndarray:
-        """The partner answers ``slots`` (one call); returns which of them ran out of turns."""
+    def _answer(self, core: _DialogueCore, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The partner answers ``slots`` (one call, retried per ``core.retry``); returns which
+        of them ran out of turns, and which ended as failed because their reply still failed
+        (``on_failure="end_episode"``; with ``"raise"`` the failure raises)."""
         P = core.max_prompt_tokens
         ends = P + self.num_generated[slots]
         tok = core.codec
@@ -258,28 +266,47 @@ class _DialogueEpisodes(MaskedEpisodes):
         )
         secrets = self.secret[slots].tolist()
         self.solved[slots] = [core.game.solved(s, t) for s, t in zip(secrets, turns)]
-        histories = [core.game.opening() + h for h in core.decode(self, slots)]
-        try:
-            replies = core.partner(core.game, secrets, turns, histories)
-        except Exception as e:
-            raise ScorerError(
-                f"the partner of {core.game.name!r} raised {type(e).__name__}: {e}; the step "
-                f"changed nothing: call it again with the same action to retry"
-            ) from e
-        if isinstance(replies, str) or len(replies) != len(slots):
-            raise ScorerError(
-                f"the partner returned {len(replies)} replies for {len(slots)} turns; it must "
-                f"return a list with one reply (str) per turn"
-            )
-        for s, end, reply in zip(slots.tolist(), ends.tolist(), replies):
-            ids = core.reply_ids(str(reply))
+        texts = core.decode(self, slots)
+        histories = [core.game.opening() + h for h in texts]
+
+        def call(items: list[int]) -> list[str]:
+            try:
+                replies = core.partner(
+                    core.game,
+                    *([values[i] for i in items] for values in (secrets, turns, histories)),
+                )
+            except Exception as e:
+                raise ScorerError(
+                    f"the partner of {core.game.name!r} raised {type(e).__name__}: {e}; the "
+                    f"step changed nothing: call it again with the same action to retry"
+                ) from e
+            if isinstance(replies, str) or len(replies) != len(items):
+                raise ScorerError(
+                    f"the partner returned {len(replies)} replies for {len(items)} turns; it "
+                    f"must return a list with one reply (str) per turn"
+                )
+            return [str(r) for r in replies]
+
+        what = f"the partner of {core.game.name!r}"
+        replies, failures = call_each(
+            call, len(slots), core.retry, core.on_failure, self.fault_counts, what
+        )
+        failed = np.array([f is not None for f in failures])
+        for s, end, reply, text, failure in zip(
+            slots.tolist(), ends.tolist(), replies, texts, failures
+        ):
+            if failure is not None:
+                self.end_failed(s, text, failure)
+                continue
+            ids = core.reply_ids(reply)
             self.input_ids[s, end : end + len(ids)] = ids
             self.attention_mask[s, end : end + len(ids)] = 1
             self.num_generated[s] += len(ids)
-        self.turns[slots] += 1
-        self.turn_start[slots] = self.num_generated[slots]
+        answered = slots[~failed]
+        self.turns[answered] += 1
+        self.turn_start[answered] = self.num_generated[answered]
         room = core.max_new_tokens - self.num_generated[slots]
-        return (self.turns[slots] >= core.max_turns) | (room < core.turn_budget)
+        return (self.turns[slots] >= core.max_turns) | (room < core.turn_budget) | failed, failed
 
     def reset_info(self, slots: np.ndarray) -> dict[str, list[Any]]:
         info = super().reset_info(slots)
@@ -300,6 +327,8 @@ class _DialogueEpisodes(MaskedEpisodes):
         text = core.decode(self, np.array([slot]))[0]
         if self.completion[slot] is None:
             status = f"turn {self.turns[slot] + 1}/{core.max_turns}"
+        elif self.failure[slot] is not None:
+            status = f"failed: {self.failure[slot]}"
         else:
             outcome = "solved" if self.solved[slot] else "not solved"
             status = f"done, {outcome} in {self.turns[slot]} turns, score {self.score[slot]:.4f}"
@@ -402,6 +431,15 @@ class DialogueEnv(TextGenEnv):
     * ``stop_on_eos``: EOS ends the dialogue (True).
     * ``split``, ``chat_template``, ``mask_special_tokens``, ``vocab_size``, ``render_mode``: as
       in :class:`TextGenEnv`.
+    * ``retry``, ``on_failure``: a partner call that raises, returns the wrong number of
+      replies or runs past ``retry``'s ``timeout`` is retried per the
+      :class:`~textgym.retry.RetryPolicy` (default: no retry); one that still fails raises
+      :class:`~textgym.errors.ScorerError` and changes nothing (``on_failure="raise"``), or
+      with ``on_failure="end_episode"`` ends its dialogue as failed: truncated, no reply, a
+      reward of 0.0 that is a placeholder (never a score), final infos ``failed=True`` and
+      ``failure="<error class>: <message>"`` (the other dialogues of a vector step are
+      answered as usual). ``env.fault_counts`` counts what happened. As in
+      :class:`TextGenEnv`, "Failing calls".
 
     ## Control points
 
@@ -440,6 +478,8 @@ class DialogueEnv(TextGenEnv):
         mask_special_tokens: bool = True,
         vocab_size: int | None = None,
         render_mode: str | None = None,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        on_failure: str = "raise",
     ):
         render_mode = check_render_mode(type(self), render_mode)
         self.core = _DialogueCore(
@@ -460,6 +500,8 @@ class DialogueEnv(TextGenEnv):
             chat_template,
             mask_special_tokens,
             vocab_size,
+            retry,
+            on_failure,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from textgym.envs.core import TextGenCore, prompt_mask
+from textgym.retry import FaultCounts
 from textgym.tasks import Example
 
 
@@ -33,6 +34,11 @@ class Episodes:
         self.outcome: list[str | None] = [None] * n  # the checker's label, if it gives one
         self.reports_outcomes = core.reports_outcomes
         self.score = np.zeros(n, dtype=np.float64)
+        # on_failure="end_episode": why an episode ended as failed (None: it did not), and the
+        # counts of the env's calls (not part of a snapshot: a rolled-back step still happened)
+        self.failure: list[str | None] = [None] * n
+        self.reports_failures = core.on_failure == "end_episode"
+        self.fault_counts = FaultCounts()
 
     def start(
         self, core: TextGenCore, slots: np.ndarray, rows: np.ndarray, examples: list[Example]
@@ -50,6 +56,7 @@ class Episodes:
             self.examples[s] = e
             self.completion[s] = None
             self.outcome[s] = None
+            self.failure[s] = None
 
     def observation(self, slots: np.ndarray | slice, copy: bool = True) -> dict[str, np.ndarray]:
         obs = {
@@ -82,7 +89,7 @@ class Episodes:
         "score",
         "prompt_index",
     )
-    _SLOT_LISTS = ("examples", "split", "completion", "outcome")
+    _SLOT_LISTS = ("examples", "split", "completion", "outcome", "failure")
 
     def snapshot(self, slots: np.ndarray) -> dict[str, Any]:
         """A copy of ``slots``' state, for :meth:`restore` if a step fails half-way."""
@@ -131,17 +138,30 @@ class Episodes:
         # phi_t = score(completion so far), phi_0 = 0, so the rewards sum to the final score.
         scored = np.arange(len(slots)) if core.reward_mode == "dense" else np.flatnonzero(done)
         if scored.size:
-            texts, scores, outcomes = core.score(self, slots[scored])  # may raise: no change yet
+            texts, scores, outcomes, failures = core.score(self, slots[scored])  # may raise
+            ok = np.array([f is None for f in failures])
             potential = scores.astype(np.float64)
-            rewards[scored] = potential - self.potential[slots[scored]]
-            self.potential[slots[scored]] = potential
+            rewards[scored[ok]] = potential[ok] - self.potential[slots[scored[ok]]]
+            self.potential[slots[scored[ok]]] = potential[ok]
             for k, i in enumerate(scored.tolist()):
-                if done[i]:
+                if failures[k] is not None:
+                    self.end_failed(slots[i], texts[k], failures[k])
+                    terminated[i], truncated[i] = False, True
+                elif done[i]:
                     self.completion[slots[i]] = texts[k]
                     self.score[slots[i]] = potential[k]
                     if outcomes is not None:
                         self.outcome[slots[i]] = outcomes[k]
         return rewards, terminated, truncated
+
+    def end_failed(self, slot: int, text: str, failure: str) -> None:
+        """End ``slot``'s episode as failed (``on_failure="end_episode"``): a call it needed
+        still failed after its retries. Its text so far is kept, its score is NaN (none), and
+        the caller reports it truncated with a reward of 0.0, a placeholder."""
+        self.completion[slot] = text
+        self.score[slot] = np.nan
+        self.failure[slot] = failure
+        self.fault_counts.failed_episodes += 1
 
     def reset_info(self, slots: np.ndarray) -> dict[str, list[Any]]:
         return {
@@ -159,6 +179,9 @@ class Episodes:
         }
         if self.reports_outcomes:
             info["outcome"] = [self.outcome[s] for s in slots]
+        if self.reports_failures:
+            info["failed"] = [self.failure[s] is not None for s in slots]
+            info["failure"] = [self.failure[s] for s in slots]
         return info
 
     def render(self, core: TextGenCore, slot: int) -> str:
@@ -168,6 +191,8 @@ class Episodes:
         if text is None:
             text = core.completions(self, np.array([slot]))[0]
             status = f"{self.num_generated[slot]}/{core.max_new_tokens} tokens"
+        elif self.failure[slot] is not None:
+            status = f"failed: {self.failure[slot]}"
         else:
             status = f"done, score {self.score[slot]:.4f}"
         return f"prompt:     {self.examples[slot].prompt}\ncompletion: {text}\n[{status}]\n"

@@ -30,6 +30,7 @@ from textgym.envs.control_points import ControlPoints, slot_points, text_gen_poi
 from textgym.envs.core import TextGenCore
 from textgym.envs.episodes import Episodes
 from textgym.errors import InvalidArgumentError, ResetNeeded
+from textgym.retry import FaultCounts, RetryPolicy
 from textgym.tasks import Example, PromptSet, Scorer, Task
 
 
@@ -77,10 +78,21 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
     sum to the same final score (potential-based shaping), at the price of one scorer call per
     step. Scores are checked: a scorer that raises, returns NaN/inf, the wrong shape or anything
     but real numbers (complex values, tensors that track gradients, strings) raises
-    :class:`~textgym.errors.ScorerError` naming the task, the value and the text; with
-    ``scorer_timeout`` a scorer that does not return in time raises
+    :class:`~textgym.errors.ScorerError` naming the task, the value and the text; with a
+    timeout a scorer that does not return in time raises
     :class:`~textgym.errors.ScorerTimeoutError`. Either way the step changed nothing (the token
     is not appended): call ``step`` again with the same action to retry a transient failure.
+
+    ## Failing calls
+
+    ``retry=RetryPolicy(retries=2, backoff=0.5, backoff_factor=2.0, timeout=None)`` retries a
+    scorer call that raises or runs past ``timeout`` s, after ``backoff * backoff_factor ** k``
+    s (default: no retry). A call that still fails raises, as above (``on_failure="raise"``).
+    With ``on_failure="end_episode"`` its episodes end ``truncated`` instead, with a reward of
+    0.0 that is a placeholder, never a score, and final infos ``failed=True``, ``failure=
+    "<error class>: <message>"``, ``score=nan``; learners must leave them out. The other
+    episodes of a vector step are scored as usual. ``env.fault_counts`` counts retries,
+    timeouts, failed calls and episodes (:mod:`textgym.retry`, docs/environments.md).
 
     ## Starting State
 
@@ -132,10 +144,10 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
       prompt at reset and the completion at the end). Another mode (SB3's ``make_vec_env``
       passes ``"rgb_array"``) is accepted with a warning, as Gymnasium's environments do, and
       ``render()`` returns None.
-    * ``scorer_timeout``: seconds a scorer call may take (None: no limit). The scorer then runs
-      in a worker thread; past the limit ``step`` raises
-      :class:`~textgym.errors.ScorerTimeoutError`, leaves the episode as it was (retry with the
-      same action), and the late result is discarded.
+    * ``scorer_timeout``: ``retry``'s ``timeout`` (None: no limit): the scorer runs in a worker
+      thread; past the limit ``step`` raises :class:`~textgym.errors.ScorerTimeoutError` and
+      leaves the episode as it was (retry with the same action); the late result is discarded.
+    * ``retry``, ``on_failure``: see "Failing calls".
 
     Bad arguments raise :class:`~textgym.errors.InvalidArgumentError` (a ``ValueError`` and a
     ``TypeError``) naming the argument, before anything is loaded or allocated.
@@ -184,6 +196,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         render_mode: str | None = None,
         task_kwargs: dict[str, Any] | None = None,
         scorer_timeout: float | None = None,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        on_failure: str = "raise",
     ):
         render_mode = check_render_mode(type(self), render_mode)
         self.core = TextGenCore(
@@ -202,6 +216,8 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
             vocab_size,
             task_kwargs,
             scorer_timeout,
+            retry,
+            on_failure,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -253,9 +269,16 @@ class TextGenEnv(gym.Env[dict[str, np.ndarray], int]):
         the end of an episode does, with the current task's scorer: float32 scores, and the
         checker's outcome labels (``"correct"``, ``"partial"``, ``"wrong"``, ``"format_error"``)
         or None for a scorer that gives none. ``texts`` are cut at stop strings already (as
-        ``info["completion"]`` is). Raises :class:`~textgym.errors.ScorerError` as a step
-        would."""
-        return self.core.score_texts(examples, texts)
+        ``info["completion"]`` is). Retried as a step's scoring is; a scorer that still fails
+        raises :class:`~textgym.errors.ScorerError`, or with ``on_failure="end_episode"`` gives
+        that text a NaN score (never 0) and label None."""
+        return self.core.score_texts(examples, texts, self._episode.fault_counts)[:2]
+
+    @property
+    def fault_counts(self) -> FaultCounts:
+        """A copy of the counts of retried, timed-out and failed calls and failed episodes
+        since the env was made (subtract an earlier copy for an iteration's)."""
+        return self._episode.fault_counts.copy()
 
     def encode_completions(self, completions: Sequence[str]) -> dict[str, np.ndarray]:
         """Encode ``completions`` as the environment holds generated text: ``{"input_ids",
@@ -474,7 +497,12 @@ class TextGenVectorEnv(VectorEnv):
         self, examples: Sequence[Example], texts: Sequence[str]
     ) -> tuple[np.ndarray, list[str] | None]:
         """See :meth:`TextGenEnv.score_texts`."""
-        return self.core.score_texts(examples, texts)
+        return self.core.score_texts(examples, texts, self._episodes.fault_counts)[:2]
+
+    @property
+    def fault_counts(self) -> FaultCounts:
+        """See :attr:`TextGenEnv.fault_counts` (all slots together)."""
+        return self._episodes.fault_counts.copy()
 
     def encode_completions(self, completions: Sequence[str]) -> dict[str, np.ndarray]:
         """See :meth:`TextGenEnv.encode_completions`."""

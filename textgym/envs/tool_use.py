@@ -33,6 +33,7 @@ from textgym.envs.text_gen import TextGenEnv, TextGenVectorEnv
 from textgym.errors import InvalidArgumentError
 from textgym.procedural.base import ANSWER_MARKER
 from textgym.procedural.tool_tasks import TOOL_TASKS
+from textgym.retry import FaultCounts, RetryPolicy, call_with_retries, describe_failure
 from textgym.tasks import Example, LazyExamples, PromptSet, Task
 from textgym.tools import (
     TOOL_NAMES,
@@ -176,6 +177,8 @@ class _ToolCore(TextGenCore):
         chat_template: bool,
         mask_special_tokens: bool,
         vocab_size: int | None,
+        retry: RetryPolicy | dict[str, Any] | None,
+        on_failure: str,
     ):
         ok = isinstance(tool_timeout, (int, float)) and not isinstance(tool_timeout, bool)
         if not ok or not 0 < tool_timeout <= 60:
@@ -204,6 +207,8 @@ class _ToolCore(TextGenCore):
             chat_template,
             mask_special_tokens,
             vocab_size,
+            retry=retry,
+            on_failure=on_failure,
         )
         if max_prompt_tokens is None:  # the longest prompt of either split
             texts = [e.prompt for split in ("train", "test") for e in self.prompts.splits[split]]
@@ -235,16 +240,23 @@ class _ToolCore(TextGenCore):
 
         self.observation_space = self.make_observation_space(self.max_new_tokens, agent_mask=True)
 
-    def run(self, call: ToolCall) -> tuple[str, bool]:
-        """Run ``call``: (the text shown between the result tags, whether the call failed).
-        Tools do not raise on bad input; should one raise anyway, the agent sees the error."""
+    def run(self, call: ToolCall, counts: FaultCounts) -> tuple[str, bool, str | None]:
+        """Run ``call``: (the text shown between the result tags, whether the call failed, the
+        episode's failure or None). Tools report bad input in their result; a tool that raises
+        or runs past ``retry``'s timeout is retried per the policy, and if it still fails the
+        agent sees the error (``on_failure="raise"``, as without a policy) or, with
+        ``"end_episode"``, the episode ends as failed (the third value)."""
+        what = f"the tool {call.name!r}"
         try:
-            result = self.tools[call.name](call.argument)
-        except Exception as e:  # the agent sees it; the environment goes on
-            return f"error: {type(e).__name__}: {e}", True
+            run = lambda: self.tools[call.name](call.argument)  # noqa: E731
+            result = call_with_retries(run, self.retry, counts, what)
+        except Exception as e:
+            if self.on_failure == "end_episode":
+                return "", True, describe_failure(e)
+            return f"error: {type(e).__name__}: {e}", True, None
         if result.ok:
-            return result.text, False
-        return f"error: {result.error or result.text}", True
+            return result.text, False, None
+        return f"error: {result.error or result.text}", True, None
 
     def result_ids(self, text: str) -> list[int]:
         """``<result>text</result>`` and a newline, tokenized once; a result longer than
@@ -278,7 +290,8 @@ class _ToolCore(TextGenCore):
             segments = []  # (token ids, written by the agent)
             for name, argument in calls[: self.max_tool_calls]:
                 segments.append((self.encode_text(format_call(name, argument)), 1))
-                result, _ = self.run(ToolCall(name, argument, (0, 0)))
+                result, _, failure = self.run(ToolCall(name, argument, (0, 0)), FaultCounts())
+                result = result if failure is None else f"error: {failure}"
                 segments.append((self.result_ids(result), 0))
             reference = example.reference
             reference = reference if isinstance(reference, str) else reference[0]
@@ -357,10 +370,12 @@ class _ToolEpisodes(MaskedEpisodes):
         try:
             calls, answered = self._read(core, slots, tokens, gave_up)
             called = np.flatnonzero([c is not None for c in calls])
+            failed = np.zeros(len(slots), dtype=bool)
             if called.size:
                 snap = self.snapshot(slots[called])
-                self._answer_calls(core, slots[called], [calls[k] for k in called])
-            return self._finish(core, slots, gave_up, answered)
+                calls = [calls[k] for k in called]
+                failed[called] = self._answer_calls(core, slots[called], calls)
+            return self._finish(core, slots, gave_up, answered, failed)
         except BaseException:
             if snap is not None:
                 self.restore(snap)
@@ -387,43 +402,62 @@ class _ToolEpisodes(MaskedEpisodes):
                     answered[k] = answer_end(text, names) is not None
         return calls, answered
 
-    def _answer_calls(self, core: _ToolCore, slots: np.ndarray, calls: list[ToolCall]) -> None:
+    def _answer_calls(
+        self, core: _ToolCore, slots: np.ndarray, calls: list[ToolCall]
+    ) -> np.ndarray:
         """Run each slot's call (one after another: wall-time limits stay fair) and append its
-        result, cut to the budget left; past ``max_tool_calls`` the call is refused."""
+        result, cut to the budget left; past ``max_tool_calls`` the call is refused. Returns
+        which slots ended as failed (a tool that still failed, ``on_failure="end_episode"``)."""
         P = core.max_prompt_tokens
-        for s, call in zip(slots.tolist(), calls):
+        failed = np.zeros(len(slots), dtype=bool)
+        for k, (s, call) in enumerate(zip(slots.tolist(), calls)):
             self.tool_calls[s] += 1
             if self.tool_calls[s] <= core.max_tool_calls:
-                text, failed = core.run(call)
+                text, error, failure = core.run(call, self.fault_counts)
             else:
-                text, failed = (
+                text, error, failure = (
                     f"error: no tool calls left ({core.max_tool_calls} per episode)",
                     True,
+                    None,
                 )
-            self.tool_errors[s] += failed
+            self.tool_errors[s] += error
+            if failure is not None:
+                self.end_failed(s, core.decode(self, np.array([s]))[0], failure)
+                failed[k] = True
+                continue
             end = P + self.num_generated[s]
             ids = core.result_ids(text)[: core.max_new_tokens - self.num_generated[s]]
             self.input_ids[s, end : end + len(ids)] = ids
             self.attention_mask[s, end : end + len(ids)] = 1
             self.num_generated[s] += len(ids)
             self.segment_start[s] = self.num_generated[s]
+        return failed
 
     def _finish(
-        self, core: _ToolCore, slots: np.ndarray, gave_up: np.ndarray, answered: np.ndarray
+        self,
+        core: _ToolCore,
+        slots: np.ndarray,
+        gave_up: np.ndarray,
+        answered: np.ndarray,
+        failed: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """End the episodes that gave up, answered or ran out of tokens, and score them:
-        (rewards, terminated, truncated)."""
-        terminated = gave_up | answered
-        truncated = ~terminated & (self.num_generated[slots] >= core.max_new_tokens)
-        done = terminated | truncated
+        """End the episodes that gave up, answered, ran out of tokens or failed, and score
+        them: (rewards, terminated, truncated). An episode whose scoring still fails ends as
+        failed (``on_failure="end_episode"``): truncated, reward 0.0 (a placeholder)."""
+        terminated = (gave_up | answered) & ~failed
+        truncated = ~terminated & (failed | (self.num_generated[slots] >= core.max_new_tokens))
         rewards = np.zeros(len(slots), dtype=np.float64)
-        finished = slots[done]
-        if finished.size:
+        scored = np.flatnonzero((terminated | truncated) & ~failed)
+        if scored.size:
+            finished = slots[scored]
             self.answered[slots[answered]] = True
-            texts, scores, outcomes = core.score(self, finished)  # may raise: put back by step
-            rewards[done] = scores
-            self.score[finished] = scores
-            for k, s in enumerate(finished.tolist()):
+            texts, scores, outcomes, failures = core.score(self, finished)  # may raise
+            for k, (i, s) in enumerate(zip(scored.tolist(), finished.tolist())):
+                if failures[k] is not None:
+                    self.end_failed(s, texts[k], failures[k])
+                    terminated[i], truncated[i] = False, True
+                    continue
+                rewards[i] = self.score[s] = scores[k]
                 self.completion[s] = texts[k]
                 if outcomes is not None:
                     self.outcome[s] = outcomes[k]
@@ -562,6 +596,13 @@ class ToolUseEnv(TextGenEnv):
     * ``max_prompt_tokens``: ``P`` (default: the longest prompt of the task's splits).
     * ``stop_on_eos``, ``prompt_overflow``, ``split``, ``chat_template``,
       ``mask_special_tokens``, ``vocab_size``, ``render_mode``: as in :class:`TextGenEnv`.
+    * ``retry``, ``on_failure``: a tool call that raises or runs past ``retry``'s ``timeout``
+      (a Python call over ``tool_timeout`` is not a failure: the sandbox reports it) and the
+      checker are retried per the :class:`~textgym.retry.RetryPolicy` (default: no retry). A
+      tool that still fails shows ``error: <error class>: <message>`` to the agent
+      (``on_failure="raise"``, as without a policy); a checker that still fails raises
+      :class:`~textgym.errors.ScorerError`. With ``on_failure="end_episode"`` either ends the
+      episode as failed, as in :class:`TextGenEnv` ("Failing calls").
 
     ``set_task`` is not supported: make a new environment for another task.
 
@@ -600,6 +641,8 @@ class ToolUseEnv(TextGenEnv):
         mask_special_tokens: bool = True,
         vocab_size: int | None = None,
         render_mode: str | None = None,
+        retry: RetryPolicy | dict[str, Any] | None = None,
+        on_failure: str = "raise",
     ):
         render_mode = check_render_mode(type(self), render_mode)
         self.core = _ToolCore(
@@ -617,6 +660,8 @@ class ToolUseEnv(TextGenEnv):
             chat_template,
             mask_special_tokens,
             vocab_size,
+            retry,
+            on_failure,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space

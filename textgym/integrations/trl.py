@@ -59,6 +59,7 @@ from textgym.tasks import Example
 
 #: the per-episode fields :func:`rollout_func` returns, which TRL passes to reward functions
 RETURN_FIELD, SUCCESS_FIELD, SEED_FIELD = "textgym_return", "textgym_success", "textgym_seed"
+FAILURE_FIELD = "textgym_failure"  # "<error class>: <message>" of a failed episode, else None
 
 
 # -- data and tokenizer ------------------------------------------------------------------------
@@ -215,7 +216,8 @@ def reward_funcs(env_id: str, success: bool = False, **env_kwargs: Any) -> list[
     ``prompt_index`` and ``split``). With ``success=True`` a second function,
     ``textgym_success``, gives 1.0 for a verifiable task's ``"correct"`` answer (or a solved
     dialogue) and 0.0 otherwise: pass ``GRPOConfig(reward_weights=[1.0, 0.0])`` to log it
-    without training on it.
+    without training on it. With ``on_failure="end_episode"`` a completion whose scoring (or
+    episode) failed gets None from both, never 0: TRL leaves it out of its group's baseline.
     """
     rewards = _Rewards(env_id, env_kwargs)
     if success and not rewards.reports_success:
@@ -224,7 +226,7 @@ def reward_funcs(env_id: str, success: bool = False, **env_kwargs: Any) -> list[
             f"and it is not a dialogue: it has no success to report; leave success=False"
         )
 
-    def textgym_score(prompts: list, completions: list, **kwargs: Any) -> list[float]:
+    def textgym_score(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
         return rewards(prompts, completions, kwargs)[0]
 
     def textgym_success(prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
@@ -257,7 +259,7 @@ class _Rewards:
 
     def __call__(
         self, prompts: list, completions: list, kwargs: dict[str, Any]
-    ) -> tuple[list[float], list[float | None]]:
+    ) -> tuple[list[float | None], list[float | None]]:
         if not _check_batch(self.env_id, prompts, completions, kwargs):
             return [], []
         if RETURN_FIELD in kwargs:  # the episodes were played by rollout_func
@@ -276,7 +278,7 @@ class _Rewards:
 
     def _score(
         self, prompts: list, completions: list, ids: list | None, kwargs: dict[str, Any]
-    ) -> tuple[list[float], list[float | None]]:
+    ) -> tuple[list[float | None], list[float | None]]:
         indices, splits = kwargs.get("prompt_index"), kwargs.get("split")
         if indices is None or splits is None:
             raise InvalidArgumentError(
@@ -306,7 +308,9 @@ class _Rewards:
 
         scores, labels = self.base.score_texts(examples, texts)
         success = [float(o == "correct") for o in labels] if labels else [None] * len(texts)
-        return [float(s) for s in scores], success
+        ok = ~np.isnan(scores)  # NaN: scoring still failed (on_failure="end_episode"): None
+        success = [x if k else None for k, x in zip(ok, success)]
+        return [float(x) if k else None for k, x in zip(ok, scores)], success
 
     def _example(self, k: int, split: Any, index: Any) -> Example:
         """The dataset row's example: ``split[k]`` and ``prompt_index[k]`` checked."""
@@ -356,7 +360,8 @@ def rollout_func(env_id: str, **env_kwargs: Any) -> Callable[[list, Any], dict[s
     model's tokens: TRL trains on those only) and, for :func:`reward_funcs`, each episode's
     return, success and seed. An episode the env ended itself (``terminated``) without an EOS
     last gets the pad id appended (``env_mask`` 0): that is how TRL learns it was not
-    truncated (see ``_Episode.mark_end``).
+    truncated (see ``_Episode.mark_end``). With ``on_failure="end_episode"`` a failed episode
+    has return and success None, an ``env_mask`` of 0s and its ``FAILURE_FIELD`` (docs/trl.md).
     """
     return _Rollout(env_id, env_kwargs)
 
@@ -373,6 +378,7 @@ class _Episode:
         self.env_mask: list[int] = []
         self.logprobs: list[float] = []
         self.total, self.done, self.terminated, self.info = 0.0, False, False, {}
+        self.failure: str | None = None
 
     def step(self, token: int, logprob: float) -> None:
         obs, reward, terminated, truncated, info = self.env.step(token)
@@ -383,6 +389,7 @@ class _Episode:
         self.total += float(reward)
         self.done, self.info = bool(terminated or truncated), info
         self.terminated = bool(terminated) and not truncated
+        self.failure = info.get("failure")  # a call still failed: no score, no token in the loss
 
     def mark_end(self, stops: Sequence[int], pad: int) -> None:
         """Tell TRL the env ended the episode itself. TRL (1.16) counts a completion as
@@ -481,10 +488,11 @@ class _Rollout:
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": [e.logprobs for e in episodes],
-            "env_mask": [e.env_mask for e in episodes],
-            RETURN_FIELD: [e.total for e in episodes],
-            SUCCESS_FIELD: [e.success for e in episodes],
+            "env_mask": [[0] * len(e.env_mask) if e.failure else e.env_mask for e in episodes],
+            RETURN_FIELD: [None if e.failure else e.total for e in episodes],
+            SUCCESS_FIELD: [None if e.failure else e.success for e in episodes],
             SEED_FIELD: seeds,
+            FAILURE_FIELD: [e.failure for e in episodes],
         }
 
 
@@ -579,6 +587,7 @@ def _play(model: Any, episodes: list[_Episode], sample: Callable, pad: int, devi
 
 
 __all__ = [
+    "FAILURE_FIELD",
     "RETURN_FIELD",
     "SEED_FIELD",
     "SUCCESS_FIELD",

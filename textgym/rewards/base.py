@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import numbers
-import threading
 from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
 
 import numpy as np
 
 from textgym.errors import ScorerError, ScorerTimeoutError
+from textgym.retry import call_with_timeout
 from textgym.tasks import Reference, Scorer
 
 # -- input hygiene -----------------------------------------------------------------------------
@@ -167,27 +167,6 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
-    """``fn()`` in a daemon thread; raises ``TimeoutError`` if it has not returned after
-    ``timeout`` seconds (the thread is abandoned: its late result is discarded)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # handed to the caller below
-            result["error"] = e
-
-    thread = threading.Thread(target=target, name="textgym-scorer", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 def _as_scores(raw: Any, task_name: str) -> np.ndarray:
     """The scorer's output as float64, or a ScorerError for anything but real numbers."""
     what = f"the scorer of task {task_name!r} returned"
@@ -243,25 +222,21 @@ def run_scorer(
             numbers (complex values, tensors that track gradients, strings) or a NaN/inf score.
     """
     n = len(completions)
+    what = f"the scorer of task {task_name!r}"
     try:
-        if timeout is None:
-            raw = scorer(prompts, completions, references)
-        else:
-            raw = _call_with_timeout(lambda: scorer(prompts, completions, references), timeout)
-    except TimeoutError as e:
-        if str(e):  # the scorer's own TimeoutError (a reward server): an ordinary failure
-            raise ScorerError(
-                f"the scorer of task {task_name!r} raised TimeoutError: {e}; the step changed "
-                f"nothing, call it again to retry"
-            ) from e
+        raw = call_with_timeout(lambda: scorer(prompts, completions, references), timeout, what)
+    except ScorerTimeoutError as e:
         raise ScorerTimeoutError(
-            f"the scorer of task {task_name!r} did not return within scorer_timeout={timeout} s "
-            f"(batch of {n}); the step changed nothing: call it again to retry, or raise "
-            f"scorer_timeout"
+            f"{e} (batch of {n}); the step changed nothing: call it again to retry, or raise "
+            f"the timeout"
         ) from None
+    except TimeoutError as e:  # the scorer's own (a reward server's): an ordinary failure
+        raise ScorerError(
+            f"{what} raised TimeoutError: {e}; the step changed nothing, call it again to retry"
+        ) from e
     except Exception as e:
         raise ScorerError(
-            f"the scorer of task {task_name!r} raised {type(e).__name__}: {e} "
+            f"{what} raised {type(e).__name__}: {e} "
             f"(first completion of the batch of {n}: {_short(completions[0])!r}); "
             f"fix the scorer so it returns a score for every completion, including empty ones"
         ) from e
