@@ -37,6 +37,8 @@ SKIPPED = {
     ("*", "accelerate launch"): "needs 4 processes; tests/test_distributed.py runs 2",
     ("*", "pip install"): "installs packages (make setup has)",
     ("*", "textgym play"): "interactive; tests/test_cli.py plays scripted input",
+    ("*", "^textgym serve "): "a server runs until stopped; docs/serving.md's blocks start one "
+    "in a thread, tests/test_server.py runs the command",
     ("*", "python -m benchmarks"): "a benchmark of minutes to hours; tests/test_benchmarks.py",
     ("*", "textgym bench --preset quick(?! --list)"): "a benchmark of hours; test_benchmarks.py",
     ("docs/cli.md", "-m agents.train --env TextGen-v0 --agent grpo --minutes 10"): "10 minutes of "

@@ -143,6 +143,19 @@ def test_remote_vector_env_equals_local(servers, env_id, protocol):
     remote.close()
 
 
+def test_gym_make_with_a_url(servers):
+    env = gym.make("textgym.server:textgym/Remote-v0", url=servers[COPY], protocol="ws")
+    twin = gym.make(COPY)
+    same(env.reset(seed=5), twin.reset(seed=5))
+    same(env.step(9), twin.step(9))
+    envs = gym.make_vec("textgym/Remote-v0", num_envs=3, url=[servers[COPY]] * 2)
+    local = gym.make_vec(COPY, num_envs=3)
+    same(envs.reset(seed=5), local.reset(seed=5))
+    same(envs.step(np.array([1, 2, 3])), local.step(np.array([1, 2, 3])))
+    env.close()
+    envs.close()
+
+
 def test_vector_env_over_two_servers_same_step_autoreset(servers):
     second = ServerThread(SessionStore(COPY))
     try:

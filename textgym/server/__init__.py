@@ -10,6 +10,18 @@ The server needs the ``serve`` extra (fastapi, uvicorn, httptools, websockets); 
 only the standard library for HTTP and websockets for ``protocol="ws"``. See docs/serving.md.
 """
 
+import gymnasium as gym
+
 from textgym.server.client import ChunkResult, RemoteEnv, RemoteVectorEnv, step_chunks
 
-__all__ = ["ChunkResult", "RemoteEnv", "RemoteVectorEnv", "step_chunks"]
+# gym.make("textgym.server:textgym/Remote-v0", url=URL) (the module part imports this file), and
+# gym.make_vec(..., num_envs=N, url=URL or [URL, ...]).
+REMOTE_ID = "textgym/Remote-v0"
+if REMOTE_ID not in gym.registry:
+    gym.register(
+        REMOTE_ID,
+        entry_point="textgym.server.client:RemoteEnv",
+        vector_entry_point="textgym.server.client:RemoteVectorEnv",
+    )
+
+__all__ = ["REMOTE_ID", "ChunkResult", "RemoteEnv", "RemoteVectorEnv", "step_chunks"]
