@@ -180,9 +180,10 @@ def test_a_chunk_stops_where_the_env_acts(servers, protocol):
     ids = script(TOOLS, local.unwrapped.tokenizer, None)
     remote.reset(seed=5)
     local.reset(seed=5)
-    sent = 0
+    sent, used = 0, []
     while sent < len(ids):
         chunk = remote.step_chunk(ids[sent:])
+        used.append(chunk.used)
         for k in range(chunk.used):
             obs, reward, terminated, truncated, info = local.step(ids[sent + k])
             assert chunk.rewards[k] == reward
@@ -193,6 +194,7 @@ def test_a_chunk_stops_where_the_env_acts(servers, protocol):
             break
         assert obs["agent_mask"].sum() < obs["num_generated"][0]  # it stopped after a tool result
     assert terminated and sent == len(ids) and info["tool_calls"] == 1
+    assert len(used) == 2 and used[0] < len(ids)  # two requests: up to the result, then the rest
 
 
 def test_text_turns_over_the_wire(servers):
@@ -358,45 +360,41 @@ def wait_healthy(url: str, process: subprocess.Popen) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-@pytest.mark.parametrize("protocol", ["http", "ws"])
-def test_a_killed_server_is_a_named_error_and_a_restart_works(protocol):
+def test_a_killed_server_is_a_named_error_and_a_restart_works():
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_cli(COPY, "--port", str(port))
     try:
         wait_healthy(url, process)
-        env, twin = RemoteEnv(url, protocol=protocol), gym.make(COPY)
-        env.reset(seed=0)
-        env.step(3)
-        process.kill()
-        process.wait()
-        with pytest.raises(ServerUnavailableError, match="reset"):
-            env.step(4)
-        with pytest.raises(ServerUnavailableError):
+        envs = {protocol: RemoteEnv(url, protocol=protocol) for protocol in ("http", "ws")}
+        for env in envs.values():
             env.reset(seed=0)
+            env.step(3)
+        process.kill()  # mid-episode
+        process.wait()
+        for env in envs.values():
+            with pytest.raises(ServerUnavailableError, match="reset"):
+                env.step(4)
+            with pytest.raises(ServerUnavailableError):
+                env.reset(seed=0)
         process = start_cli(COPY, "--port", str(port))
         wait_healthy(url, process)
-        same(env.reset(seed=0), twin.reset(seed=0))
-        same(env.step(4), twin.step(4))
+        for env in envs.values():
+            twin = gym.make(COPY)
+            same(env.reset(seed=0), twin.reset(seed=0))
+            same(env.step(4), twin.step(4))
     finally:
         process.kill()
         process.wait()
 
 
-def test_cli_errors_are_one_line_and_workers_serve_a_vector_env():
+def test_workers_serve_a_vector_env_over_their_ports():
     port = free_port()
     process = start_cli(COPY, "--port", str(port), "--workers", "2")
     try:
         urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
         for url in urls:
             wait_healthy(url, process)
-        busy = subprocess.run(
-            [sys.executable, "-m", "textgym.cli", "serve", COPY, "--port", str(port)],
-            capture_output=True,
-            text=True,
-        )
-        assert busy.returncode != 0 and busy.stderr.count("\n") == 1
-        assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
         local = gym.make_vec(COPY, num_envs=4)
         remote = RemoteVectorEnv(urls, num_envs=4, protocol="ws")
         same(remote.reset(seed=11), local.reset(seed=11))
@@ -406,15 +404,47 @@ def test_cli_errors_are_one_line_and_workers_serve_a_vector_env():
     finally:
         process.terminate()
         process.wait()
-    for argv, message in (
-        (["Nope-v0"], "unknown environment id 'Nope-v0'"),
-        ([COPY, "--host", "0.0.0.0"], "a token is required"),
-        ([COPY, "--env-kwargs", "{"], "--env-kwargs is not valid JSON"),
-    ):
-        run = subprocess.run(
-            [sys.executable, "-m", "textgym.cli", "serve", *argv], capture_output=True, text=True
-        )
-        assert run.returncode != 0 and message in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_cli_errors_are_one_line_before_anything_listens(capsys):
+    from textgym.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free = ["--port", str(free_port())]
+        for argv, message in (
+            (["Nope-v0"], "unknown environment id 'Nope-v0'"),
+            ([COPY, "--port", str(port)], f"cannot listen on 127.0.0.1:{port}"),
+            ([COPY, "--host", "0.0.0.0"], "a token is required"),
+            ([COPY, "--env-kwargs", "{"], "--env-kwargs is not valid JSON"),
+            ([COPY, "--env-kwargs", '{"max_new_tokens": -1}'], "max_new_tokens must be"),
+            ([COPY, "--max-sessions", "0"], "--max-sessions must be >= 1"),
+        ):
+            with pytest.raises(SystemExit) as error:
+                main(["serve", *argv, *free] if "--port" not in argv else ["serve", *argv])
+            text = str(error.value.code)
+            assert text.startswith("textgym serve: error: ") and message in text, text
+            assert "\n" not in text
+    assert (
+        "--max-request-bytes"
+        in subprocess.run(
+            [sys.executable, "-m", "textgym.cli", "serve", "--help"], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_the_throughput_benchmark_runs():
+    from benchmarks.serve_throughput import run, table
+
+    rows = run(COPY, [2], seconds=0.3)
+    assert {(r["protocol"], r["mode"]) for r in rows} == {
+        ("local", "singles"),
+        ("local", "vector"),
+        *((p, m) for p in ("http", "ws") for m in ("token", "chunk", "vector")),
+    }
+    assert all(r["tokens_per_s"] > 0 for r in rows) and "overhead per token" in table(rows)
 
 
 def test_openenv_conformance(servers):
