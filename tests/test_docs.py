@@ -47,6 +47,8 @@ SKIPPED = {
     ("docs/human-feedback.md", r"PreferenceCollector\("): "waits for a person to click",
     ("docs/agents.md", "LMActorCriticPolicy, env"): "minutes on a CPU (as it says); test_sb3.py "
     "runs LMActorCriticPolicy on a tiny LM",
+    ("docs/agents.md", r"VLLMEngine\(policy\)"): "needs vLLM, which lives in a venv of its own "
+    "(make vllm-venv); tests/test_engines_vllm.py runs VLLMEngine there",
 }
 
 # file -> [(old, new, why)]: the budget cuts, applied to the file's text before it runs.
