@@ -25,7 +25,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from textgym.envs import DialogueEnv, TextGenEnv, TextGenVectorEnv
-from textgym.envs.checks import check_seed, check_text
+from textgym.envs.checks import check_text, vector_seeds
 from textgym.errors import InvalidArgumentError, ResetNeeded
 from textgym.wrappers import TextObservation
 
@@ -441,16 +441,7 @@ class VectorTextTurns(VectorEnv):
                     f"selecting at least one env, got {mask.dtype} of shape {mask.shape}"
                 )
             slots = np.flatnonzero(mask).tolist()
-        if seed is None or isinstance(seed, (int, np.integer)):
-            seed = check_seed(seed)
-            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == self.num_envs:
-            seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
-        else:
-            raise InvalidArgumentError(
-                f"seed must be None, an int or a list of {self.num_envs} ints/None, got "
-                f"{seed!r:.60}"
-            )
+        seeds = vector_seeds(seed, self.num_envs)
         infos: dict[str, Any] = {}
         for i in slots:
             self._texts[i], info = self._players[i].reset(seed=seeds[i], options=options or None)

@@ -79,6 +79,19 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
     return int(seed)
 
 
+def vector_seeds(seed: Any, num_envs: int) -> list[int | None]:
+    """One reset seed per slot of a vector env: ``seed + i`` for an integer ``seed``, all None
+    for None, or a list of ``num_envs`` seeds (None keeps a slot's RNG), each checked."""
+    if seed is None or isinstance(seed, (int, np.integer)):
+        seed = check_seed(seed)
+        return [None if seed is None else seed + i for i in range(num_envs)]
+    if isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == num_envs:
+        return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
+    raise InvalidArgumentError(
+        f"seed must be None, an int or a list of {num_envs} ints/None, got {seed!r:.60}"
+    )
+
+
 def check_render_mode(cls: type, render_mode: Any) -> Any:
     """Gymnasium's own environments accept an unknown render mode with a warning (SB3's
     ``make_vec_env`` passes ``"rgb_array"``); textgym does the same. ``render()`` then returns

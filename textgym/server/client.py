@@ -31,7 +31,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textgym.envs.checks import check_seed
+from textgym.envs.checks import check_seed, vector_seeds
 from textgym.errors import (
     InvalidArgumentError,
     InvalidTokenError,
@@ -292,15 +292,7 @@ class RemoteVectorEnv(_Described, VectorEnv):
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ):
-        if seed is None or isinstance(seed, (int, np.integer)):
-            seed = check_seed(seed)
-            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        elif isinstance(seed, (list, tuple, np.ndarray)) and len(seed) == self.num_envs:
-            seeds = [check_seed(s, f"seed[{i}]") for i, s in enumerate(seed)]
-        else:
-            raise InvalidArgumentError(
-                f"seed must be None, an integer or a list of {self.num_envs} integers/None, got {seed!r:.60}"
-            )
+        seeds = vector_seeds(seed, self.num_envs)
         if options is not None and not isinstance(options, dict):
             raise InvalidArgumentError(f"options must be a dict or None, got {options!r:.60}")
         per_link = [self._block_options(options, b) for b in self._blocks]

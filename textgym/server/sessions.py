@@ -93,6 +93,10 @@ class SessionStore:
         # Built once: the id's spaces, docs and tokenizer for /metadata and /schema, and a check
         # that the id and its arguments make an env at all (before the server listens).
         self.probe = gym.make(env_id, **self.env_kwargs)
+        # A first episode here, in one thread: the lazy imports and per-process caches an env
+        # fills on first use (reasoning-gym's dataset registry, generators) are built before
+        # sessions reset concurrently in worker threads.
+        self.probe.reset(seed=0)
 
     # -- the session table -----------------------------------------------------------------
 
