@@ -143,6 +143,17 @@ def test_remote_vector_env_equals_local(servers, env_id, protocol):
     remote.close()
 
 
+@pytest.mark.parametrize("env_id", [COPY, DIALOGUE])
+def test_gymnasium_and_sb3_env_checkers_pass(servers, env_id):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    for check in (lambda e: check_env(e, skip_render_check=True), sb3_check_env):
+        env = RemoteEnv(servers[env_id])
+        check(env)
+        env.close()
+
+
 def test_gym_make_with_a_url(servers):
     env = gym.make("textgym.server:textgym/Remote-v0", url=servers[COPY], protocol="ws")
     twin = gym.make(COPY)

@@ -114,6 +114,7 @@ class RemoteEnv(_Described, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         result = self._link.reset(check_seed(seed), options)
+        super().reset(seed=seed)  # the client's np_random, seeded as Gymnasium expects
         return self._observation(result), decode(result["info"])
 
     def step(self, action: Any):
