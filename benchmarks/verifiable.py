@@ -25,13 +25,32 @@ The env, learner, model and hyperparameter flags are ``textgym train``'s
 (8 here), ``--config JSON``, ``--env-kwargs JSON``, ...). ``--model tiny`` trains
 :meth:`agents.LMPolicy.tiny` from scratch (for char-tokenizer tasks such as TextGen-Copy-v0; a
 fast smoke run).
+
+``--recipe rg`` is one command for any reasoning-gym id (``RG-<dataset>-v0``): warm start, GRPO
+and both evaluations with the settings of :data:`RECIPES` (flags given on the command line win)::
+
+    python -m benchmarks.verifiable --recipe rg --env RG-letter_counting-v0 --seed 0 --out lc.json
+
+It warm-starts on 256 train references (1 epoch, warm-start seed 0), runs GRPO (8 completions
+per prompt, lr 5e-5, seed ``--seed``) for 8 minutes, and evaluates the warm-started and the
+trained policy on 128 test episodes, sampled and greedy (the untrained model is skipped: RL is
+judged against the warm start). The env gets short budgets (32 new tokens: the warm start
+teaches a bare answer and EOS; prompts cut to their last 64 tokens: most arithmetic, counting
+and string ids ask in under 60, and acting and scoring run over the padded prompt width;
+pass ``--env-kwargs '{"max_prompt_tokens": 1024}'`` for boards and grids) and a test split of 1,000
+questions, so that the test episodes rarely repeat one. With ``--warm-start-cache DIR`` a second
+``--seed`` reuses the first one's warm start and its evaluation (GRPO seeds from one warm
+start). After training, the most common sampled answer is scored on every test prompt: the
+success a constant answer gets (a reward a constant can game).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,15 +71,74 @@ from benchmarks.stats import cpu_flags_text, machine_info
 from textgym.procedural import PROCEDURAL_IDS
 from textgym.wrappers import VectorCurriculum
 
+WARM_START_KEY = (
+    "env",
+    "model",
+    "precision",
+    "warm_start_epochs",
+    "warm_start_lr",
+    "warm_start_examples",
+    "eval_episodes",
+    "eval_seed",
+    "eval_modes",
+    "samples",
+)  # what makes two warm starts (and their evaluations) the same, with the seed and env kwargs
+
 GROUP_SIZE = 8  # completions per prompt of a group learner (GRPO, RLOO) without --group-size
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "rg": {
+        "ids": "RG-",  # the ids a recipe is for (a prefix)
+        "flags": {
+            "agent": "grpo",
+            "warm_start_epochs": 1,
+            "warm_start_examples": 256,
+            "warm_start_lr": 1e-4,
+            "warm_start_seed": 0,
+            "group_size": 8,
+            "num_envs": 16,
+            "lr": 5e-5,
+            "minutes": 8.0,
+            "eval_episodes": 128,
+            "no_untrained": True,
+            "precision": "fp32",
+        },
+        "env_kwargs": {
+            "max_new_tokens": 32,
+            "max_prompt_tokens": 64,
+            "prompt_overflow": "truncate",
+            "task_kwargs": {"n_test": 1000},
+        },
+    },
+}
+"""``--recipe NAME``: flag defaults and env arguments that make one command of a whole run on a
+family of ids. Flags given on the command line win; ``--env-kwargs`` is merged over the recipe's
+env arguments (``task_kwargs`` key by key)."""
+
+
+def recipe_env_kwargs(recipe: str | None, env_id: str, given: dict) -> dict:
+    """The env arguments of ``--recipe`` for ``env_id`` with ``--env-kwargs`` (``given``) on top."""
+    if recipe is None:
+        return given
+    spec = RECIPES[recipe]
+    if not env_id.startswith(spec["ids"]):
+        raise SystemExit(
+            f"--recipe {recipe} is for the {spec['ids']}* ids, got --env {env_id}; "
+            f"e.g. --recipe {recipe} --env RG-letter_counting-v0"
+        )
+    tasks = {**spec["env_kwargs"].get("task_kwargs", {}), **given.get("task_kwargs", {})}
+    return {**spec["env_kwargs"], **given, "task_kwargs": tasks}
 
 
 def measure(
-    policy_or_agent: Any, envs: Any, episodes: int, seed: int, samples: int, label: str
+    policy_or_agent: Any, envs: Any, args: argparse.Namespace, label: str
 ) -> dict[str, Any]:
-    """Sampled and greedy evaluations on the test split; prints the figures and samples."""
+    """Sampled and greedy evaluations (``--eval-modes``) of ``--eval-episodes`` on the test
+    split; prints the figures and ``--samples`` samples."""
+    episodes, seed, samples = args.eval_episodes, args.eval_seed, args.samples
     out: dict[str, Any] = {}
-    for mode, greedy in (("sampled", False), ("greedy", True)):
+    for mode in args.eval_modes:
+        greedy = mode == "greedy"
         t0 = time.perf_counter()
         res = evaluate(
             policy_or_agent,
@@ -72,9 +150,15 @@ def measure(
             num_samples=episodes,
         )
         distinct = distinct_share([s["completion"] for s in res.samples]) or 0.0
+        completions = [s["completion"] for s in res.samples]
+        top = max(set(completions), key=completions.count) if completions else ""
         out[mode] = {
             **res.as_dict(),
             "distinct_completions": distinct,
+            # a policy that answers the same thing everywhere (a constant that the checker
+            # often accepts) shows here: its most common completion and that one's share
+            "top_completion": top,
+            "top_completion_share": completions.count(top) / max(len(completions), 1),
             "seconds": time.perf_counter() - t0,
             "samples": res.samples[:samples],
         }
@@ -85,7 +169,8 @@ def measure(
             success = f"success {res.success_rate:.3f} ({s_lo:.3f}..{s_hi:.3f}) {res.outcomes}, "
         print(
             f"[{label}] {mode:7s} reward {res.reward_mean:.3f} (95% CI {lo:.3f}..{hi:.3f}, "
-            f"n={res.n_episodes}), {success}distinct completions {distinct:.2f}, "
+            f"n={res.n_episodes}), {success}distinct completions {distinct:.2f} (most common "
+            f"{top[:30]!r}: {out[mode]['top_completion_share']:.2f}), "
             f"KL {res.kl:.2f}, length {res.mean_length:.1f}",
             flush=True,
         )
@@ -93,6 +178,81 @@ def measure(
             for s in res.samples[:samples]:
                 print(f"    {s['prompt'][-60:]!r} -> {s['completion']!r} ({s['score']:.2f})")
     return out
+
+
+def warm_started(
+    policy: Any, envs: Any, eval_envs: Any, args: argparse.Namespace, env_kwargs: dict
+) -> dict[str, Any]:
+    """Warm-start ``policy`` on ``envs``' train references and evaluate it; with
+    ``--warm-start-cache DIR``, reuse (or save) the weights and figures of the same warm start
+    (same env, env arguments, model, warm-start settings and seed, evaluation), so that GRPO
+    runs with several seeds can start from one warm start."""
+    seed = args.seed if args.warm_start_seed is None else args.warm_start_seed
+    key = {k: getattr(args, k) for k in WARM_START_KEY} | {"seed": seed, "env_kwargs": env_kwargs}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(args.warm_start_cache or ".") / f"warm-start-{digest[:16]}.pt"
+    if args.warm_start_cache and path.exists():
+        saved = torch.load(path, map_location=policy.device, weights_only=False)
+        policy.model.load_state_dict(saved["state_dict"])
+        if policy.ref_model is not None:  # the KL reference is the warm-started model
+            object.__setattr__(policy, "ref_model", None)
+            policy.ensure_reference()
+        policy.reference_origin = "a frozen copy of the policy after a warm start"
+        print(f"warm start: loaded from {path} (warm-start seed {seed})", flush=True)
+        figures = {**saved["figures"], "warm_start_cache": str(path)}
+    else:
+        t0 = time.perf_counter()
+        ws = warm_start(
+            policy,
+            envs,
+            WarmStartConfig(
+                epochs=args.warm_start_epochs,
+                lr=args.warm_start_lr,
+                seed=seed,
+                max_examples=args.warm_start_examples,
+            ),
+        )
+        seconds = time.perf_counter() - t0
+        print(
+            f"warm start: {ws.num_examples} references x {args.warm_start_epochs} epochs, "
+            f"{seconds:.0f} s, last NLL {ws.history[-1]['loss']:.3f}",
+            flush=True,
+        )
+        history = {"history": ws.history, "examples": ws.num_examples, "seconds": seconds}
+        figures = {"warm_start": {**history, "seed": seed}}
+    if "after_warm_start" not in figures:  # a fresh warm start, or a cached one not yet judged
+        if args.warm_start_cache:  # the weights first: an interrupted evaluation keeps them
+            save_warm_start(path, key, figures, policy)
+        figures["after_warm_start"] = measure(policy, eval_envs, args, "warm start")
+        if args.warm_start_cache:
+            save_warm_start(path, key, figures, policy)
+    return figures
+
+
+def save_warm_start(path: Path, key: dict, figures: dict, policy: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figures = {k: v for k, v in figures.items() if k != "warm_start_cache"}
+    state = {"key": key, "figures": figures, "state_dict": policy.model.state_dict()}
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # never a half-written file under the cache's name
+
+
+def constant_answer_success(envs: Any, answer: str, n: int) -> float | None:
+    """The success rate of writing ``answer`` to each of the first ``n`` test prompts: where a
+    constant passes the checker often (a GCD of 1, a count of 1), part of a trained policy's
+    success may be that constant. None for a task whose scorer gives no outcome labels."""
+    test = envs.prompts["test"]
+    examples = [test[k] for k in range(min(n, len(test)))]
+    _, outcomes = envs.score_texts(examples, [answer] * len(examples))
+    return None if outcomes is None else outcomes.count("correct") / len(examples)
+
+
+def eval_modes(text: str) -> tuple[str, ...]:
+    """``--eval-modes sampled,greedy`` -> ``("sampled", "greedy")``."""
+    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not modes or set(modes) - {"sampled", "greedy"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: give sampled, greedy or sampled,greedy")
+    return modes
 
 
 def level_of(env_id: str) -> str:
@@ -126,6 +286,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lr=2e-5,
         precision="fp32",
     )
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="a whole run's settings for a family of ids (rg: any RG-* id; see RECIPES)",
+    )
     p.add_argument("--warm-start-epochs", type=int, default=0)
     p.add_argument("--warm-start-lr", type=float, default=1e-4)
     p.add_argument(
@@ -134,14 +300,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="use at most this many train references",
     )
+    p.add_argument(
+        "--warm-start-seed",
+        type=int,
+        default=None,
+        help="seed of the warm start's subset and order (default: --seed)",
+    )
+    p.add_argument(
+        "--warm-start-cache",
+        default=None,
+        metavar="DIR",
+        help="keep the warm-started weights and figures here and reuse them when the same "
+        "warm start is asked for again (GRPO seeds from one warm start)",
+    )
     p.add_argument("--drop-flat-groups", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--eval-seed", type=int, default=EVAL_SEED)
+    p.add_argument(
+        "--eval-modes",
+        type=eval_modes,
+        default=("sampled", "greedy"),
+        help="decodings evaluated: sampled (temperature 1, the policy RL trains), greedy, or "
+        "both (default: sampled,greedy)",
+    )
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
     p.add_argument(
         "--no-untrained",
         action="store_true",
         help="skip the untrained model's evaluation (needs --warm-start-epochs)",
+    )
+    p.add_argument(
+        "--untrained",
+        dest="no_untrained",
+        action="store_false",
+        help="evaluate the untrained model too (undoes --no-untrained, e.g. a recipe's)",
     )
     p.add_argument("--out", default=None, help="write the results (JSON) here")
     p.add_argument(
@@ -153,7 +345,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--promote-at", type=float, default=0.8, help="curriculum: success rate to move up"
     )
     p.add_argument("--curriculum-window", type=int, default=64, help="curriculum: episodes judged")
+    recipe = p.parse_known_args(argv)[0].recipe
+    if recipe:
+        p.set_defaults(**RECIPES[recipe]["flags"])
     args = p.parse_args(argv)
+    given = parse_json_object(args.env_kwargs, "--env-kwargs")
+    env_kwargs = env_kwargs_for(args.model, recipe_env_kwargs(recipe, args.env, given))
     levels = level_ids(args.env, args.curriculum) if args.curriculum else {}
     if args.no_untrained and not args.warm_start_epochs:
         raise SystemExit(
@@ -172,7 +369,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cls = learner_class(args.agent)
     overrides = learner_overrides(args, cls)
-    env_kwargs = env_kwargs_for(args.model, parse_json_object(args.env_kwargs, "--env-kwargs"))
     # Training envs (with a curriculum: the last level's budgets, playing the start level; the
     # warm start reads the base envs' train split, the learner steps the wrapper).
     envs = base_envs = make_envs(
@@ -199,34 +395,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result: dict[str, Any] = {"args": vars(args), "machine": machine}
     if not args.no_untrained:
-        result["before"] = measure(
-            policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "untrained"
-        )
+        result["before"] = measure(policy, eval_envs, args, "untrained")
 
-    t0 = time.perf_counter()
     if args.warm_start_epochs:
-        ws = warm_start(
-            policy,
-            base_envs,
-            WarmStartConfig(
-                epochs=args.warm_start_epochs,
-                lr=args.warm_start_lr,
-                seed=args.seed,
-                max_examples=args.warm_start_examples,
-            ),
-        )
-        result["warm_start"] = {
-            "history": ws.history,
-            "examples": ws.num_examples,
-            "seconds": time.perf_counter() - t0,
-        }
-        print(
-            f"warm start: {ws.num_examples} references x {args.warm_start_epochs} epochs, "
-            f"{time.perf_counter() - t0:.0f} s, last NLL {ws.history[-1]['loss']:.3f}"
-        )
-        result["after_warm_start"] = measure(
-            policy, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "warm start"
-        )
+        result.update(warm_started(policy, base_envs, eval_envs, args, env_kwargs))
     # The next level up, where a curriculum run goes first: the policy before training there,
     # so that the trained policy's figures on it have something to compare with.
     names = list(levels)
@@ -234,9 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     next_level = above[0] if above else None
     if next_level:
         next_envs = make_envs(levels[next_level], args.num_envs, env_kwargs)
-        result[f"before_training_{next_level}"] = measure(
-            policy, next_envs, args.eval_episodes, args.eval_seed, args.samples, next_level
-        )
+        result[f"before_training_{next_level}"] = measure(policy, next_envs, args, next_level)
 
     if "group_size" in cls.Config.__dataclass_fields__:
         overrides.setdefault("group_size", GROUP_SIZE)
@@ -280,25 +450,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 level += 1
                 print(f"curriculum: {names[level]} reached by episode {episodes}")
         print(f"curriculum: reached {names[reached]} (promote at {args.promote_at})", flush=True)
-    result["after"] = measure(
-        agent, eval_envs, args.eval_episodes, args.eval_seed, args.samples, "trained"
-    )
+    result["after"] = measure(agent, eval_envs, args, "trained")
     if next_level:
         result[f"after_{next_level}"] = measure(
             agent,
             next_envs,
-            args.eval_episodes,
-            args.eval_seed,
-            args.samples,
+            args,
             f"trained, {next_level}",
         )
+    # Reward gaming check: the trained (and starting) policy's most common sampled completion
+    # written to every test prompt.
+    for key in ("after_warm_start", "after"):
+        if key in result and "success_rate" in result[key]["sampled"]:
+            top = result[key]["sampled"]["top_completion"]
+            rate = constant_answer_success(eval_envs, top, args.eval_episodes)
+            result.setdefault("constant_answer", {})[key] = {"answer": top, "success": rate}
+            print(
+                f"[{key.replace('_', ' ')}] its most common answer {top[:40]!r} on every test "
+                f"prompt: success {rate:.3f}"
+            )
     result["total_seconds"] = time.perf_counter() - started
     # RL's own gain: against the warm-started model when there is one, else the untrained one;
     # on the success rate for a verifiable task, else on the mean reward.
     start = "after_warm_start" if "after_warm_start" in result else "before"
     metric = "success" if "success_rate" in result["after"]["sampled"] else "reward"
     key = "success_rate" if metric == "success" else "reward_mean"
-    for mode in ("sampled", "greedy"):
+    for mode in args.eval_modes:
         b, a = result[start][mode], result["after"][mode]
         separated = a[f"{metric}_ci_low"] > b[f"{metric}_ci_high"]
         result.setdefault("cis_separated", {})[mode] = separated

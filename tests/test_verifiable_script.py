@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from agents.cli import make_envs
 from agents.evaluation import verdict
 from benchmarks import verifiable
 
@@ -85,3 +86,60 @@ def test_verifiable_script_rejects_a_curriculum_outside_the_task():
         verifiable.main(["--env", "TextGen-WordSorting-Medium-v0", "--curriculum", "easy"])
     with pytest.raises(SystemExit, match="--warm-start-epochs"):
         verifiable.main(["--env", "TextGen-Copy-v0", "--no-untrained"])
+
+
+def test_recipe_rg_runs_warm_start_grpo_and_both_evaluations_on_an_rg_id(tmp_path):
+    """--recipe rg is one command for an RG-* id: its flags and env arguments apply, flags given
+    on the command line win, and the run evaluates the warm start and the trained policy only."""
+    pytest.importorskip("reasoning_gym")
+    out = tmp_path / "rg.json"
+    run = ["--recipe", "rg", "--env", "RG-letter_counting-v0", *TINY, "--eval-episodes", "8"]
+    run += ["--warm-start-examples", "8", "--warm-start-cache", str(tmp_path / "ws")]
+    run += ["--env-kwargs", '{"max_new_tokens": 6, "task_kwargs": {"n_test": 50}}']
+    result = verifiable.main([*run, "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["args"]["recipe"] == "rg"
+    assert saved["args"]["lr"] == 5e-5 and saved["args"]["warm_start_epochs"] == 1  # recipe's
+    assert saved["train"]["config"]["group_size"] == 4  # --group-size 4 beats the recipe's 8
+    assert "before" not in result  # judged against the warm start, as the recipe says
+    for key in ("after_warm_start", "after"):
+        for mode in ("sampled", "greedy"):
+            figures = saved[key][mode]
+            assert figures["n_episodes"] == 8 and "success_rate" in figures
+            assert figures["mean_length"] <= 6  # --env-kwargs over the recipe's 48
+            assert 0.0 < figures["top_completion_share"] <= 1.0
+    for key in ("after_warm_start", "after"):  # the reward gaming check: a constant answer
+        constant = saved["constant_answer"][key]
+        assert constant["answer"] == saved[key]["sampled"]["top_completion"]
+        assert 0.0 <= constant["success"] <= 1.0
+    # A second GRPO seed starts from the same warm start: loaded, not trained again.
+    second = verifiable.main([*run, "--seed", "1"])
+    assert "warm_start_cache" not in saved and second["warm_start_cache"]
+    assert second["after_warm_start"] == result["after_warm_start"]
+    assert second["train"]["config"]["seed"] == 1
+    assert verifiable.recipe_env_kwargs("rg", "RG-gcd-v0", {"task_kwargs": {"seed": 3}}) == {
+        **verifiable.RECIPES["rg"]["env_kwargs"],
+        "task_kwargs": {"n_test": 1000, "seed": 3},  # merged key by key
+    }
+
+
+def test_recipe_rg_refuses_an_id_outside_reasoning_gym():
+    with pytest.raises(SystemExit, match="--recipe rg"):
+        verifiable.main(["--recipe", "rg", "--env", "TextGen-Copy-v0"])
+
+
+def test_constant_answer_success_scores_one_answer_on_every_test_prompt():
+    """The reward gaming check: GCDs of random pairs are often 1, so the constant "1" passes
+    reasoning-gym's gcd checker on many test prompts, and a junk answer on none."""
+    pytest.importorskip("reasoning_gym")
+    envs = make_envs("RG-gcd-v0", 1)
+    assert verifiable.constant_answer_success(envs, "1", 40) > 0.1
+    assert verifiable.constant_answer_success(envs, "Answer: 1", 40) > 0.1  # the answer marker
+    assert verifiable.constant_answer_success(envs, "banana", 40) == 0.0
+
+
+def test_eval_modes_parses_the_decodings_to_evaluate():
+    assert verifiable.eval_modes("sampled") == ("sampled",)
+    assert verifiable.eval_modes("greedy, sampled,greedy") == ("greedy", "sampled")
+    with pytest.raises(SystemExit):  # argparse turns the ArgumentTypeError into a usage error
+        verifiable.main(["--env", "TextGen-Copy-v0", "--eval-modes", "beam"])
