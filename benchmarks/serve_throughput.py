@@ -11,9 +11,10 @@ sessions N (1, 16, 64) and each protocol (HTTP, WebSocket) three ways of driving
   (``RemoteVectorEnv``).
 
 The local rows step N ``gym.make`` envs in a loop (the reference of ``token`` and ``chunk``) and
-one ``gym.make_vec`` env (the reference of ``vector``). Each row is the fastest of three windows
-of ``--seconds / 3``. The overhead per token is
-``1e6 / remote tokens/s - 1e6 / local tokens/s`` microseconds. On a token env one step is one
+one ``gym.make_vec`` env (the reference of ``vector``). A remote row and its local reference
+take turns in three windows each, and each keeps its fastest window, so both see the same load
+on a shared machine; a local row is its fastest window over all of them. The overhead per token
+is ``1e6 / remote tokens/s - 1e6 / local tokens/s`` microseconds. On a token env one step is one
 token, so requests/s (env steps) and tokens/s differ only for ``chunk``, whose requests carry
 many tokens (and count the resets).
 
@@ -65,22 +66,30 @@ def start_server(env_id: str, port: int, max_sessions: int) -> subprocess.Popen:
     raise RuntimeError(f"textgym serve {env_id} did not start on port {port}")
 
 
-def timed(step, seconds: float, windows: int = 3) -> tuple[int, int, float]:
-    """Call ``step() -> (requests, tokens)`` for ``windows`` windows of ``seconds / windows``;
-    the totals and elapsed time of the fastest window (the machine is shared: the best window
-    is the one least disturbed by other work)."""
-    step()  # warm up
-    best = None
+def timed(step, seconds: float) -> tuple[int, int, float]:
+    """Call ``step() -> (requests, tokens)`` for about ``seconds``: totals and elapsed time."""
+    requests = tokens = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        r, t = step()
+        requests, tokens = requests + r, tokens + t
+    return requests, tokens, time.perf_counter() - start
+
+
+def faster(a: tuple | None, b: tuple) -> tuple:
+    """The window with more tokens per second."""
+    return b if a is None or b[1] / b[2] > a[1] / a[2] else a
+
+
+def timed_pair(local, remote, seconds: float, windows: int = 3) -> tuple[tuple, tuple]:
+    """The fastest of ``windows`` windows of each, local and remote taking turns, so that both
+    see the same load on a shared machine."""
+    local(), remote()  # warm up
+    best_local = best_remote = None
     for _ in range(windows):
-        requests = tokens = 0
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds / windows:
-            r, t = step()
-            requests, tokens = requests + r, tokens + t
-        result = (requests, tokens, time.perf_counter() - start)
-        if best is None or result[1] / result[2] > best[1] / best[2]:
-            best = result
-    return best
+        best_local = faster(best_local, timed(local, seconds / windows / 2))
+        best_remote = faster(best_remote, timed(remote, seconds / windows / 2))
+    return best_local, best_remote
 
 
 def local_singles(env_id: str, n: int, vocab: int):
@@ -162,19 +171,23 @@ def run(env_id: str, sizes: list[int], seconds: float) -> list[dict]:
         for n in sizes:
             pool = ThreadPoolExecutor(min(n, 16))
             local = {
-                "singles": timed(local_singles(env_id, n, vocab), seconds),
-                "vector": timed(local_vector(env_id, n, vocab), seconds),
+                "singles": local_singles(env_id, n, vocab),
+                "vector": local_vector(env_id, n, vocab),
             }
-            for name, (_, tokens, elapsed) in local.items():
-                rows.append(row(n, "local", name, tokens, tokens, elapsed, None))
+            best_local: dict[str, tuple | None] = dict.fromkeys(local)
+            remote_rows = []
             for protocol in ("http", "ws"):
                 for mode, make in REMOTE_MODES.items():
                     step, clients = make(url, protocol, n, vocab, pool)
-                    requests, tokens, elapsed = timed(step, seconds)
+                    reference = "vector" if mode == "vector" else "singles"
+                    ref, (requests, tokens, elapsed) = timed_pair(local[reference], step, seconds)
+                    best_local[reference] = faster(best_local[reference], ref)
                     for client in clients:
                         client.close()
-                    ref = local["vector" if mode == "vector" else "singles"]
-                    rows.append(row(n, protocol, mode, requests, tokens, elapsed, ref))
+                    remote_rows.append(row(n, protocol, mode, requests, tokens, elapsed, ref))
+            for name, (_, tokens, elapsed) in best_local.items():
+                rows.append(row(n, "local", name, tokens, tokens, elapsed, None))
+            rows += remote_rows
             pool.shutdown()
     finally:
         server.terminate()
