@@ -268,6 +268,9 @@ def test_bad_requests_get_clear_errors_and_leave_other_sessions_alone():
         url = server.url
         # malformed JSON, an oversized body, an unknown session, a bad action: each answered
         # with its error, as HTTP status and JSON
+        r = requests.post(f"{url}/reset", json={"seed": -1}, timeout=10)  # makes no session
+        assert r.status_code == 400 and r.json()["error"]["type"] == "InvalidArgumentError"
+        assert requests.get(f"{url}/state", timeout=10).json()["slots_in_use"] == 2
         r = requests.post(f"{url}/step", data="{not json", timeout=10)
         assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_JSON"
         r = requests.post(f"{url}/step", data=json.dumps({"x": "a" * 10_000}), timeout=10)

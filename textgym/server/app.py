@@ -200,8 +200,9 @@ def create_app(
     @app.post("/reset")
     async def reset(request: Request) -> Response:
         body = _object(await read_json(request))
+        new = body.get("session_id") is None
         try:
-            if body.get("session_id") is None:
+            if new:
                 session = await run_in_threadpool(
                     store.create,
                     body.get("num_envs"),
@@ -210,10 +211,15 @@ def create_app(
                 )
             else:
                 session = store.get(body["session_id"])
+        except Exception as e:
+            return failure(e)
+        try:
             result = await run_in_threadpool(
                 run, session, store.reset, body.get("seed"), body.get("options")
             )
         except Exception as e:
+            if new:  # a rejected request leaves no session behind
+                await run_in_threadpool(store.close, session.id)
             return failure(e)
         return answer({**result, "session_id": session.id})
 
