@@ -136,9 +136,12 @@ def test_remote_vector_env_equals_local(servers, env_id, protocol):
         actions = np.array([ids[(k + s) % len(ids)] for s in range(5)])
         same(remote.step(actions), local.step(actions), f"step {k}")
     mask = np.array([True, False, False, True, False])
+    options = {"reset_mask": mask}
+    if env_id == DIALOGUE:  # a per-slot episode option, split over the servers' blocks too
+        options["secret"] = [1, 2, 3, 4, 5]
     same(
-        remote.reset(seed=3, options={"reset_mask": mask}),
-        local.reset(seed=3, options={"reset_mask": mask}),
+        remote.reset(seed=3, options=options),
+        local.reset(seed=3, options=options),
     )
     remote.close()
 

@@ -330,7 +330,7 @@ class RemoteVectorEnv(_Described, VectorEnv):
             if not mask[block].any():
                 return False
             out["reset_mask"] = mask[block]
-        for key in ("prompt", "opening"):
+        for key in ("prompt", "secret"):  # per-slot episode options (TextGen, dialogues)
             if isinstance(options.get(key), (list, tuple)) and len(options[key]) == self.num_envs:
                 out[key] = list(options[key][block])
         return out
