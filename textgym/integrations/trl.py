@@ -54,6 +54,8 @@ from textgym.char_tokenizer import CharTokenizer
 from textgym.envs import DialogueEnv
 from textgym.envs.checks import check_text
 from textgym.errors import InvalidArgumentError
+from textgym.integrations import vllm as textgym_vllm
+from textgym.integrations.vllm import hf_tokenizer
 from textgym.models import position_ids
 from textgym.tasks import Example
 
@@ -114,7 +116,7 @@ def processing_class(env_id: str, **env_kwargs: Any) -> Any:
     tokenizer = env.unwrapped.tokenizer
     env.close()
     if isinstance(tokenizer, CharTokenizer):
-        return _char_twin(tokenizer)
+        return hf_tokenizer(tokenizer)
     from transformers import PreTrainedTokenizerBase
 
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
@@ -125,30 +127,6 @@ def processing_class(env_id: str, **env_kwargs: Any) -> Any:
     tokenizer = copy.deepcopy(tokenizer)  # load_tokenizer's object is shared: never mutate it
     tokenizer.padding_side = "left"
     return tokenizer
-
-
-def _char_twin(tokenizer: CharTokenizer) -> Any:
-    """A ``PreTrainedTokenizerFast`` equal to ``tokenizer``: one token per character (unknown
-    ones to ``<unk>``), special tokens parsed in text, ``<bos>`` with ``add_special_tokens``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel(tokenizer.get_vocab(), unk_token=tokenizer.unk_token))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()  # characters join without spaces
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{tokenizer.bos_token} $A",
-        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=tokenizer.bos_token,
-        eos_token=tokenizer.eos_token,
-        unk_token=tokenizer.unk_token,
-        pad_token=tokenizer.pad_token,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
 
 
 def _uses_chat_template(env_id: str, env_kwargs: dict[str, Any]) -> bool:
@@ -354,7 +332,10 @@ def rollout_func(env_id: str, **env_kwargs: Any) -> Callable[[list, Any], dict[s
     shared by the ``num_generations`` rollouts of a group (same secret, so the group baseline
     compares like with like). The trainer's model samples one token at a time (a batched KV
     cache; ``temperature``, ``top_k``, ``top_p`` and ``min_p`` from ``GRPOConfig``) and the env
-    is stepped with it, until every episode has ended. Returned: ``prompt_ids`` and
+    is stepped with it, until every episode has ended. With ``GRPOConfig(use_vllm=True,
+    vllm_mode="colocate")`` the trainer's vLLM generates instead, each episode up to its env's
+    next control point from the env's exact ids (:func:`textgym.integrations.vllm.play`), and
+    the env consumes each chunk through ``step``. Returned: ``prompt_ids`` and
     ``completion_ids`` (the env's own ids: prompt, then every token after it, the partner's
     too), ``logprobs`` (of the sampled tokens, 0 for the partner's), ``env_mask`` (1 for the
     model's tokens: TRL trains on those only) and, for :func:`reward_funcs`, each episode's
@@ -470,17 +451,23 @@ class _Rollout:
         while len(self.envs) < len(prompts):
             self.envs.append(gym.make(self.env_id, **self.env_kwargs))
         episodes = [_Episode(env, s, o) for env, s, o in zip(self.envs, seeds, options)]
-        sample = _sampler(args, self.n_actions)
         pad = trainer.processing_class.pad_token_id
-        with (
-            unwrap_model_for_generation(
-                trainer.model_wrapped,
-                trainer.accelerator,
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
-            ) as model,
-            torch.no_grad(),
-        ):
-            _play(model, episodes, sample, pad, trainer.accelerator.device)
+        llm = textgym_vllm.trainer_llm(trainer)  # TRL synced its weights before this call
+        if llm is not None:
+            sampling = textgym_vllm.trl_sampling(args, llm, self.n_actions)
+            textgym_vllm.play(llm, episodes, **sampling)
+        else:
+            with (
+                unwrap_model_for_generation(
+                    trainer.model_wrapped,
+                    trainer.accelerator,
+                    gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+                ) as model,
+                torch.no_grad(),
+            ):
+                _play(
+                    model, episodes, _sampler(args, self.n_actions), pad, trainer.accelerator.device
+                )
         stops = [*getattr(trainer, "eos_token_ids", [trainer.processing_class.eos_token_id]), pad]
         for episode in episodes:
             episode.mark_end(stops, pad)

@@ -14,6 +14,8 @@ prefix cache does not recompute.
 * :func:`episode_ids`: an observation row's exact ids (what the policy attends to).
 * :func:`hf_tokenizer`: a Hugging Face tokenizer with the env's ids for vLLM's detokenizer
   (which matches the stop strings); the character tokenizer gets its ``tokenizers`` twin.
+* :func:`play`, :func:`trainer_llm`, :func:`trl_sampling`: TRL's ``rollout_func`` with the
+  trainer's colocated vLLM (:mod:`textgym.integrations.trl`).
 
 The log-probs are vLLM's *processed* ones (``LLM(logprobs_mode="processed_logprobs")``, as TRL
 sets it): of the distribution each token was drawn from, after temperature, the action mask
@@ -23,6 +25,7 @@ and :func:`textgym.integrations.trl.rollout_func`; vLLM is imported inside the f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,6 +111,62 @@ def chunks(
     return result
 
 
+def play(llm: Any, episodes: Sequence[Any], **sampling: Any) -> None:
+    """Step every episode to its end with chunks from ``llm``, all live episodes in one
+    ``generate`` call per round. ``episodes``: TRL rollout episodes
+    (:func:`textgym.integrations.trl.rollout_func`'s), each with ``env`` (a single env),
+    ``done``, ``prompt_ids`` and ``completion_ids`` (the env's ids) and ``step(token,
+    logprob)``; ``sampling``: :func:`sampling_params`' keyword arguments. A chunk's tokens go to
+    ``step`` until the episode ends or the env appends tokens of its own; the rest is dropped."""
+    while live := [e for e in episodes if not e.done]:
+        points = [e.env.unwrapped.control_points() for e in live]
+        prompts = [e.prompt_ids + e.completion_ids for e in live]
+        params = [sampling_params(p, **sampling) for p in points]
+        for episode, (ids, logprobs) in zip(live, chunks(llm, prompts, params)):
+            for token, logprob in zip(ids, logprobs):
+                written = len(episode.completion_ids)
+                episode.step(token, logprob)
+                if episode.done or len(episode.completion_ids) > written + 1:
+                    break
+
+
+def trainer_llm(trainer: Any) -> Any | None:
+    """A TRL trainer's colocated vLLM ``LLM`` (``GRPOConfig(use_vllm=True,
+    vllm_mode="colocate")``: ``trainer.vllm_generation.llm`` in TRL 1.x), or None: without
+    vLLM, and in server mode, whose client generates from one set of sampling settings for
+    all prompts and so cannot stop each episode at its own control points."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if not getattr(trainer, "use_vllm", False) or generation is None:
+        return None
+    if getattr(generation, "mode", None) != "colocate":
+        warnings.warn(
+            "textgym's rollout_func samples from the trainer's model in vLLM server mode; "
+            "use vllm_mode='colocate' to generate with vLLM",
+            stacklevel=3,
+        )
+        return None
+    return generation.llm
+
+
+def trl_sampling(args: Any, llm: Any, n_actions: int) -> dict[str, Any]:
+    """:func:`sampling_params`' arguments from a ``GRPOConfig``: temperature, top-k, top-p and
+    min-p as TRL's own vLLM generation uses them; ids past the env's ``n_actions`` are never
+    drawn."""
+    if args.repetition_penalty != 1.0 or args.generation_kwargs:
+        raise InvalidArgumentError(
+            "textgym's rollout_func samples with temperature, top_k, top_p and min_p only; "
+            "leave repetition_penalty=1.0 and generation_kwargs=None"
+        )
+    vocab = llm.llm_engine.model_config.get_vocab_size()
+    return {
+        "temperature": args.temperature,
+        "top_k": args.top_k or 0,
+        "top_p": args.top_p,
+        "min_p": args.min_p or 0.0,
+        "allowed_token_ids": range(n_actions) if vocab > n_actions else None,
+    }
+
+
 def hf_tokenizer(tokenizer: Any) -> Any:
     """A Hugging Face tokenizer with ``tokenizer``'s ids, to save beside a model for vLLM (or
     to give TRL): the tokenizer itself, the Hugging Face twin of a textgym ``FastTokenizer``,
@@ -149,4 +208,12 @@ def _char_twin(tokenizer: CharTokenizer) -> Any:
     )
 
 
-__all__ = ["chunks", "episode_ids", "hf_tokenizer", "sampling_params"]
+__all__ = [
+    "chunks",
+    "episode_ids",
+    "hf_tokenizer",
+    "play",
+    "sampling_params",
+    "trainer_llm",
+    "trl_sampling",
+]
