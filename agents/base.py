@@ -1,24 +1,24 @@
-"""The skeleton every learner shares: rollout -> advantages -> update -> logging.
+"""The loop every learner shares: rollout -> ``update`` -> logging, evaluation, checkpoints.
 
-A learner subclasses :class:`Learner` and writes one method, :meth:`Learner.update`, which turns
-a :class:`~agents.rollout.Rollout` into advantages and a loss (see ``reinforce.py``, ``a2c.py``,
-``ppo.py``, ``grpo.py``). Everything else lives here, once:
+A learner subclasses :class:`Learner` and writes :meth:`Learner.update`: given a
+:class:`~agents.rollout.Rollout`, its advantages, its loss and its gradient steps, top to bottom
+in its own file (``reinforce.py``, ``a2c.py``, ``ppo.py``, ``grpo.py``, ``rloo.py``), from the
+plain functions of ``agents/update.py`` and ``agents/advantages.py`` and one method of this class,
+:meth:`Learner.optimizer_step`. Everything around the update lives here, once:
 
 * ``learn``: the loop, logging every iteration (:class:`~agents.logger.Logger`: a tqdm bar, CSV
   and TensorBoard scalars), periodic evaluation, early stopping (patience or a reward threshold)
   and periodic checkpoints;
-* ``prepare``: reference log-probs and the per-token KL to the reference;
-* ``gradient_epochs``: epochs x shuffled minibatches, trimmed to the columns they use, with
-  gradient clipping and PPO-style target-KL early stopping (checked per minibatch);
 * the non-finite policy: a NaN/inf reward, loss or gradient never reaches the weights; the update
   is skipped (counted, logged and warned) or training stops with :class:`NonFiniteError`;
 * checkpoints: what a run's state is (weights, optimizer, RNG states, counters, the training env's
-  ``state_dict()`` when it has one: a curriculum's), written and read
-  back checked by ``checkpoint.py``. :meth:`Learner.resume` continues the same run bit for bit
-  (all randomness flows from the learner's own numpy and torch generators, which are saved).
+  ``state_dict()`` when it has one: a curriculum's), written and read back checked by
+  ``checkpoint.py``. :meth:`Learner.resume` continues the same run bit for bit (all randomness
+  flows from the learner's own numpy and torch generators, which are saved).
 
-Over 600 lines because one concept needs them: the :class:`Learner`, whose loop, shared steps of
-``update`` and checkpointed state all read the same policy, optimizer, RNGs and counters.
+A learner may also override :meth:`Learner.acting_policy` (what acts in rollouts: NLPO's masked
+policy) and the ``extra_*`` methods (state of its own in checkpoints: a moving-average baseline,
+NLPO's mask policy).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import math
 import os
 import time
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 
 from agents import distributed
+from agents.advantages import KL_ESTIMATORS
 from agents.checkpoint import (
     CheckpointError,
     env_state_of,
@@ -48,18 +47,8 @@ from agents.checkpoint import (
 )
 from agents.logger import Logger
 from agents.policy import LMPolicy
-from agents.rollout import (
-    KL_ESTIMATORS,
-    Rollout,
-    cat_rollouts,
-    collect_rollout,
-    gae,
-    kl_estimate,
-    masked_mean,
-    select,
-    whiten,
-)
-from agents.token_stats import TokenStats
+from agents.rollout import Rollout, cat_rollouts, collect_rollout
+from textgym.errors import InvalidArgumentError
 
 NONFINITE_POLICIES = ("skip", "raise")
 TIME_MARGIN = 0.1  # learn(time_limit=T) may run past T by at most this share of T
@@ -67,6 +56,10 @@ TIME_MARGIN = 0.1  # learn(time_limit=T) may run past T by at most this share of
 
 class NonFiniteError(FloatingPointError):
     """A reward, loss or gradient was NaN/inf and ``on_nonfinite="raise"``."""
+
+
+class FailureRateError(RuntimeError):
+    """More than ``max_failure_rate`` of an iteration's episodes failed."""
 
 
 @dataclass
@@ -84,7 +77,7 @@ class LearnerConfig:
             (None: one rollout). Learning a task from scratch needs a few hundred episodes per
             update; a pretrained LM learns from tens.
         kl_coef: weight of the KL penalty to the reference model (0 disables it).
-        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`agents.rollout.kl_estimate`).
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`agents.advantages.kl_estimate`).
         ent_coef: weight of the entropy bonus.
         train_split: the prompt split rollouts draw from.
         on_nonfinite: ``"skip"`` a NaN/inf update (warn, count) or ``"raise"`` NonFiniteError.
@@ -102,6 +95,11 @@ class LearnerConfig:
         patience: stop when the eval reward has not improved for this many evaluations (0: off).
         reward_threshold: stop once the eval reward (or, without evaluation, the training
             reward) reaches this.
+        max_failure_rate: stop with :class:`FailureRateError` when more than this share of an
+            iteration's episodes failed (an env made with ``on_failure="end_episode"`` ends an
+            episode as failed when a scorer, partner or tool call still fails after its retries).
+            Failed episodes never reach the loss, whatever this is (see :meth:`Learner.
+            train_iteration`).
     """
 
     seed: int = 0
@@ -127,6 +125,50 @@ class LearnerConfig:
     patience: int = 0
     reward_threshold: float | None = None
     episodes_per_update: int | None = None
+    max_failure_rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`~textgym.errors.InvalidArgumentError` naming the first invalid setting.
+        The one place a config is validated: it runs when the config is made and again when a
+        learner is built from it; each learner's config extends it (``super().check()``)."""
+        name = type(self).__name__
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise InvalidArgumentError(
+                f"{name}: on_nonfinite must be one of {NONFINITE_POLICIES}, "
+                f"got {self.on_nonfinite!r}"
+            )
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise InvalidArgumentError(
+                f"{name}: kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
+            )
+        if not isinstance(self.save_optimizer, bool):
+            raise InvalidArgumentError(
+                f"{name}: save_optimizer must be True or False, got {self.save_optimizer!r}"
+            )
+        if self.episodes_per_update is not None and not _is_int_at_least(
+            self.episodes_per_update, 1
+        ):
+            raise InvalidArgumentError(
+                f"{name}: episodes_per_update must be an integer >= 1 (or None: one rollout of "
+                f"num_envs), got {self.episodes_per_update!r}"
+            )
+        rate = self.max_failure_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise InvalidArgumentError(
+                f"{name}: max_failure_rate must be a number in [0, 1], got {rate!r}"
+            )
+        if not _is_int_at_least(self.update_epochs, 1):
+            raise InvalidArgumentError(
+                f"{name}: update_epochs must be an integer >= 1, got {self.update_epochs!r}"
+            )
+        if self.minibatch_size is not None and not _is_int_at_least(self.minibatch_size, 1):
+            raise InvalidArgumentError(
+                f"{name}: minibatch_size must be an integer >= 1 (or None: the whole batch), "
+                f"got {self.minibatch_size!r}"
+            )
 
     @classmethod
     def for_policy(cls, policy: Any, **changes: Any) -> LearnerConfig:
@@ -136,6 +178,19 @@ class LearnerConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         defaults = getattr(policy, "learner_defaults", None) or {}
         return cls(**{**{k: v for k, v in defaults.items() if k in names}, **changes})
+
+
+def _fault_counts(envs: Any) -> Any:
+    """The env's :class:`textgym.retry.FaultCounts` so far (None if it keeps none)."""
+    for env in (envs, getattr(envs, "unwrapped", None)):
+        counts = getattr(env, "fault_counts", None)
+        if counts is not None:
+            return counts.copy() if hasattr(counts, "copy") else counts
+    return None
+
+
+def _is_int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
 
 
 # Columns every CSV row has, so the header of the first row fits all later ones.
@@ -165,25 +220,13 @@ class Learner:
     ):
         self.config = config if config is not None else self.Config.for_policy(policy)
         c = self.config
-        if c.on_nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(
-                f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {c.on_nonfinite!r}"
-            )
-        if c.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {c.kl_estimator!r}")
-        if not isinstance(c.save_optimizer, bool):
-            raise ValueError(f"save_optimizer must be True or False, got {c.save_optimizer!r}")
+        c.check()  # again: a config may have been changed since it was made
         self.policy, self.envs, self.eval_envs = policy, envs, eval_envs
         self.num_envs = int(envs.num_envs)
         self.group_size = int(getattr(c, "group_size", 1))
-        if c.episodes_per_update is not None and c.episodes_per_update < 1:
-            raise ValueError(
-                f"episodes_per_update must be >= 1 (or None: one rollout of num_envs), "
-                f"got {c.episodes_per_update}"
-            )
         self.rollouts_per_update = math.ceil((c.episodes_per_update or 1) / self.num_envs)
         if self.num_envs % self.group_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"num_envs={self.num_envs} must be a multiple of group_size={self.group_size}"
             )
         # Under torchrun / accelerate launch: join the process group, start from rank 0's weights
@@ -204,8 +247,9 @@ class Learner:
         # The numpy RNG (prompt seeds, minibatch order) is the same on every rank; sampling is not.
         self.generator = torch.Generator(device=policy.device).manual_seed(c.seed + self.dist.rank)
         self.iteration = self.episodes = self.tokens = self.skipped_updates = 0
+        self.failed_episodes = 0  # episodes that ended as failed, left out of the updates
+        self.iteration_faults: dict[str, float] = {}  # this iteration's failure counts
         self._saved_iteration: int | None = None  # the iteration save_checkpoint last wrote
-        self._orders: list[np.ndarray] | None = None  # the next update's epochs (see prepare)
         self.kl_coef = c.kl_coef
         self.best_eval = -math.inf
         self.evals_without_improvement = 0
@@ -285,33 +329,35 @@ class Learner:
         return self
 
     def train_iteration(self) -> dict[str, float]:
-        """One iteration: a rollout, then :meth:`update`; returns the logged row."""
+        """One iteration: a rollout, then :meth:`update`; returns the logged row.
+
+        Failed episodes (``Rollout.failed``: a scorer, partner or tool call still failed after
+        the env's retries) are left out before the update sees the rollout: for a group learner
+        the whole group (its baseline would come from fewer members), and on every rank the same
+        number of episodes (their gradient steps run together). Logged per iteration:
+        ``failed_episodes`` and, when the env counts them (``env.fault_counts``), ``retries`` and
+        ``timeouts``. More than ``max_failure_rate`` failed: :class:`FailureRateError`."""
         t0 = time.perf_counter()
-        rollout = cat_rollouts(
-            [
-                collect_rollout(
-                    self.acting_policy(),
-                    self.envs,
-                    seeds=self._rollout_seeds(),
-                    split=self.config.train_split,
-                    generator=self.generator,
-                )
-                for _ in range(self.rollouts_per_update)
-            ]
-        )
+        counts_before = _fault_counts(self.envs)
+        rollout = cat_rollouts([self.rollout() for _ in range(self.rollouts_per_update)])
         self.iteration += 1
         world = self.dist.world_size
         self.episodes += rollout.num_envs * world
         self.tokens += round(
             distributed.mean_over_ranks({"tokens": rollout.num_tokens})["tokens"] * world
         )
+        tokens_per_s = rollout.num_tokens / max(rollout.seconds, 1e-9)  # failed ones included
+        self.iteration_faults = {}
+        self.count_failures(rollout, counts_before)
+        rollout = self.without_failed(rollout)
+        returns = rollout.episode_returns
         row: dict[str, float] = {
             "iteration": self.iteration,
             "episodes": self.episodes,
-            "reward": float(rollout.scores.mean()),
-            "reward_std": float(rollout.scores.std()) if rollout.num_envs > 1 else 0.0,
-            "length": float(rollout.lengths.float().mean()),
-            "tokens_per_s": rollout.num_tokens / max(rollout.seconds, 1e-9),
+            "reward": float(returns.mean()) if len(returns) else math.nan,
+            "reward_std": float(returns.std()) if len(returns) > 1 else 0.0,
+            "length": float(rollout.lengths.float().mean()) if len(returns) else math.nan,
+            "tokens_per_s": tokens_per_s,
             "rollout_seconds": rollout.seconds,  # the rest of ``seconds`` is the update's
             # The env's numeric infos of agents.rollout.LOGGED_INFO_KEYS (a curriculum's level
             # and success rate), when it reports them.
@@ -319,10 +365,11 @@ class Learner:
         }
         if distributed.any_rank(not torch.isfinite(rollout.rewards).all()):
             self._nonfinite("reward")
-        else:
+        elif rollout.num_envs:
             row.update(self.update(rollout))
         row["kl_coef"] = self.kl_coef
         row["skipped_updates"] = self.skipped_updates
+        row.update(self.iteration_faults)  # failed episodes (retries, timeouts), extra rollouts too
         seconds = time.perf_counter() - t0
         row["samples_per_s"] = rollout.num_envs / seconds
         row["seconds"] = seconds
@@ -345,6 +392,17 @@ class Learner:
         """Advantages + gradient steps for one rollout; returns metrics to log. Subclasses."""
         raise NotImplementedError
 
+    def rollout(self) -> Rollout:
+        """One episode per slot of the training envs, by :meth:`acting_policy`, with the next
+        prompt seeds from the learner's RNG."""
+        return collect_rollout(
+            self.acting_policy(),
+            self.envs,
+            seeds=self._rollout_seeds(),
+            split=self.config.train_split,
+            generator=self.generator,
+        )
+
     def acting_policy(self) -> Any:
         """What acts in training rollouts: the policy (NLPO: the policy under its action mask)."""
         return self.policy
@@ -356,6 +414,43 @@ class Learner:
         seeds = self.rng.integers(0, 2**31 - 1, size=per_rank * self.dist.world_size)
         seeds = seeds[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
         return np.repeat(seeds, self.group_size).tolist()
+
+    # -- failed episodes ----------------------------------------------------------------------
+
+    def count_failures(self, rollout: Rollout, counts_before: Any) -> None:
+        """Add ``rollout``'s failed episodes (and the env's retries and timeouts since
+        ``counts_before``) to the run's and the iteration's counts; raise
+        :class:`FailureRateError` past ``max_failure_rate`` (decided on all ranks' counts)."""
+        failed = int(rollout.failed.sum()) if rollout.failed is not None else 0
+        totals = distributed.mean_over_ranks({"failed": failed, "n": rollout.num_envs})
+        world = self.dist.world_size
+        self.failed_episodes += round(totals["failed"] * world)
+        faults = self.iteration_faults
+        faults["failed_episodes"] = faults.get("failed_episodes", 0) + totals["failed"] * world
+        if counts_before is not None:
+            diff = _fault_counts(self.envs) - counts_before
+            faults["retries"] = faults.get("retries", 0) + diff.retries
+            faults["timeouts"] = faults.get("timeouts", 0) + diff.timeouts
+        rate = totals["failed"] / max(totals["n"], 1)
+        if rate > self.config.max_failure_rate:
+            reasons = [f for f in rollout.failures or [] if f is not None]
+            raise FailureRateError(
+                f"iteration {self.iteration}: {rate:.0%} of the episodes failed, more than "
+                f"max_failure_rate={self.config.max_failure_rate:.0%}"
+                + (f"; the last failure: {reasons[-1]}" if reasons else "")
+                + "; fix the scorer, partner or tool, give the env a retry policy with more "
+                "retries or a longer timeout, or raise max_failure_rate"
+            )
+
+    def without_failed(self, rollout: Rollout) -> Rollout:
+        """``rollout`` without its failed episodes (a group learner: without the groups that
+        have one), cut to the same number of episodes on every rank."""
+        if rollout.failed is None or not distributed.any_rank(bool(rollout.failed.any())):
+            return rollout
+        healthy = ~rollout.failed.view(-1, self.group_size).any(-1)
+        rows = torch.nonzero(healthy.repeat_interleave(self.group_size)).reshape(-1)
+        count = min(distributed.gather_objects(len(rows)))  # the same on every rank
+        return rollout.subset(rows[:count])
 
     # -- evaluation and early stopping -----------------------------------------------------------
 
@@ -383,207 +478,12 @@ class Learner:
             self.stop_reason = f"eval reward {result.reward_mean:.4f} reached the threshold"
         return row
 
-    # -- shared pieces of update() ---------------------------------------------------------------
-
-    def kl_penalised_gae(
-        self, batch: dict[str, torch.Tensor], gamma: float, gae_lambda: float, normalize: bool
-    ) -> None:
-        """Actor-critic advantages (A2C, PPO): the per-token KL penalty is subtracted from the
-        rewards, then GAE against the value head; sets ``advantages`` and ``returns``."""
-        mask = batch["mask"]
-        rewards = batch["rewards"] - self.kl_coef * batch["kl"]
-        advantages, returns = gae(rewards, batch["old_values"], mask, gamma, gae_lambda)
-        if normalize:
-            advantages = whiten(advantages, mask)
-        batch["advantages"], batch["returns"] = advantages, returns
+    # -- what every update calls -----------------------------------------------------------------
 
     def uses_reference(self) -> bool:
         """Whether updates need the reference model's log-probs (a KL penalty, or a controller
         that adapts it). Without, no reference forward runs and the logged ``kl`` is NaN."""
         return self.kl_coef != 0 or bool(getattr(self.config, "adaptive_kl", False))
-
-    def advantages_use_policy(self) -> bool:
-        """Whether the advantages need the rollout policy's log-probs or values before the first
-        gradient step (a value baseline, or a KL penalty in the reward). When they do not and the
-        update is one full-batch step (one epoch, no minibatches), :meth:`prepare` skips the
-        policy's rescoring forward: the update's own forward is that rescoring. Subclasses
-        that know better override it (GRPO, RLOO, REINFORCE)."""
-        return True
-
-    def minibatch_orders(self, n: int) -> list[np.ndarray]:
-        """Row orders of the update's epochs (one permutation per epoch, or ``arange`` when
-        one full-batch step makes order moot); drawn once per update, by :meth:`prepare`."""
-        c = self.config
-        size = min(c.minibatch_size or n, n)
-        if size >= n and c.update_epochs == 1:
-            return [np.arange(n)]
-        return [self.rng.permutation(n) for _ in range(c.update_epochs)]
-
-    def minibatches(
-        self, batch: dict[str, torch.Tensor], prompt_len: int, order: np.ndarray
-    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor], int]]:
-        """(row index, minibatch trimmed by :func:`~agents.rollout.select`, its prompt length)
-        for the minibatches of one epoch in ``order``."""
-        n = len(order)
-        size = min(self.config.minibatch_size or n, n)
-        device = batch["input_ids"].device
-        for start in range(0, n, size):
-            index = torch.from_numpy(order[start : start + size]).to(device)
-            mb, mb_prompt_len = select(batch, index, prompt_len)
-            yield index, mb, mb_prompt_len
-
-    def prepare(self, rollout: Rollout) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """The rollout as a batch dict on the policy's device, rescored; plus the KL metrics.
-
-        The old log-probs and values (``old_logprobs``, ``old_values``) and the reference
-        log-probs (``ref_logprobs``) are recomputed here by teacher forcing, in exactly the
-        minibatches (rows and trimmed shapes) of the update's first epoch, by the same forward the
-        update runs. Kernels round differently for different shapes (under bf16 by up to 0.3 nats
-        for SmolLM2), so the acting path's log-probs, or one full-batch forward, would differ from
-        the update's by rounding noise. Scored this way the first epoch's ratios start at exactly
-        1, and a policy equal to its reference has a KL of exactly 0: with no reward signal there
-        is no gradient at all, so the optimizer does not turn noise into steps. ``kl`` is the
-        per-token KL estimate (the configured estimator). Logged: ``kl`` (the per-sequence sum of
-        k1, the sampled estimate of KL(pi || ref)) and ``logprob_gap`` (mean |acting - rescored|
-        log-prob per token: the acting path's rounding, e.g. under bf16).
-
-        When the update is a single full-batch step and the advantages use no policy statistics
-        (:meth:`advantages_use_policy`: GRPO, or RLOO/REINFORCE without a KL penalty), that step's
-        forward *is* the rescoring: the policy is not scored here, ``old_logprobs`` is left out of
-        the batch, and :meth:`gradient_epochs` takes the step's own log-probs, detached (the same
-        values, so the same ratios of exactly 1 and the same gradient, for one forward less) and
-        logs ``kl`` and ``logprob_gap`` then.
-        """
-        rollout = rollout.to(self.policy.device)
-        mask = rollout.mask
-        batch = {
-            "input_ids": rollout.input_ids,
-            "attention_mask": rollout.attention_mask,
-            "mask": mask,
-            "rewards": rollout.rewards,
-            "scores": rollout.scores,
-        }
-        if rollout.support is not None:  # NLPO: the masked distributions the actions came from
-            batch["support"] = rollout.support
-        n = mask.shape[0]
-        self._orders = self.minibatch_orders(n)
-        reference = self.uses_reference()
-        one_step = len(self._orders) == 1 and (self.config.minibatch_size or n) >= n
-        deferred = one_step and not self.advantages_use_policy()
-        old, values = torch.zeros_like(rollout.logprobs), torch.zeros_like(rollout.values)
-        ref = torch.zeros_like(rollout.logprobs)
-        with torch.no_grad():
-            for index, mb, mb_prompt_len in self.minibatches(
-                batch, rollout.prompt_len, self._orders[0]
-            ):
-                args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
-                kwargs = dict(with_entropy=False, mask=mb["mask"], support=mb.get("support"))
-                width = int(mb["mask"].shape[1])
-                if not deferred:
-                    stats = self.policy.score_actions(*args, **kwargs)
-                    old[index, :width], values[index, :width] = stats.logprobs, stats.values
-                if reference:
-                    ref[index, :width] = self.policy.score_actions(
-                        *args, reference=True, **kwargs
-                    ).logprobs
-        if deferred:  # gradient_epochs fills old_logprobs and logs kl / logprob_gap
-            batch["acting_logprobs"] = rollout.logprobs
-            batch["kl"] = torch.zeros_like(old)
-            if reference:
-                batch["ref_logprobs"] = ref
-            return batch, {}
-        batch["old_logprobs"], batch["old_values"] = old, values
-        gap = float(masked_mean((rollout.logprobs - old).abs(), mask))
-        if not reference:
-            batch["ref_logprobs"], batch["kl"] = old, torch.zeros_like(old)
-            return batch, {"kl": math.nan, "logprob_gap": gap}
-        batch["ref_logprobs"] = ref
-        batch["kl"] = kl_estimate(old, ref, self.config.kl_estimator) * mask
-        kl_seq = ((old - ref) * mask).sum(-1)
-        return batch, distributed.mean_over_ranks({"kl": float(kl_seq.mean()), "logprob_gap": gap})
-
-    def gradient_epochs(
-        self,
-        batch: dict[str, torch.Tensor],
-        prompt_len: int,
-        loss_fn: Callable[[dict[str, torch.Tensor], TokenStats], tuple[torch.Tensor, dict]],
-        *,
-        with_values: bool = False,
-        target_kl: float | None = None,
-        reference_in_loss: bool = False,
-    ) -> dict[str, float]:
-        """``update_epochs`` passes of shuffled minibatches; one optimizer step per minibatch.
-
-        ``loss_fn(minibatch, stats)`` returns (loss, metrics) for a minibatch whose current
-        log-probs/entropies/values are ``stats``. With ``target_kl``, a minibatch whose metric
-        ``approx_kl`` (KL between the rollout policy and the current one, averaged over ranks)
-        exceeds ``1.5 * target_kl`` ends the update before its optimizer step: no more
-        minibatches and no more epochs (PPO's early stop, checked per minibatch as in SB3). Its
-        metrics are still logged; ``epochs`` counts the epochs started, ``stopped_early`` is 1
-        if the update stopped.
-
-        The epochs run in the orders :meth:`prepare` drew, so the first epoch's minibatches are
-        the ones the old and reference log-probs were scored in. ``reference_in_loss`` (GRPO's KL
-        term): later epochs, whose minibatches have other shapes, rescore the reference on each
-        minibatch by the same forward as the policy, so that at equality the KL stays exactly 0.
-        """
-        sums: dict[str, float] = defaultdict(float)
-        steps = 0
-        epochs_done = 0
-        stop = False
-        n = batch["mask"].shape[0]
-        orders = self._orders if self._orders and len(self._orders[0]) == n else None
-        orders, self._orders = orders or self.minibatch_orders(n), None
-        for epoch, order in enumerate(orders):
-            epochs_done += 1
-            for _, mb, mb_prompt_len in self.minibatches(batch, prompt_len, order):
-                args = (mb["input_ids"], mb["attention_mask"], mb_prompt_len)
-                if reference_in_loss and epoch > 0:
-                    mb["ref_logprobs"] = self.policy.score_actions(
-                        *args,
-                        with_entropy=False,
-                        reference=True,
-                        mask=mb["mask"],
-                        support=mb.get("support"),
-                    ).logprobs
-                stats = self.policy.score_actions(
-                    *args, with_values=with_values, mask=mb["mask"], support=mb.get("support")
-                )
-                if "old_logprobs" not in mb:  # deferred by prepare: this step is the rescoring
-                    sums.update(self._deferred_rescoring(mb, stats))
-                loss, metrics = loss_fn(mb, stats)
-                if target_kl is not None and "approx_kl" in metrics:
-                    kl = distributed.mean_over_ranks({"kl": float(metrics["approx_kl"])})["kl"]
-                    stop = kl > 1.5 * target_kl  # the same decision on every rank
-                if not stop:
-                    self.optimizer_step(loss)
-                for key, value in metrics.items():
-                    sums[key] += float(value)
-                sums["loss"] += loss.item()
-                steps += 1
-                if stop:
-                    break
-            if stop:
-                break
-        out = {key: value / max(steps, 1) for key, value in sums.items()}
-        out["epochs"] = epochs_done
-        out["stopped_early"] = float(stop)
-        return out
-
-    def _deferred_rescoring(self, mb: dict[str, torch.Tensor], stats: TokenStats) -> dict:
-        """The single full-batch step's own statistics as the old ones (see :meth:`prepare`),
-        and the metrics prepare would have logged: ``kl`` and ``logprob_gap``."""
-        mask = stats.mask
-        mb["old_logprobs"] = stats.logprobs.detach()
-        if stats.values is not None:
-            mb["old_values"] = stats.values.detach()
-        gap = masked_mean((mb["acting_logprobs"] - mb["old_logprobs"]).abs(), mask)
-        out = {"logprob_gap": float(gap)}
-        if "ref_logprobs" in mb:
-            out["kl"] = float(((mb["old_logprobs"] - mb["ref_logprobs"]) * mask).sum(-1).mean())
-        else:
-            out["kl"] = math.nan
-        return distributed.mean_over_ranks(out)
 
     def optimizer_step(self, loss: torch.Tensor) -> bool:
         """Backward, clip, step; a non-finite loss or gradient skips the step (or raises)."""
@@ -686,6 +586,7 @@ class Learner:
                 "episodes": self.episodes,
                 "tokens": self.tokens,
                 "skipped_updates": self.skipped_updates,
+                "failed_episodes": self.failed_episodes,
                 "kl_coef": self.kl_coef,
                 "best_eval": self.best_eval if math.isfinite(self.best_eval) else None,
                 "evals_without_improvement": self.evals_without_improvement,
@@ -755,6 +656,7 @@ class Learner:
             torch.cuda.set_rng_state(rng["cuda"])
         self.iteration, self.episodes = state["iteration"], state["episodes"]
         self.tokens, self.skipped_updates = state["tokens"], state["skipped_updates"]
+        self.failed_episodes = state.get("failed_episodes", 0)
         self.kl_coef = state["kl_coef"]
         self.best_eval = state["best_eval"] if state["best_eval"] is not None else -math.inf
         self.evals_without_improvement = state["evals_without_improvement"]

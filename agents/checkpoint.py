@@ -288,7 +288,9 @@ def _check_state_fields(file: Path, state: dict) -> None:
             f"written by something else: resume from another checkpoint"
         )
 
-    for key in ("iteration", "episodes", "tokens", "skipped_updates", "evals_without_improvement"):
+    counts = ("iteration", "episodes", "tokens", "skipped_updates", "evals_without_improvement")
+    # failed_episodes: written since failed episodes are counted (older checkpoints: 0)
+    for key in (*counts, *(("failed_episodes",) if "failed_episodes" in state else ())):
         value = state[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(key, "a count (an int >= 0)")

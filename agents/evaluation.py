@@ -265,11 +265,11 @@ def evaluate(
         ids, attn, mask = ro.input_ids[:take], ro.attention_mask[:take], ro.mask[:take]
         # Both sides recomputed the same way (not the acting-time log-probs, which differ from a
         # full forward by bf16 rounding), so an untrained policy has KL exactly 0.
-        ref = policy.score_actions(
+        ref = policy.token_stats(
             ids, attn, ro.prompt_len, with_entropy=False, reference=True, mask=mask
         ).logprobs
         support = None if ro.support is None else ro.support[:take]
-        logp = policy.score_actions(
+        logp = policy.token_stats(
             ids,
             attn,
             ro.prompt_len,
@@ -283,7 +283,7 @@ def evaluate(
         log_ratio = (ref - logp.logprobs).double()  # 0 outside the completion
         kls += (log_ratio.exp() - 1 - log_ratio).sum(-1).tolist()  # k3: >= 0 term by term
         if policy.temperature != 1.0:  # fluency is judged by the reference itself, at T = 1
-            ref = policy.score_actions(
+            ref = policy.token_stats(
                 ids,
                 attn,
                 ro.prompt_len,
@@ -294,7 +294,7 @@ def evaluate(
             ).logprobs
         nll -= float(ref.sum())
         tokens += int(mask.sum())
-        scores += ro.scores[:take].tolist()
+        scores += ro.episode_returns[:take].tolist()
         prompts += ro.prompts[:take]
         completions += ro.completions[:take]
         lengths += ro.lengths[:take].tolist()

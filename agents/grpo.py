@@ -1,14 +1,11 @@
-"""GRPO and RLOO: several completions per prompt, the group as the baseline, no value head.
+"""GRPO: several completions per prompt, the group as the baseline, no value head.
 
 Each rollout draws ``num_envs / group_size`` prompts and completes each ``group_size`` times
-(the slots of a group are reset with the same seed). Both use the sequence score as the
-advantage of every token of the completion, against a group baseline:
+(the slots of a group are reset with the same seed).
 
-* **GRPO** (Shao et al., 2024): ``A = (score - group mean) / group std``; the KL to the reference
-  is a loss term (``kl_coef * k3``), not part of the reward; PPO's clipped surrogate.
-* **RLOO** (Ahmadian et al., 2024): the reward is ``score - kl_coef * sum_t KL_t`` (sequence
-  level) and ``A = reward - mean of the other group members' rewards`` (leave-one-out, unbiased);
-  a REINFORCE loss (the clipped surrogate, which equals it with one epoch and one minibatch).
+**GRPO** (Shao et al., 2024): ``A = (return - group mean) / group std`` on every token of the
+completion; the KL to the reference is a loss term (``kl_coef * k3``), not part of the reward;
+PPO's clipped surrogate. (RLOO, the leave-one-out twin: ``rloo.py``.)
 
 GRPO's loss aggregation (``GRPOConfig.loss_type``), applied to the per-token clipped surrogate
 plus the KL term:
@@ -22,7 +19,7 @@ plus the KL term:
   divided by a constant, ``sequences x max_new_tokens``, and advantages not divided by the
   group's std (``scale_rewards`` then defaults to False; True is refused).
 
-The entropy bonus is a token mean in all three. RLOO always uses the token mean.
+The entropy bonus is a token mean in all three.
 
 **The KL term's gradient.** The tokens are sampled from the policy, so the gradient of the
 sampled ``k3`` alone, ``E_pi[(1 - ref/pi) dlog pi]``, is the gradient of KL(ref || pi), not of
@@ -31,53 +28,47 @@ KL(pi || ref) which ``k3`` estimates; the two agree to first order near the refe
 adds ``k3 * dlog pi`` and makes it the gradient of KL(pi || ref) (TRL's ``use_bias_correction_kl``,
 on by default in TRL 1.x; off here by default, as in the GRPO paper).
 
-**Flat groups** (``drop_flat_groups=True``; DAPO's dynamic sampling, Yu et al., 2025): a group
-whose completions all got the same score has advantage 0 for every member (RLOO judges by the
-score too: its KL penalty is no task signal), so it only dilutes the update. Such groups are
-dropped and more rollouts drawn (prompts from the learner's seeded RNG, as always) until the
-update has its configured number of groups, ``num_envs * rollouts_per_update / group_size``, or
-``max_extra_rollouts`` more rollouts were drawn; the update then uses the informative groups it
-has, the first in draw order, and with none it makes no update at all (no parameter changes).
-Logged: ``dropped_groups`` (flat groups among all drawn), ``rollouts_drawn`` (the update's
-rollouts, the regular ones included) and ``update_groups``; ``episodes`` counts every episode
-drawn. Distributed, the ranks draw until every rank has enough and all use the smallest count.
+Flat groups (``drop_flat_groups``) and the group settings GRPO shares with RLOO: ``groups.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from agents import distributed
-from agents.base import Learner, LearnerConfig
-from agents.ppo import clipped_surrogate
-from agents.rollout import (
-    Rollout,
-    cat_rollouts,
-    collect_rollout,
-    flat_groups,
-    group_advantages,
-    group_rows,
-    kl_estimate,
-    masked_mean,
+from agents.advantages import group_advantages, kl_estimate, masked_mean
+from agents.base import Learner
+from agents.groups import GroupConfig, informative_groups
+from agents.rollout import Rollout
+from agents.update import (
+    LOSS_TYPES,
+    MetricMeans,
+    aggregate_loss,
+    clipped_surrogate,
+    epoch_orders,
+    forward,
+    is_one_step,
+    minibatch_size_of,
+    minibatches,
+    old_from_step,
+    recompute,
+    rollout_batch,
 )
-from agents.token_stats import TokenStats
+from textgym.errors import InvalidArgumentError
 
 
 @dataclass
-class GRPOConfig(LearnerConfig):
-    """GRPO settings (and the shared ones of :class:`~agents.base.LearnerConfig`).
+class GRPOConfig(GroupConfig):
+    """GRPO settings (and those of :class:`~agents.groups.GroupConfig` and
+    :class:`~agents.base.LearnerConfig`).
 
     The defaults work on TextGen-v0 with SmolLM2-135M and 16 envs (4 prompts x 4): 10 minutes
     on a 2-core CPU raise the test reward from 0.15 to 0.85 (KL 16 nats per completion).
 
     Attributes:
-        group_size: completions per prompt (``num_envs`` must be a multiple).
-        clip_range: the ratio clip epsilon.
-        scale_rewards: divide by the group's std (False: Dr. GRPO's unscaled variant; None:
-            True, except False with ``loss_type="dr_grpo"``).
+        scale_rewards: divide the advantages by the group's std (False: Dr. GRPO's unscaled
+            variant; None: True, except False with ``loss_type="dr_grpo"``).
         kl_coef: beta of the ``k3`` KL loss term.
         kl_bias_correction: weigh each token's KL term by its importance ratio ``pi / pi_old``
             (1 in value, not in gradient; TRL's ``use_bias_correction_kl``, its default). Without
@@ -85,219 +76,109 @@ class GRPOConfig(LearnerConfig):
             of KL(pi || ref), the divergence the term estimates (see the module docstring).
         loss_type: how per-token losses are aggregated: ``"token"``, ``"sequence"`` or
             ``"dr_grpo"`` (see the module docstring).
-        drop_flat_groups: leave out groups whose scores are all equal and draw more prompts
-            instead (see the module docstring).
-        max_extra_rollouts: at most this many rollouts (of ``num_envs`` episodes) drawn per
-            update beyond the regular ones, with ``drop_flat_groups``.
     """
 
     lr: float = 5e-5
-    group_size: int = 4
-    clip_range: float = 0.2
     scale_rewards: bool | None = None
     kl_coef: float = 0.04
     kl_estimator: str = "k3"
     kl_bias_correction: bool = False
     loss_type: str = "token"
-    drop_flat_groups: bool = False
-    max_extra_rollouts: int = 4
 
-
-LOSS_TYPES = ("token", "sequence", "dr_grpo")
-
-
-def aggregate_loss(
-    per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_new_tokens: int
-) -> torch.Tensor:
-    """Reduce a ``(B, T)`` per-token loss over the ``mask``ed tokens as ``loss_type`` says
-    (see the module docstring); ``max_new_tokens`` is Dr. GRPO's constant length."""
-    mask = mask.to(per_token.dtype)
-    if loss_type == "token":
-        return masked_mean(per_token, mask)
-    if loss_type == "sequence":
-        lengths = mask.sum(-1)
-        rows = lengths > 0
-        return ((per_token * mask).sum(-1)[rows] / lengths[rows]).sum() / rows.sum().clamp_min(1)
-    if loss_type == "dr_grpo":
-        return (per_token * mask).sum() / (per_token.shape[0] * max_new_tokens)
-    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-
-
-@dataclass
-class RLOOConfig(LearnerConfig):
-    """RLOO settings (and the shared ones of :class:`~agents.base.LearnerConfig`).
-
-    Attributes:
-        group_size: completions per prompt (``num_envs`` must be a multiple, >= 2).
-        clip_range: the ratio clip epsilon (matters only with several epochs/minibatches).
-        kl_coef: weight of the sequence-level KL penalty in the reward.
-        normalize_advantages: divide the advantages by their batch std.
-        drop_flat_groups, max_extra_rollouts: as in :class:`GRPOConfig`.
-    """
-
-    lr: float = 5e-5
-    group_size: int = 4
-    clip_range: float = 0.2
-    kl_coef: float = 0.05
-    normalize_advantages: bool = False
-    drop_flat_groups: bool = False
-    max_extra_rollouts: int = 4
-
-
-class _GroupLearner(Learner):
-    """The part GRPO and RLOO share: per-sequence advantages on every token, clipped surrogate."""
-
-    def __init__(self, policy: Any, envs: Any, config: Any = None, **kwargs: Any):
-        c = config if config is not None else self.Config.for_policy(policy)  # as Learner's
+    def check(self) -> None:
+        super().check()
         name = type(self).__name__
-        if int(c.group_size) < 2:  # checked before the learner copies the reference model
-            raise ValueError(
-                f"{name}: group_size must be >= 2, got {c.group_size}: the group is the "
-                f"baseline (a group of one has no std for GRPO and no other members for RLOO); "
-                f"set {type(c).__name__}(group_size=4) or use PPO/REINFORCE for one sample per "
-                f"prompt"
+        if self.loss_type not in LOSS_TYPES:
+            raise InvalidArgumentError(
+                f"{name}: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}"
             )
-        loss_type = getattr(c, "loss_type", "token")
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"{name}: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-        if loss_type == "dr_grpo" and getattr(c, "scale_rewards", None):
-            raise ValueError(
+        if self.loss_type == "dr_grpo" and self.scale_rewards:
+            raise InvalidArgumentError(
                 f"{name}: loss_type='dr_grpo' uses advantages not scaled by the group's std; "
                 f"set scale_rewards=False (or leave it None)"
             )
-        correction = getattr(c, "kl_bias_correction", False)
-        if not isinstance(correction, bool):
-            raise ValueError(
-                f"{name}: kl_bias_correction must be True or False, got {correction!r}"
+        if not isinstance(self.kl_bias_correction, bool):
+            raise InvalidArgumentError(
+                f"{name}: kl_bias_correction must be True or False, got {self.kl_bias_correction!r}"
             )
-        extra = c.max_extra_rollouts
-        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
-            raise ValueError(f"{name}: max_extra_rollouts must be an integer >= 0, got {extra!r}")
-        super().__init__(policy, envs, c, **kwargs)
 
-    kl_in_loss = False  # GRPO: the KL to the reference is a loss term, scored per minibatch
 
-    def advantages_use_policy(self) -> bool:
-        # Sequence scores only, unless the KL penalty is part of the reward (RLOO's).
-        return not self.kl_in_loss and self.uses_reference()
+class GRPO(Learner):
+    """Group relative policy optimisation; see the module docstring."""
 
-    def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
-
-    def kl_loss(
-        self, mb: dict[str, torch.Tensor], stats: TokenStats, reduce: Any = masked_mean
-    ) -> torch.Tensor | None:
-        return None
+    Config = GRPOConfig
+    config: GRPOConfig
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
         metrics: dict[str, float] = {}
         if c.drop_flat_groups:
-            rollout, metrics = self.informative_groups(rollout)
+            rollout, metrics = informative_groups(self, rollout)
             if rollout is None:  # no group carries a signal: no update
                 return metrics
-        batch, prepared = self.prepare(rollout)
-        metrics.update(prepared)
-        batch["advantages"] = self.sequence_advantages(batch)[:, None] * batch["mask"]
-        loss_type, horizon = getattr(c, "loss_type", "token"), batch["mask"].shape[1]
+        batch = rollout_batch(rollout, self.policy.device)
+        mask, n = batch["mask"], rollout.num_envs
+        size = minibatch_size_of(n, c.minibatch_size)
+        orders = epoch_orders(self.rng, n, c.minibatch_size, c.update_epochs)
 
-        def reduce(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return aggregate_loss(per_token, mask, loss_type, horizon)
-
-        def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
-            loss, out = clipped_surrogate(
-                stats, mb["old_logprobs"], mb["advantages"], c.clip_range, reduce=reduce
-            )
-            out["pg_loss"] = loss.item()
-            kl = self.kl_loss(mb, stats, reduce)
-            if kl is not None:
-                out["kl_loss"] = kl.item()
-                loss = loss + self.kl_coef * kl
-            entropy = masked_mean(stats.entropies, stats.mask)
-            out["entropy"] = entropy.item()
-            return loss - c.ent_coef * entropy, out
-
-        reference_in_loss = self.kl_in_loss and bool(self.kl_coef)
+        # The reference's log-probs (the KL loss term) and the old log-probs. The advantages use
+        # neither, so a single full-batch step takes the old log-probs from its own forward
+        # (agents.update.old_from_step): the same values, one forward less.
+        defer = is_one_step(orders, c.minibatch_size)
         metrics.update(
-            self.gradient_epochs(
-                batch, rollout.prompt_len, loss_fn, reference_in_loss=reference_in_loss
+            recompute(
+                self.policy,
+                batch,
+                rollout.prompt_len,
+                orders[0],
+                size,
+                reference=self.uses_reference(),
+                kl_estimator=c.kl_estimator,
+                old=not defer,
             )
         )
-        return metrics
 
-    def informative_groups(self, rollout: Rollout) -> tuple[Rollout | None, dict[str, float]]:
-        """``rollout`` without its flat groups, topped up with the informative groups of more
-        rollouts (see the module docstring); None when no group is informative."""
-        c, size, world = self.config, self.group_size, self.dist.world_size
-        wanted = rollout.num_envs // size
-        flat = flat_groups(rollout.scores, size)
-        parts, dropped = [rollout.subset(group_rows(~flat, size))], int(flat.sum())
-        have, drawn = wanted - dropped, self.rollouts_per_update
-        cap = self.rollouts_per_update + c.max_extra_rollouts
-        while drawn < cap and distributed.any_rank(have < wanted):
-            more = collect_rollout(
-                self.acting_policy(),
-                self.envs,
-                seeds=self._rollout_seeds(),
-                split=c.train_split,
-                generator=self.generator,
-            )
-            drawn += 1
-            self.episodes += more.num_envs * world
-            tokens = distributed.mean_over_ranks({"tokens": more.num_tokens})["tokens"]
-            self.tokens += round(tokens * world)
-            if distributed.any_rank(not torch.isfinite(more.rewards).all()):
-                self._nonfinite("reward")
-                have = 0
-                break
-            flat = flat_groups(more.scores, size)
-            parts.append(more.subset(group_rows(~flat, size)))
-            dropped, have = dropped + int(flat.sum()), have + int((~flat).sum())
-        used = min(distributed.gather_objects(min(have, wanted)))  # the same on every rank
-        metrics = {
-            "dropped_groups": dropped,
-            "rollouts_drawn": drawn,
-            "update_groups": used,
-            "episodes": self.episodes,
-        }
-        if not used:
-            return None, metrics
-        return cat_rollouts(parts).subset(torch.arange(used * size)), metrics
-
-
-class GRPO(_GroupLearner):
-    """Group relative policy optimisation; see the module docstring."""
-
-    Config = GRPOConfig
-    config: GRPOConfig
-    kl_in_loss = True
-
-    def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        c = self.config
+        # Advantages: each completion's return against its group's, on every token.
         scale = c.scale_rewards if c.scale_rewards is not None else c.loss_type != "dr_grpo"
-        return group_advantages(batch["scores"], self.group_size, "mean", scale)
+        advantages = group_advantages(batch["episode_returns"], self.group_size, "mean", scale)
+        batch["advantages"] = advantages[:, None] * mask
 
-    def kl_loss(
-        self, mb: dict[str, torch.Tensor], stats: TokenStats, reduce: Any = masked_mean
-    ) -> torch.Tensor | None:
-        if not self.kl_coef:
-            return None
-        kl = kl_estimate(stats.logprobs, mb["ref_logprobs"], self.config.kl_estimator)
-        if self.config.kl_bias_correction:
-            # The sampled tokens' ratio pi / pi_old: 1 in value, its gradient adds k3 * dlog pi.
-            kl = kl * torch.exp(stats.logprobs - mb["old_logprobs"])
-        return reduce(kl, stats.mask)
+        horizon = mask.shape[1]
 
+        def reduce(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return aggregate_loss(per_token, mask, c.loss_type, horizon)
 
-class RLOO(_GroupLearner):
-    """REINFORCE leave-one-out; see the module docstring."""
-
-    Config = RLOOConfig
-    config: RLOOConfig
-
-    def sequence_advantages(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        rewards = batch["scores"] - self.kl_coef * batch["kl"].sum(-1)
-        advantages = group_advantages(rewards, self.group_size, "loo")
-        if self.config.normalize_advantages:
-            advantages = advantages / (advantages.std() + 1e-8)
-        return advantages
+        means = MetricMeans()
+        for epoch, order in enumerate(orders):
+            for _, mb, mb_prompt_len in minibatches(batch, rollout.prompt_len, order, size):
+                if self.kl_coef and epoch > 0:
+                    # Later epochs' minibatches have other shapes than recompute's: score the
+                    # reference by the same forward as the policy, so that at equality the KL
+                    # stays exactly 0.
+                    reference = forward(
+                        self.policy, mb, mb_prompt_len, entropy=False, reference=True
+                    )
+                    mb["ref_logprobs"] = reference.logprobs
+                stats = forward(self.policy, mb, mb_prompt_len)
+                if defer:
+                    metrics.update(old_from_step(mb, stats))
+                pg_loss, step = clipped_surrogate(
+                    stats, mb["old_logprobs"], mb["advantages"], c.clip_range, reduce=reduce
+                )
+                step["pg_loss"] = pg_loss.item()
+                loss = pg_loss
+                if self.kl_coef:
+                    kl = kl_estimate(stats.logprobs, mb["ref_logprobs"], c.kl_estimator)
+                    if c.kl_bias_correction:
+                        # The sampled tokens' ratio pi / pi_old: 1 in value; its gradient adds
+                        # k3 * dlog pi (see the module docstring).
+                        kl = kl * torch.exp(stats.logprobs - mb["old_logprobs"])
+                    kl_loss = reduce(kl, stats.mask)
+                    step["kl_loss"] = kl_loss.item()
+                    loss = loss + self.kl_coef * kl_loss
+                entropy = masked_mean(stats.entropies, stats.mask)
+                loss = loss - c.ent_coef * entropy
+                self.optimizer_step(loss)
+                means.add({**step, "entropy": entropy.item(), "loss": loss.item()})
+        metrics.update(means.means(), epochs=len(orders), stopped_early=0.0)
+        return metrics

@@ -71,10 +71,12 @@ class Logger:
                     self.writer.add_scalar(key, value, step)
         if self.bar is not None:
             self.bar.update(1)
+            failed = row.get("failed_episodes", 0)  # episodes left out of the update
             self.bar.set_postfix(
                 reward=f"{row['reward']:.3f}",
                 kl=f"{row['kl']:.3f}",
                 tok_s=f"{row['tokens_per_s']:.0f}",
+                **({"failed": f"{failed:.0f}"} if failed else {}),
             )
 
     def close(self) -> None:

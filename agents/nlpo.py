@@ -1,5 +1,7 @@
 """NLPO-style action masking for PPO (Ramamurthy et al., 2023, "Is RL (Not) for NLP?").
 
+The update is PPO's (``ppo.py``), scoring every action under the set it was sampled from.
+
 A *mask policy*, a frozen copy of the policy refreshed every ``nlpo_update_every`` iterations,
 restricts what the policy may sample: at each step only the tokens in the mask policy's top-p
 set (:func:`~agents.sampling.top_p_mask`: the smallest set of most likely tokens holding
@@ -34,7 +36,7 @@ import torch
 from agents.policy import ActOutput, LMPolicy
 from agents.ppo import PPO, PPOConfig
 from agents.sampling import top_p_mask
-from textgym.errors import CheckpointError
+from textgym.errors import CheckpointError, InvalidArgumentError
 
 
 @dataclass
@@ -44,6 +46,22 @@ class NLPOConfig(PPOConfig):
 
     nlpo_top_p: float = 0.9
     nlpo_update_every: int = 5
+
+    def check(self) -> None:
+        super().check()
+        name = type(self).__name__
+        if not 0.0 < self.nlpo_top_p <= 1.0:
+            raise InvalidArgumentError(
+                f"{name}: nlpo_top_p must be in (0, 1], got {self.nlpo_top_p}"
+            )
+        if isinstance(self.nlpo_update_every, bool) or not isinstance(self.nlpo_update_every, int):
+            raise InvalidArgumentError(
+                f"{name}: nlpo_update_every must be an integer >= 1, got {self.nlpo_update_every!r}"
+            )
+        if self.nlpo_update_every < 1:
+            raise InvalidArgumentError(
+                f"{name}: nlpo_update_every must be >= 1, got {self.nlpo_update_every}"
+            )
 
 
 class _RecordingPolicy(LMPolicy):
@@ -102,10 +120,6 @@ class NLPO(PPO):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if not 0.0 < self.config.nlpo_top_p <= 1.0:
-            raise ValueError(f"nlpo_top_p must be in (0, 1], got {self.config.nlpo_top_p}")
-        if self.config.nlpo_update_every < 1:
-            raise ValueError("nlpo_update_every must be >= 1")
         self.mask_policy: _RecordingPolicy | None = None
         self._mask_iteration = -1
 

@@ -2,7 +2,7 @@
 
 Two jobs, each built on a module of its own:
 
-1. **Token statistics for learning** (:meth:`LMPolicy.score_actions`): the log-prob of each chosen
+1. **Token statistics for learning** (:meth:`LMPolicy.token_stats`): the log-prob of each chosen
    completion token, the entropy of the policy there and the value, by teacher forcing. The LM
    head runs on completion positions only, a chunk of rows at a time (``token_stats.py``).
 2. **Acting through the env** (:meth:`LMPolicy.act`): the next token of every slot of a vector
@@ -19,7 +19,7 @@ sizes), so the learners rescore old and reference log-probs by the update's own 
 The distribution the learners optimise is ``softmax(logits / temperature)`` over the whole
 vocabulary, restricted to a ``support`` where there is one. The env's action mask only filters
 *sampling* (the recorded log-probs are of the unmasked distribution). A ``support`` restricts the
-distribution itself: acting and :meth:`LMPolicy.score_actions` both renormalise over it, so PPO's
+distribution itself: acting and :meth:`LMPolicy.token_stats` both renormalise over it, so PPO's
 importance ratios start at exactly 1. Two things give one: NLPO's mask, and **top-k / top-p**.
 Top-k/top-p change the distribution actions are actually drawn from, so :meth:`LMPolicy.act`
 records each step's kept set as the support (with the env's mask applied first) and the
@@ -503,7 +503,7 @@ class LMPolicy(nn.Module):
 
     # -- learning path ---------------------------------------------------------------------------
 
-    def score_actions(
+    def token_stats(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

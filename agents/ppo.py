@@ -5,26 +5,37 @@ Per iteration: a rollout; the KL penalty to the reference folded into the per-to
 then ``update_epochs`` passes of minibatches minimising
 
     clipped surrogate  max(-A r, -A clip(r, 1 - eps, 1 + eps)),  r = pi / pi_old
-    + vf_coef * value loss (optionally clipped around the rollout's values)
+    + vf_coef * value loss (optionally clipped around the old values)
     - ent_coef * entropy
 
 with gradient clipping, and an early stop once the policy has moved more than ``1.5 * target_kl``
 from the rollout policy: checked on every minibatch before its step, as in SB3, it ends the
-remaining minibatches and epochs. ``beta`` is fixed or adapted towards ``kl_target``
+remaining minibatches and epochs. ``beta`` is fixed or adapted towards ``adaptive_kl_target``
 (Ziegler's proportional controller).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from agents.advantages import gae, masked_mean, whiten
 from agents.base import Learner, LearnerConfig
-from agents.rollout import Rollout, masked_mean
-from agents.token_stats import TokenStats
+from agents.rollout import Rollout
+from agents.update import (
+    MetricMeans,
+    clipped_surrogate,
+    epoch_orders,
+    forward,
+    kl_exceeds,
+    minibatch_size_of,
+    minibatches,
+    recompute,
+    rollout_batch,
+    value_loss,
+)
+from textgym.errors import InvalidArgumentError
 
 
 @dataclass
@@ -39,15 +50,18 @@ class PPOConfig(LearnerConfig):
         update_epochs: passes over each rollout.
         minibatch_size: sequences per gradient step.
         clip_range: the ratio clip epsilon.
-        clip_range_vf: clip the value prediction to this distance from the rollout's value
-            (None: no value clipping).
+        clip_range_vf: clip the value prediction to this distance from the old value (None: no
+            value clipping).
         gamma, gae_lambda: GAE parameters.
         vf_coef: weight of the value loss.
-        normalize_advantages: whiten the advantages over the rollout.
-        adaptive_kl: adapt ``kl_coef`` towards ``kl_target`` (per-sequence KL, nats).
-        kl_target, kl_horizon: the controller's target and horizon (episodes).
-        target_kl: end the update at the first minibatch whose approximate KL to the rollout
-            policy exceeds ``1.5 * target_kl``, before its step (None: never).
+        whiten_advantages: normalise the advantages to zero mean and unit variance over the
+            rollout's tokens.
+        adaptive_kl: adapt ``kl_coef`` towards ``adaptive_kl_target``.
+        adaptive_kl_target: the controller's target, KL per completion (nats, summed over
+            tokens).
+        adaptive_kl_horizon: the controller's horizon (episodes).
+        target_kl: end the update at the first minibatch whose approximate KL per token to the
+            rollout policy exceeds ``1.5 * target_kl``, before its step (None: never).
     """
 
     lr: float = 5e-5
@@ -58,31 +72,20 @@ class PPOConfig(LearnerConfig):
     gamma: float = 1.0
     gae_lambda: float = 0.95
     vf_coef: float = 0.1
-    normalize_advantages: bool = True
+    whiten_advantages: bool = True
     kl_coef: float = 0.05
     adaptive_kl: bool = False
-    kl_target: float = 6.0
-    kl_horizon: int = 10_000
+    adaptive_kl_target: float = 6.0
+    adaptive_kl_horizon: int = 10_000
     target_kl: float | None = 0.1
 
-
-def clipped_surrogate(
-    stats: TokenStats,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    clip: float,
-    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = masked_mean,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped policy loss over the completion tokens, with its diagnostics. ``reduce``
-    aggregates the per-token loss (default: the token mean; GRPO's ``loss_type``)."""
-    mask = stats.mask
-    log_ratio = (stats.logprobs - old_logprobs) * mask
-    ratio = torch.exp(log_ratio)
-    loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip, 1 + clip))
-    with torch.no_grad():
-        clip_frac = masked_mean(((ratio - 1).abs() > clip).float(), mask)
-        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)  # k3 of pi_old || pi
-    return reduce(loss, mask), {"clip_frac": clip_frac.item(), "approx_kl": approx_kl.item()}
+    def check(self) -> None:
+        super().check()
+        if self.adaptive_kl and not self.adaptive_kl_target > 0:
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: adaptive_kl_target must be > 0 with adaptive_kl, "
+                f"got {self.adaptive_kl_target!r}"
+            )
 
 
 class PPO(Learner):
@@ -93,32 +96,55 @@ class PPO(Learner):
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
-        batch, metrics = self.prepare(rollout)
-        self.kl_penalised_gae(batch, c.gamma, c.gae_lambda, c.normalize_advantages)
+        batch = rollout_batch(rollout, self.policy.device)
+        mask, n = batch["mask"], rollout.num_envs
+        size = minibatch_size_of(n, c.minibatch_size)
+        orders = epoch_orders(self.rng, n, c.minibatch_size, c.update_epochs)
 
-        def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
-            m = stats.mask
-            pg_loss, out = clipped_surrogate(
-                stats, mb["old_logprobs"], mb["advantages"], c.clip_range
-            )
-            values, old_values = stats.values, mb["old_values"]
-            vf_loss = (values - mb["returns"]) ** 2
-            if c.clip_range_vf is not None:
-                clipped = old_values + torch.clamp(
-                    values - old_values, -c.clip_range_vf, c.clip_range_vf
-                )
-                vf_loss = torch.max(vf_loss, (clipped - mb["returns"]) ** 2)
-            vf_loss = 0.5 * masked_mean(vf_loss, m)
-            entropy = masked_mean(stats.entropies, m)
-            out.update(pg_loss=pg_loss.item(), vf_loss=vf_loss.item(), entropy=entropy.item())
-            return pg_loss + c.vf_coef * vf_loss - c.ent_coef * entropy, out
-
-        metrics.update(
-            self.gradient_epochs(
-                batch, rollout.prompt_len, loss_fn, with_values=True, target_kl=c.target_kl
-            )
+        # The old log-probs and values and the reference's log-probs, recomputed in the first
+        # epoch's minibatches (so its ratios start at exactly 1; see agents.update.recompute).
+        metrics = recompute(
+            self.policy,
+            batch,
+            rollout.prompt_len,
+            orders[0],
+            size,
+            reference=self.uses_reference(),
+            kl_estimator=c.kl_estimator,
         )
+
+        # Advantages: GAE of the KL-penalised rewards against the old values.
+        rewards = batch["rewards"] - self.kl_coef * batch["kl"]
+        advantages, targets = gae(rewards, batch["old_values"], mask, c.gamma, c.gae_lambda)
+        if c.whiten_advantages:
+            advantages = whiten(advantages, mask)
+        batch["advantages"], batch["value_targets"] = advantages, targets
+
+        # Epochs of minibatches, each one optimizer step, until the policy moved too far.
+        means, stop, epochs = MetricMeans(), False, 0
+        for order in orders:
+            epochs += 1
+            for _, mb, mb_prompt_len in minibatches(batch, rollout.prompt_len, order, size):
+                stats = forward(self.policy, mb, mb_prompt_len, values=True)
+                pg_loss, step = clipped_surrogate(
+                    stats, mb["old_logprobs"], mb["advantages"], c.clip_range
+                )
+                vf_loss = value_loss(stats, mb["old_values"], mb["value_targets"], c.clip_range_vf)
+                entropy = masked_mean(stats.entropies, stats.mask)
+                loss = pg_loss + c.vf_coef * vf_loss - c.ent_coef * entropy
+                # SB3's early stop: this minibatch's step is not taken, nor any later one.
+                stop = kl_exceeds(step["approx_kl"], c.target_kl)
+                if not stop:
+                    self.optimizer_step(loss)
+                step.update(pg_loss=pg_loss.item(), vf_loss=vf_loss.item())
+                means.add({**step, "entropy": entropy.item(), "loss": loss.item()})
+                if stop:
+                    break
+            if stop:
+                break
+        metrics.update(means.means(), epochs=epochs, stopped_early=float(stop))
+
         if c.adaptive_kl:  # Ziegler et al.: beta *= 1 + clip(KL / target - 1, +-0.2) * n / horizon
-            error = float(np.clip(metrics["kl"] / c.kl_target - 1, -0.2, 0.2))
-            self.kl_coef *= 1 + error * rollout.num_envs / c.kl_horizon
+            error = float(np.clip(metrics["kl"] / c.adaptive_kl_target - 1, -0.2, 0.2))
+            self.kl_coef *= 1 + error * n / c.adaptive_kl_horizon
         return metrics

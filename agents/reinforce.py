@@ -14,11 +14,22 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from agents.advantages import discounted_returns, leave_one_out_mean, masked_mean, scale_by_std
 from agents.base import Learner, LearnerConfig
-from agents.rollout import Rollout, discounted_returns, masked_mean, whiten
-from agents.token_stats import TokenStats
+from agents.rollout import Rollout
+from agents.update import (
+    MetricMeans,
+    epoch_orders,
+    forward,
+    is_one_step,
+    minibatch_size_of,
+    minibatches,
+    old_from_step,
+    policy_gradient_loss,
+    recompute,
+    rollout_batch,
+)
+from textgym.errors import InvalidArgumentError
 
 BASELINES = ("none", "moving_average", "loo")
 
@@ -31,24 +42,22 @@ class REINFORCEConfig(LearnerConfig):
         gamma: discount of the returns (1.0: the episode's total reward counts for every token).
         baseline: ``"none"``, ``"moving_average"`` or ``"loo"``.
         baseline_momentum: the moving average's decay per iteration.
-        normalize_advantages: divide the advantages by their batch std.
+        scale_advantages: divide the advantages by their standard deviation over the batch's
+            tokens (not centred: the baseline centres them).
     """
 
     lr: float = 5e-5
     gamma: float = 1.0
     baseline: str = "moving_average"
     baseline_momentum: float = 0.9
-    normalize_advantages: bool = False
+    scale_advantages: bool = False
 
-
-def policy_gradient_loss(
-    advantages: torch.Tensor, stats: TokenStats, ent_coef: float
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """``-mean(A * log pi) - ent_coef * entropy`` over the completion tokens (REINFORCE, A2C)."""
-    mask = stats.mask
-    pg_loss = -masked_mean(advantages * stats.logprobs, mask)
-    entropy = masked_mean(stats.entropies, mask)
-    return pg_loss - ent_coef * entropy, {"pg_loss": pg_loss.item(), "entropy": entropy.item()}
+    def check(self) -> None:
+        super().check()
+        if self.baseline not in BASELINES:
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: baseline must be one of {BASELINES}, got {self.baseline!r}"
+            )
 
 
 class REINFORCE(Learner):
@@ -59,17 +68,32 @@ class REINFORCE(Learner):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if self.config.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.config.baseline!r}")
         self.baseline: float | None = None  # the moving average
-
-    def advantages_use_policy(self) -> bool:
-        return self.uses_reference()  # returns use the policy only through the KL penalty
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
-        batch, metrics = self.prepare(rollout)
-        mask = batch["mask"]
+        batch = rollout_batch(rollout, self.policy.device)
+        mask, n = batch["mask"], rollout.num_envs
+        size = minibatch_size_of(n, c.minibatch_size)
+        orders = epoch_orders(self.rng, n, c.minibatch_size, c.update_epochs)
+
+        # The reference's log-probs (the KL penalty in the returns) and the old log-probs. The
+        # returns use the policy only through that penalty: without one, a single full-batch
+        # step takes the old log-probs from its own forward (agents.update.old_from_step).
+        reference = self.uses_reference()
+        defer = is_one_step(orders, c.minibatch_size) and not reference
+        metrics = recompute(
+            self.policy,
+            batch,
+            rollout.prompt_len,
+            orders[0],
+            size,
+            reference=reference,
+            kl_estimator=c.kl_estimator,
+            old=not defer,
+        )
+
+        # Advantages: returns of the KL-penalised rewards minus the baseline.
         rewards = batch["rewards"] - self.kl_coef * batch["kl"]
         returns = discounted_returns(rewards, mask, c.gamma)
         episode_returns = returns[:, 0]
@@ -79,21 +103,32 @@ class REINFORCE(Learner):
             self.baseline = c.baseline_momentum * baseline + (1 - c.baseline_momentum) * mean
             advantages = (returns - baseline) * mask
         elif c.baseline == "loo":
-            n = episode_returns.shape[0]
-            others = (episode_returns.sum() - episode_returns) / max(n - 1, 1)
-            advantages = (returns - others[:, None]) * mask
+            advantages = (returns - leave_one_out_mean(episode_returns)[:, None]) * mask
         else:
             advantages = returns
-        if c.normalize_advantages:
-            advantages = whiten(advantages, mask, shift_mean=False)
+        if c.scale_advantages:
+            advantages = scale_by_std(advantages, mask)
         batch["advantages"] = advantages
 
-        def loss_fn(mb: dict[str, torch.Tensor], stats: TokenStats):
-            return policy_gradient_loss(mb["advantages"], stats, c.ent_coef)
-
-        metrics.update(self.gradient_epochs(batch, rollout.prompt_len, loss_fn))
+        # The gradient steps (one full-batch step by default).
+        means = MetricMeans()
+        for order in orders:
+            for _, mb, mb_prompt_len in minibatches(batch, rollout.prompt_len, order, size):
+                stats = forward(self.policy, mb, mb_prompt_len)
+                if defer:
+                    metrics.update(old_from_step(mb, stats))
+                pg_loss = policy_gradient_loss(mb["advantages"], stats)
+                entropy = masked_mean(stats.entropies, stats.mask)
+                loss = pg_loss - c.ent_coef * entropy
+                self.optimizer_step(loss)
+                means.add(
+                    {"pg_loss": pg_loss.item(), "entropy": entropy.item(), "loss": loss.item()}
+                )
+        metrics.update(means.means(), epochs=len(orders), stopped_early=0.0)
         metrics["baseline"] = self.baseline if self.baseline is not None else 0.0
         return metrics
+
+    # -- checkpoints: the moving average -------------------------------------------------------
 
     def extra_state(self) -> dict[str, Any]:
         return {"baseline": self.baseline}

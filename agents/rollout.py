@@ -1,12 +1,12 @@
-"""Rollouts through the vector env, and the advantage estimators the learners share.
+"""Rollouts: one episode per slot of a textgym vector env, collected through ``env.step``.
 
 A rollout is the env-API equivalent of one batched ``generate`` call: reset all slots together
 (per-slot seeds; a GRPO/RLOO group gives its slots one seed, hence one prompt), then step until
 every slot has finished one episode. Finished slots keep being stepped with their outputs ignored,
 exactly as ``generate`` keeps computing finished rows, so the policy's KV cache stays one plain
-batch. Everything the update needs is recorded on the way: prompt ids (from the reset
-observation), the chosen tokens, their log-probs and values at acting time, and the env rewards;
-and the means of the numeric infos named in :data:`LOGGED_INFO_KEYS`, which the learners log.
+batch. A :class:`RolloutBuffer` records what the update needs on the way (the chosen tokens,
+their log-probs at acting time, the env's rewards, each episode's text and outcome) and turns it
+into a :class:`Rollout`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.policy import LMPolicy
+from agents.policy import ActOutput, LMPolicy
 
 LOGGED_INFO_KEYS = ("curriculum_level", "success_rate")
 """Numeric info keys a rollout averages (over the reset and every step, over the slots that
@@ -31,16 +31,18 @@ adds no columns."""
 
 @dataclass
 class Rollout:
-    """One episode per env slot. Token-level tensors are ``(N, T)``; ``T = max_new_tokens``."""
+    """One episode per env slot. Token-level tensors are ``(N, T)``, ``T = max_new_tokens``;
+    position ``t`` is observation index ``P + t``."""
 
     input_ids: torch.Tensor  # (N, P + T) prompt (left-padded) + completion (right-padded), long
     attention_mask: torch.Tensor  # (N, P + T)
     prompt_len: int  # P
-    mask: torch.Tensor  # (N, T) bool: completion token t exists
-    logprobs: torch.Tensor  # (N, T) log-probs at acting time (the "old" policy)
-    values: torch.Tensor  # (N, T) values at acting time
+    mask: torch.Tensor  # (N, T) bool: the agent chose token t (a dialogue's partner tokens: no)
+    # (N, T) the sampled tokens' log-probs as the acting path computed them. The update does not
+    # train on them: it recomputes its own (agents.update.recompute); they measure the gap.
+    acting_logprobs: torch.Tensor
     rewards: torch.Tensor  # (N, T) env rewards (sparse: the score on the last token)
-    scores: torch.Tensor  # (N,) episode return from the env (sum of its rewards)
+    episode_returns: torch.Tensor  # (N,) each episode's return: the sum of its rewards
     prompts: list[str]
     completions: list[str]
     seconds: float  # wall time of the collection
@@ -52,6 +54,12 @@ class Rollout:
     support: torch.Tensor | None = None
     # The means of the infos named in LOGGED_INFO_KEYS (None: the env reports none of them).
     info_means: dict[str, float] | None = None
+    # (N,) bool: the episode failed (a scorer, partner or tool call still failed after the env's
+    # retries: ``info["failed"]``, ``on_failure="end_episode"``). Its reward is a placeholder, not
+    # a score: learners leave such episodes out (agents.base.Learner.train_iteration).
+    failed: torch.Tensor | None = None
+    # (N,) why each failed episode failed (``info["failure"]``), None for the others.
+    failures: list[str | None] | None = None
 
     @property
     def num_envs(self) -> int:
@@ -122,16 +130,135 @@ def _finite_mean(values: Any) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
-def _add_info_values(found: dict[str, list], infos: dict[str, Any]) -> None:
-    """Append the values of :data:`LOGGED_INFO_KEYS` in a vector ``infos`` to ``found``."""
-    for key in LOGGED_INFO_KEYS:
-        if key not in infos:
-            continue
-        values = np.atleast_1d(np.asarray(infos[key]))
-        if "_" + key in infos:
-            values = values[np.asarray(infos["_" + key], dtype=bool)]
-        if values.size and np.issubdtype(values.dtype, np.number):
-            found.setdefault(key, []).append(values.astype(np.float64))
+class RolloutBuffer:
+    """What a rollout records while the env steps, one row per slot; :meth:`rollout` turns it
+    into a :class:`Rollout`.
+
+    Token-level arrays are indexed by where each action lands after ``P`` (the observation's
+    ``num_generated`` before the step): step ``t`` in TextGen, later in a dialogue, where the
+    partner's replies sit in between. A dialogue's sequences (agent and partner tokens) come from
+    each episode's final observation (``finals``), its action positions from ``agent_mask``.
+    """
+
+    def __init__(self, obs: dict[str, np.ndarray], infos: dict[str, Any], horizon: int):
+        n, length = obs["input_ids"].shape
+        self.horizon, self.prompt_len = horizon, length - horizon
+        self.prompts = [str(p) for p in infos["prompt"]] if "prompt" in infos else [""] * n
+        self.prompt_ids = torch.from_numpy(obs["input_ids"][:, : self.prompt_len].copy())
+        self.prompt_mask = torch.from_numpy(obs["attention_mask"][:, : self.prompt_len].copy())
+        self.tokens = np.zeros((n, horizon), dtype=np.int64)  # the chosen tokens
+        self.rewards = np.zeros((n, horizon), dtype=np.float32)
+        self.acting_logprobs = torch.zeros(n, horizon)
+        self.support: torch.Tensor | None = None  # (N, T, ceil(V / 8)), if the policy has them
+        self.lengths = np.zeros(n, dtype=np.int64)  # actions taken per episode
+        self.done = np.zeros(n, dtype=bool)  # the slot's episode has ended
+        self.completions = [""] * n
+        self.outcomes: list[str | None] = [None] * n
+        self.failures: list[str | None] = [None] * n  # info["failure"] of failed episodes
+        self.info_values: dict[str, list[np.ndarray]] = {}  # LOGGED_INFO_KEYS' values seen
+        self.finals = (  # dialogues: each episode's final observation
+            {k: obs[k].copy() for k in ("input_ids", "attention_mask", "agent_mask")}
+            if "agent_mask" in obs
+            else None
+        )
+        self.add_infos(infos)
+
+    def add_infos(self, infos: dict[str, Any]) -> None:
+        """Keep the values of :data:`LOGGED_INFO_KEYS` in a vector ``infos``."""
+        for key in LOGGED_INFO_KEYS:
+            if key not in infos:
+                continue
+            values = np.atleast_1d(np.asarray(infos[key]))
+            if "_" + key in infos:
+                values = values[np.asarray(infos["_" + key], dtype=bool)]
+            if values.size and np.issubdtype(values.dtype, np.number):
+                self.info_values.setdefault(key, []).append(values.astype(np.float64))
+
+    def record(
+        self,
+        at: np.ndarray,
+        out: ActOutput,
+        obs: dict[str, np.ndarray],
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        infos: dict[str, Any],
+    ) -> None:
+        """One env step: the actions ``out`` landed at positions ``at``; the rest is what
+        ``envs.step`` returned. Slots whose episode had already ended are ignored."""
+        self.add_infos(infos)
+        live = ~self.done
+        rows = np.flatnonzero(live)
+        self.tokens[rows, at[rows]] = out.actions[rows]
+        self.rewards[rows, at[rows]] = reward[rows]
+        rows_t, at_t = torch.from_numpy(rows), torch.from_numpy(at[rows])
+        self.acting_logprobs[rows_t, at_t] = out.logprobs.float().cpu()[rows_t]
+        if out.support is not None:
+            if self.support is None:
+                shape = (*self.tokens.shape, out.support.shape[-1])
+                self.support = torch.zeros(shape, dtype=torch.uint8)
+            self.support[rows_t, at_t] = out.support.cpu()[rows_t]
+        self.lengths[live] += 1
+        finished = live & (terminated | truncated)
+        if finished.any():
+            self._finish(finished, obs, infos)
+        self.done |= finished
+
+    def _finish(self, finished: np.ndarray, obs: dict[str, np.ndarray], infos: dict) -> None:
+        final = infos.get("final_info", infos)  # SAME_STEP autoreset nests it
+        if "completion" in final:
+            for i in np.flatnonzero(finished & final["_completion"]).tolist():
+                self.completions[i] = str(final["completion"][i])
+        if "outcome" in final:
+            for i in np.flatnonzero(finished & final["_outcome"]).tolist():
+                self.outcomes[i] = str(final["outcome"][i])
+        if "failed" in final:
+            for i in np.flatnonzero(finished & final["_failed"]).tolist():
+                if bool(final["failed"][i]):
+                    reason = final["failure"][i] if "failure" in final else None
+                    self.failures[i] = str(reason) if reason is not None else "failed"
+        if self.finals is not None:  # NEXT_STEP: obs is the final one; SAME_STEP: final_obs
+            final_obs = infos.get("final_obs")
+            for i in np.flatnonzero(finished).tolist():
+                last = None if final_obs is None else final_obs[i]
+                for key, array in self.finals.items():
+                    array[i] = obs[key][i] if last is None else last[key]
+
+    def rollout(self, seconds: float) -> Rollout:
+        if not self.done.all():
+            raise RuntimeError(
+                f"{int((~self.done).sum())} episode(s) did not end within "
+                f"max_new_tokens={self.horizon} steps"
+            )
+        p = self.prompt_len
+        if self.finals is not None:  # only the agent's positions are actions
+            mask = torch.from_numpy(self.finals["agent_mask"][:, p:].astype(bool))
+            input_ids = torch.from_numpy(self.finals["input_ids"])
+            attention_mask = torch.from_numpy(self.finals["attention_mask"])
+        else:
+            mask = torch.arange(self.horizon)[None, :] < torch.from_numpy(self.lengths)[:, None]
+            completion_ids = torch.from_numpy(self.tokens).masked_fill_(~mask, 0)
+            input_ids = torch.cat([self.prompt_ids, completion_ids], dim=1)
+            attention_mask = torch.cat([self.prompt_mask, mask.long()], dim=1)
+        outcomes = self.outcomes if any(o is not None for o in self.outcomes) else None
+        info_means = {k: _finite_mean(np.concatenate(v)) for k, v in self.info_values.items()}
+        return Rollout(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            prompt_len=p,
+            mask=mask,
+            acting_logprobs=self.acting_logprobs * mask,
+            rewards=torch.from_numpy(self.rewards),
+            episode_returns=torch.from_numpy(self.rewards.sum(1)),
+            prompts=self.prompts,
+            completions=self.completions,
+            seconds=seconds,
+            outcomes=outcomes,
+            support=self.support,
+            info_means=info_means or None,
+            failed=torch.tensor([f is not None for f in self.failures]),
+            failures=self.failures,
+        )
 
 
 def _max_new_tokens(envs: Any, length: int) -> int:
@@ -157,313 +284,23 @@ def collect_rollout(
     t0 = time.perf_counter()
     options = {"split": split} if split is not None else None
     obs, infos = envs.reset(seed=None if seeds is None else list(seeds), options=options)
-    info_values: dict[str, list] = {}
-    _add_info_values(info_values, infos)
-    n, length = obs["input_ids"].shape
-    horizon = _max_new_tokens(envs, length)
-    prompt_len = length - horizon
-    prompts = [str(p) for p in infos["prompt"]] if "prompt" in infos else [""] * n
-    prompt_ids = torch.from_numpy(obs["input_ids"][:, :prompt_len].copy())
-    prompt_mask = torch.from_numpy(obs["attention_mask"][:, :prompt_len].copy())
+    buffer = RolloutBuffer(obs, infos, _max_new_tokens(envs, obs["input_ids"].shape[1]))
     action_mask = envs.action_masks() if hasattr(envs, "action_masks") else None
-    # Dialogue envs append the partner's replies too: their observations carry agent_mask, and
-    # the sequences come from each episode's final observation instead of the actions alone.
-    finals = (
-        {k: obs[k].copy() for k in ("input_ids", "attention_mask", "agent_mask")}
-        if "agent_mask" in obs
-        else None
-    )
-
-    tokens = np.zeros((n, horizon), dtype=np.int64)
-    rewards = np.zeros((n, horizon), dtype=np.float32)
-    logprobs = torch.zeros(n, horizon)
-    values = torch.zeros(n, horizon)
-    lengths = np.zeros(n, dtype=np.int64)
-    done = np.zeros(n, dtype=bool)
-    completions = [""] * n
-    outcomes: list[str | None] = [None] * n  # filled by _steps from info["outcome"]
-    supports: list[torch.Tensor] = []  # filled by _steps if the policy returns supports
     policy.reset_state()
     # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
     # until its outermost region exits, so they are cast once per rollout, not once per step.
     with policy.autocast():
-        _steps(
-            policy,
-            envs,
-            obs,
-            action_mask,
-            deterministic,
-            generator,
-            tokens,
-            rewards,
-            logprobs,
-            values,
-            lengths,
-            done,
-            completions,
-            finals,
-            supports,
-            info_values,
-            outcomes,
-        )
-    if not done.all():
-        raise RuntimeError(
-            f"{int((~done).sum())} episode(s) did not end within max_new_tokens={horizon} steps"
-        )
-
-    if finals is not None:  # only the agent's positions are actions
-        mask = torch.from_numpy(finals["agent_mask"][:, prompt_len:].astype(bool))
-        input_ids = torch.from_numpy(finals["input_ids"])
-        attention_mask = torch.from_numpy(finals["attention_mask"])
-    else:
-        mask = torch.arange(horizon)[None, :] < torch.from_numpy(lengths)[:, None]
-        completion_ids = torch.from_numpy(tokens).masked_fill_(~mask, 0)
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
-    return Rollout(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        prompt_len=prompt_len,
-        mask=mask,
-        logprobs=logprobs * mask,
-        values=values * mask,
-        rewards=torch.from_numpy(rewards),
-        scores=torch.from_numpy(rewards.sum(1)),
-        prompts=prompts,
-        completions=completions,
-        seconds=time.perf_counter() - t0,
-        support=supports[0] if supports else None,
-        outcomes=outcomes if any(o is not None for o in outcomes) else None,
-        info_means={k: _finite_mean(np.concatenate(v)) for k, v in info_values.items()} or None,
-    )
-
-
-def _steps(
-    policy: LMPolicy,
-    envs: Any,
-    obs: dict[str, np.ndarray],
-    action_mask: Any,
-    deterministic: bool,
-    generator: torch.Generator | None,
-    tokens: np.ndarray,
-    rewards: np.ndarray,
-    logprobs: torch.Tensor,
-    values: torch.Tensor,
-    lengths: np.ndarray,
-    done: np.ndarray,
-    completions: list[str],
-    finals: dict[str, np.ndarray] | None = None,
-    supports: list[torch.Tensor] | None = None,
-    info_values: dict[str, list] | None = None,
-    outcomes: list[str | None] | None = None,
-) -> None:
-    """The stepping loop of :func:`collect_rollout`; fills the buffers in place.
-
-    Token-level buffers are indexed by where each action lands after ``P`` (the observation's
-    ``num_generated``): step ``t`` in TextGen, later in a dialogue, where the partner's replies
-    sit in between. ``finals`` (dialogues) receives each episode's final observation.
-    ``supports`` receives one ``(N, T, ceil(V / 8))`` buffer if the policy returns supports;
-    ``info_values`` the values of :data:`LOGGED_INFO_KEYS` in each step's infos; ``outcomes``
-    each finished episode's ``info["outcome"]`` (verifiable tasks).
-    """
-    for _ in range(tokens.shape[1]):
-        out = policy.act(
-            obs, action_mask, deterministic=deterministic, generator=generator, ignore=done
-        )
-        at = obs["num_generated"].reshape(-1)  # where the actions land after P (TextGen: t)
-        obs, reward, terminated, truncated, infos = envs.step(out.actions)
-        if info_values is not None:
-            _add_info_values(info_values, infos)
-        live = ~done
-        rows = np.flatnonzero(live)
-        tokens[rows, at[rows]] = out.actions[rows]
-        rewards[rows, at[rows]] = reward[rows]
-        rows_t, at_t = torch.from_numpy(rows), torch.from_numpy(at[rows])
-        logprobs[rows_t, at_t] = out.logprobs.float().cpu()[rows_t]
-        values[rows_t, at_t] = out.values.float().cpu()[rows_t]
-        if out.support is not None and supports is not None:
-            if not supports:
-                supports.append(
-                    torch.zeros(*tokens.shape, out.support.shape[-1], dtype=torch.uint8)
-                )
-            supports[0][rows_t, at_t] = out.support.cpu()[rows_t]
-        lengths[live] += 1
-        finished = live & (terminated | truncated)
-        if finished.any():
-            final = infos.get("final_info", infos)  # SAME_STEP autoreset nests it
-            if "completion" in final:
-                for i in np.flatnonzero(finished & final["_completion"]).tolist():
-                    completions[i] = str(final["completion"][i])
-            if "outcome" in final and outcomes is not None:
-                for i in np.flatnonzero(finished & final["_outcome"]).tolist():
-                    outcomes[i] = str(final["outcome"][i])
-            if finals is not None:  # NEXT_STEP: obs is the final one; SAME_STEP: final_obs
-                final_obs = infos.get("final_obs")
-                for i in np.flatnonzero(finished).tolist():
-                    last = None if final_obs is None else final_obs[i]
-                    for key, array in finals.items():
-                        array[i] = obs[key][i] if last is None else last[key]
-        done |= finished
-        if done.all():
-            return
-
-
-# --- minibatches ----------------------------------------------------------------------------------
-
-SEQUENCE_KEYS = ("input_ids", "attention_mask")
-
-
-def select(
-    batch: dict[str, torch.Tensor], index: torch.Tensor, prompt_len: int
-) -> tuple[dict[str, torch.Tensor], int]:
-    """Rows ``index`` of a batch dict, trimmed to the columns they use.
-
-    ``batch`` holds ``input_ids``/``attention_mask`` ``(N, P + T)``, a bool ``mask`` ``(N, T)`` and
-    any other ``(N, T, ...)`` token-level or ``(N,)`` sequence-level tensors. Leading prompt columns
-    that are padding in every selected row and completion columns past the longest selected
-    completion are cut: shorter minibatches, same result. Returns (minibatch, new prompt length).
-    """
-    attention = batch["attention_mask"][index]
-    lead = int(attention[:, :prompt_len].any(0).to(torch.int8).argmax())
-    mask = batch["mask"][index]
-    width = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 1
-    out: dict[str, torch.Tensor] = {}
-    for key, value in batch.items():
-        rows = value[index]
-        if key in SEQUENCE_KEYS:
-            out[key] = rows[:, lead : prompt_len + width]
-        elif rows.ndim >= 2:  # token-level (N, T, ...)
-            out[key] = rows[:, :width]
-        else:
-            out[key] = rows
-    return out, prompt_len - lead
-
-
-# --- advantages -----------------------------------------------------------------------------------
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp_min(1)
-
-
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise ``x`` to unit variance (and zero mean) over the ``mask``ed entries."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask
-
-
-def _action_order(mask: torch.Tensor) -> torch.Tensor | None:
-    """A column order that moves each row's masked entries to its front (stable), or None when
-    they are there already (every TextGen rollout). A dialogue's agent tokens have gaps (the
-    partner's replies); its returns and advantages run over the agent's tokens only."""
-    m = mask.to(torch.int8)
-    if bool((m[:, 1:] <= m[:, :-1]).all()):
-        return None
-    return torch.sort(1 - m, dim=1, stable=True).indices
-
-
-def _unorder(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(x).scatter_(1, order, x)
-
-
-def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Monte-Carlo returns ``G_t = sum_k gamma^k r_{t+k}`` within each episode, ``(N, T)``
-    (over the masked tokens: in a dialogue the partner's tokens are skipped)."""
-    order = _action_order(mask)
-    if order is not None:
-        compact = discounted_returns(rewards.gather(1, order), mask.gather(1, order), gamma)
-        return _unorder(compact, order)
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
-        returns[:, t] = running
-    return returns * mask
-
-
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation; returns (advantages, returns = advantages + values).
-
-    An episode ends at its last token whether terminated or truncated: truncation at
-    ``max_new_tokens`` is part of the task (the score comes then), so nothing is bootstrapped.
-    In a dialogue the masked (agent) tokens are a chain of their own, the partner's skipped.
-    """
-    order = _action_order(mask)
-    if order is not None:
-        compact = [x.gather(1, order) for x in (rewards, values, mask)]
-        advantages, returns = gae(*compact, gamma, lam)
-        return _unorder(advantages, order), _unorder(returns, order)
-    values = values * mask
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    horizon = rewards.shape[1]
-    for t in reversed(range(horizon)):
-        following = mask[:, t + 1].to(values.dtype) if t + 1 < horizon else 0.0
-        next_value = values[:, t + 1] * following if t + 1 < horizon else 0.0
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = delta + gamma * lam * following * running
-        advantages[:, t] = running
-    advantages = advantages * mask
-    return advantages, (advantages + values) * mask
-
-
-def group_advantages(
-    scores: torch.Tensor, group_size: int, baseline: str = "mean", scale: bool = False
-) -> torch.Tensor:
-    """Advantages of ``(N,)`` episode scores against their group (``group_size`` consecutive
-    slots completing the same prompt): ``"mean"`` subtracts the group mean (GRPO), ``"loo"`` the
-    mean of the *other* members (RLOO, an unbiased baseline); ``scale`` divides by the group's
-    std (GRPO's normalisation)."""
-    if scores.shape[0] % group_size:
-        raise ValueError(f"{scores.shape[0]} episodes do not split into groups of {group_size}")
-    groups = scores.view(-1, group_size)
-    total = groups.sum(-1, keepdim=True)
-    if baseline == "mean":
-        advantages = groups - total / group_size
-    elif baseline == "loo":
-        if group_size < 2:
-            raise ValueError("a leave-one-out baseline needs group_size >= 2")
-        advantages = groups - (total - groups) / (group_size - 1)
-    else:
-        raise ValueError(f"baseline must be 'mean' or 'loo', got {baseline!r}")
-    if scale:
-        advantages = advantages / (groups.std(-1, keepdim=True) + 1e-4)
-    return advantages.reshape(-1)
-
-
-def flat_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
-    """``(N / group_size,)`` bool: which groups' episodes all got the same score. Every member
-    of such a group has advantage 0 against any group baseline: the group carries no signal."""
-    groups = scores.view(-1, group_size)
-    return (groups == groups[:, :1]).all(-1)
-
-
-def group_rows(groups: torch.Tensor, group_size: int) -> torch.Tensor:
-    """The episode rows of the groups a ``(N / group_size,)`` bool mask selects, in order."""
-    first = torch.nonzero(groups).reshape(-1, 1) * group_size
-    return (first + torch.arange(group_size, device=groups.device)).reshape(-1)
-
-
-KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
-    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs.
-
-    ``k1 = logp - ref`` (unbiased, can be negative), ``k2 = (logp - ref)^2 / 2``, ``k3 =
-    exp(ref - logp) - 1 - (ref - logp)`` (unbiased and >= 0; Schulman's estimator, GRPO's loss).
-    """
-    log_ratio = logp - ref_logp
-    if estimator == "k1":
-        return log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio**2
-    if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"kl estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+        for _ in range(buffer.horizon):
+            out = policy.act(
+                obs,
+                action_mask,
+                deterministic=deterministic,
+                generator=generator,
+                ignore=buffer.done,
+            )
+            at = obs["num_generated"].reshape(-1)  # where the actions land after P (TextGen: t)
+            obs, reward, terminated, truncated, infos = envs.step(out.actions)
+            buffer.record(at, out, obs, reward, terminated, truncated, infos)
+            if buffer.done.all():
+                break
+    return buffer.rollout(time.perf_counter() - t0)

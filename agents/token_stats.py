@@ -13,7 +13,7 @@ A *support* (a set of allowed tokens per position: NLPO's mask, or the top-k/top
 was sampled from) renormalises the distribution over that set; rollouts keep supports packed,
 8 tokens per byte (:func:`pack_support`). :func:`naive_token_logprobs` is the textbook version,
 for tests and the memory benchmark. :class:`TokenStats` is what
-:meth:`~agents.policy.LMPolicy.score_actions` returns.
+:meth:`~agents.policy.LMPolicy.token_stats` returns.
 """
 
 from __future__ import annotations

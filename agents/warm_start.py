@@ -28,8 +28,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.advantages import masked_mean
 from agents.policy import LMPolicy
-from agents.rollout import masked_mean, select
+from agents.update import select
 
 
 @dataclass
@@ -140,7 +141,7 @@ class SupervisedWarmStart:
     def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Mean negative log-likelihood of the completion tokens of rows ``index``."""
         mb, prompt_len = select(self.batch, index, self.prompt_len)
-        stats = self.policy.score_actions(
+        stats = self.policy.token_stats(
             mb["input_ids"],
             mb["attention_mask"],
             prompt_len,

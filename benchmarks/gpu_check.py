@@ -17,7 +17,10 @@ stays under 8 minutes):
 4. ``logprob_memory``: peak memory of the chunked log-prob path vs naive ``log_softmax``
    (:mod:`benchmarks.logprob_memory`);
 5. ``trl``: our GRPO vs TRL's GRPOTrainer, samples/s in alternating rounds, bf16 on both sides
-   (:mod:`benchmarks.trl_baseline`).
+   (:mod:`benchmarks.trl_baseline`);
+6. ``engines``: rollout tokens/s of the per-token engine and the vLLM engine, N = 16 and 64
+   (:mod:`benchmarks.engine_throughput`; needs ``vllm``: ``pip install 'textgym[vllm]'``);
+7. ``trl_vllm``: section 5 with TRL's ``GRPOConfig(use_vllm=True, vllm_mode="colocate")``.
 
 CUDA graphs are not used explicitly (``torch.compile``'s default mode); the static cache keeps
 the compiled step's graph. ``--dry-run`` runs every section on the CPU with a tiny model (or
@@ -42,6 +45,51 @@ from typing import Any
 import torch
 
 
+def first_update_figures(agent: Any, rollout: Any) -> dict[str, float]:
+    """The first steps of a PPO update (agents.update): the batch and its recomputed old
+    log-probs, then the first epoch's minibatches scored as the update scores them. Returns the
+    acting-vs-recomputed log-prob gap, the first step's ratio range and the KL at the start."""
+    from agents.update import (
+        epoch_orders,
+        forward,
+        minibatch_size_of,
+        minibatches,
+        recompute,
+        rollout_batch,
+    )
+
+    c, policy = agent.config, agent.policy
+    batch = rollout_batch(rollout, policy.device)
+    n = rollout.num_envs
+    size = minibatch_size_of(n, c.minibatch_size)
+    orders = epoch_orders(agent.rng, n, c.minibatch_size, c.update_epochs)
+    metrics = recompute(
+        policy,
+        batch,
+        rollout.prompt_len,
+        orders[0],
+        size,
+        reference=agent.uses_reference(),
+        kl_estimator=c.kl_estimator,
+    )
+    mask = batch["mask"]
+    gap = (batch["acting_logprobs"] - batch["old_logprobs"]).abs()[mask]
+    lo, hi = math.inf, -math.inf
+    with torch.no_grad():
+        for _, mb, prompt_len in minibatches(batch, rollout.prompt_len, orders[0], size):
+            ratio = torch.exp(forward(policy, mb, prompt_len).logprobs - mb["old_logprobs"])
+            ratio = ratio[mb["mask"]]
+            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
+    return {
+        "acting_vs_update_mean": float(gap.mean()),
+        "acting_vs_update_max": float(gap.max()),
+        "first_update_ratio_min": lo,
+        "first_update_ratio_max": hi,
+        "kl_at_init": metrics["kl"],
+        "logged_gap": metrics["logprob_gap"],
+    }
+
+
 def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, Any]:
     """PPO's first update under bf16: acting vs update log-probs, ratios, KL at init."""
     import gymnasium as gym
@@ -64,37 +112,36 @@ def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, 
         seeds=list(range(num_envs)),
         generator=torch.Generator(policy.device).manual_seed(0),
     )
-    batch, metrics = agent.prepare(rollout)
-    mask = batch["mask"]
-    gap = (rollout.logprobs.to(mask.device) - batch["old_logprobs"]).abs()[mask]
-    lo, hi = math.inf, -math.inf
-    with torch.no_grad():
-        for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.score_actions(
-                mb["input_ids"],
-                mb["attention_mask"],
-                prompt_len,
-                mask=mb["mask"],
-                support=mb.get("support"),
-            )
-            ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
-            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
+    figures = first_update_figures(agent, rollout)
     return {
         "model": model,
         "num_envs": num_envs,
         "max_new_tokens": horizon,
-        "acting_vs_update_mean": float(gap.mean()),
-        "acting_vs_update_max": float(gap.max()),
-        "first_update_ratio_min": lo,
-        "first_update_ratio_max": hi,
-        "kl_at_init": metrics["kl"],
+        **figures,
     }
 
 
-def trl_compare(spec: Any, precision: str, device: str) -> dict[str, Any]:
+def trl_compare(spec: Any, precision: str, device: str, use_vllm: bool = False) -> dict[str, Any]:
     from benchmarks import trl_baseline
 
-    return trl_baseline.compare(spec, log=lambda *a: None, precision=precision, device=device)
+    return trl_baseline.compare(
+        spec, log=lambda *a: None, precision=precision, device=device, use_vllm=use_vllm
+    )
+
+
+def engines(model: str, sizes: list[int], horizon: int, repeats: int) -> dict[str, Any]:
+    """Rollout tokens/s per engine (:mod:`benchmarks.engine_throughput`), or why not run."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return {"error": "vllm is not installed: pip install 'textgym[vllm]' (a CPU: vllm-venv)"}
+    from benchmarks import engine_throughput
+
+    sizes_args = [str(n) for n in sizes]
+    return engine_throughput.main(
+        ["--model", model, "--num-envs", *sizes_args, "--max-new-tokens", str(horizon)]
+        + ["--repeats", str(repeats)]
+    )
 
 
 def _quiet(fn: Any, *args: Any) -> tuple[Any, str]:
@@ -196,6 +243,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "fp32",
                 "cpu",
             ),
+            "engines": lambda: _quiet(engines, model, [2], 4, 1),
+            "trl_vllm": lambda: _quiet(
+                trl_compare,
+                replace(
+                    TRLSpec(),
+                    model="tiny",
+                    prompts=2,
+                    group_size=2,
+                    max_new_tokens=4,
+                    iterations=1,
+                    warmup=1,
+                    learners=["grpo"],
+                ),
+                "fp32",
+                "cpu",
+                True,
+            ),
         }
     else:
         sections = {
@@ -222,6 +286,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ),
                 "bf16",
                 device,
+            ),
+            "engines": lambda: _quiet(engines, model, [16, 64], 128, 3),
+            "trl_vllm": lambda: _quiet(
+                trl_compare,
+                replace(
+                    TRLSpec(),
+                    model=model,
+                    prompts=8,
+                    group_size=8,
+                    max_new_tokens=64,
+                    iterations=4,
+                    warmup=1,
+                    learners=["grpo"],
+                ),
+                "bf16",
+                device,
+                True,
             ),
         }
     if args.only:
@@ -295,7 +376,14 @@ def _headline(name: str, entry: dict[str, Any]) -> str:
             return "; ".join(
                 f"{mode}: {m['ratio']:.3f}x naive" for mode, m in entry["modes"].items()
             )
-        if name == "trl":
+        if name == "engines":
+            if entry.get("error"):
+                return f"not run: {entry['error']}"
+            return "; ".join(
+                f"{r['engine']} N={r['num_envs']}: {r['tokens_per_second']:,.0f} tok/s"
+                for r in entry["rows"]
+            )
+        if name in ("trl", "trl_vllm"):
             if entry.get("error"):
                 return f"not run: {entry['error']}"
             t = entry["trainers"]

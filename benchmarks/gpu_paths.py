@@ -6,7 +6,7 @@ is measured on
 
 * a rollout: N TextGen-v0 episodes of exactly T tokens (EOS off), the same prompts and sampling
   seed for every variant; tokens/s;
-* an update step: ``policy.score_actions`` (log-probs, entropies, values of the rollout's tokens)
+* an update step: ``policy.token_stats`` (log-probs, entropies, values of the rollout's tokens)
   forward + backward, as PPO's minibatches run it; milliseconds.
 
 The first call of a compiled variant compiles (reported apart, as ``compile_s``); the figures are
@@ -57,7 +57,7 @@ def measure(policy: LMPolicy, envs, n: int, horizon: int, repeats: int) -> dict:
         _sync(device)
         t0 = time.perf_counter()
         policy.zero_grad(set_to_none=True)
-        stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+        stats = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
         (stats.logprobs.sum() + stats.entropies.sum() + stats.values.sum()).backward()
         _sync(device)
         return time.perf_counter() - t0

@@ -10,7 +10,7 @@ import torch
 from test_agents_helpers import make_policy, one_thread  # noqa: F401
 
 from agents import PPO, PPOConfig, collect_rollout, evaluate, gae
-from agents.rollout import discounted_returns
+from agents.advantages import discounted_returns
 
 GUESS = "TextDialogue-GuessNumber-v0"
 
@@ -33,12 +33,11 @@ def test_acting_matches_a_full_forward_across_partner_replies(mode, kv_cache):
     P = rollout.prompt_len
     attention = rollout.attention_mask[:, P:].bool()
     assert (rollout.mask <= attention).all() and (attention & ~rollout.mask).any()  # replies
-    stats = policy.score_actions(rollout.input_ids, rollout.attention_mask, P, mask=rollout.mask)
-    torch.testing.assert_close(stats.logprobs.detach(), rollout.logprobs, atol=1e-4, rtol=0)
-    torch.testing.assert_close(stats.values.detach(), rollout.values, atol=1e-4, rtol=0)
+    stats = policy.token_stats(rollout.input_ids, rollout.attention_mask, P, mask=rollout.mask)
+    torch.testing.assert_close(stats.logprobs.detach(), rollout.acting_logprobs, atol=1e-4, rtol=0)
     # The recorded tokens are the agent's: the rollout's agent positions hold its actions.
     assert rollout.num_tokens == int(rollout.mask.sum()) > 0
-    assert (rollout.scores >= 0).all() and rollout.rewards[~rollout.mask].abs().sum() == 0
+    assert (rollout.episode_returns >= 0).all() and rollout.rewards[~rollout.mask].abs().sum() == 0
 
 
 def test_returns_and_advantages_skip_the_partner_tokens():

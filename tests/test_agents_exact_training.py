@@ -24,6 +24,7 @@ from agents import (
     sample_tokens,
     warm_start,
 )
+from agents.advantages import group_advantages
 from agents.token_stats import unpack_support
 from textgym.models import tiny_lm
 
@@ -44,8 +45,8 @@ def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adap
     ro = collect_rollout(
         policy, make_envs(4), seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
-    torch.testing.assert_close(stats.logprobs.detach(), ro.logprobs, atol=1e-5, rtol=0)
+    stats = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    torch.testing.assert_close(stats.logprobs.detach(), ro.acting_logprobs, atol=1e-5, rtol=0)
     stats.logprobs.sum().backward()
     head = {n: p for n, p in policy.named_parameters() if "lm_head.lora_" in n}
     assert len(head) == 2
@@ -53,8 +54,8 @@ def test_lora_on_the_lm_head_scores_what_acting_sampled_and_trains_the_head_adap
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # The reference (adapter off) is the base head.
     plain = LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64), precision="fp32")
-    ref = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
-    want = plain.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs.detach()
+    ref = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    want = plain.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs.detach()
     torch.testing.assert_close(ref.logprobs, want, atol=1e-5, rtol=0)
 
 
@@ -148,10 +149,10 @@ def test_top_k_top_p_rollouts_record_and_score_the_sampled_distribution(sampling
     if "top_k" in sampling:
         assert (kept.sum(-1) <= 5).all()
     args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
-    scored = policy.score_actions(*args, mask=ro.mask, support=ro.support).logprobs.detach()
-    torch.testing.assert_close(scored, ro.logprobs, atol=1e-5, rtol=0)
-    full = policy.score_actions(*args, mask=ro.mask).logprobs.detach()
-    assert (full[ro.mask] < ro.logprobs[ro.mask] - 1e-3).all()  # truncation renormalised
+    scored = policy.token_stats(*args, mask=ro.mask, support=ro.support).logprobs.detach()
+    torch.testing.assert_close(scored, ro.acting_logprobs, atol=1e-5, rtol=0)
+    full = policy.token_stats(*args, mask=ro.mask).logprobs.detach()
+    assert (full[ro.mask] < ro.acting_logprobs[ro.mask] - 1e-3).all()  # truncation renormalised
     # The learners train on it: PPO's first minibatch starts at ratio 1.
     agent = PPO(policy, make_envs(), PPOConfig(**COMMON, update_epochs=1, minibatch_size=None))
     row = agent.train_iteration()
@@ -176,7 +177,7 @@ def test_target_kl_stops_at_the_first_minibatch_over_the_limit():
 
 
 def test_grpo_loss_aggregations():
-    from agents.grpo import aggregate_loss
+    from agents.update import aggregate_loss
 
     per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, True, True], [True, False, False, False]])
@@ -192,10 +193,9 @@ def test_grpo_loss_aggregations():
             GRPOConfig(**COMMON, loss_type="dr_grpo", scale_rewards=True),
         )
     scores = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0])
-    agent = GRPO(make_policy(), make_envs(), GRPOConfig(**COMMON, loss_type="dr_grpo"))
     # Dr. GRPO: advantages centred, not divided by the group's std.
     torch.testing.assert_close(
-        agent.sequence_advantages({"scores": scores}),
+        group_advantages(scores, 4, "mean", scale=False),
         torch.tensor([-0.75, 0.25, 0.25, 0.25, -0.5, -0.5, -0.5, 1.5]),
     )
     for loss_type in ("token", "sequence", "dr_grpo"):

@@ -57,14 +57,14 @@ def test_chunked_logprob_gradients_equal_naive(temperature):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-def test_score_actions_matches_full_logits_of_the_model():
-    """score_actions() (trunk + chunked head, completion positions only) == model(...).logits."""
+def test_token_stats_matches_full_logits_of_the_model():
+    """token_stats() (trunk + chunked head, completion positions only) == model(...).logits."""
     policy = make_policy()
     envs = make_envs(4)
     ro = collect_rollout(
         policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len)
+    stats = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len)
     positions = (ro.attention_mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         logits = policy.model(
@@ -82,16 +82,16 @@ def test_score_actions_matches_full_logits_of_the_model():
 
 
 @pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
-def test_rollout_logprobs_and_values_equal_recompute_without_cache(kv_cache):
+def test_rollout_logprobs_equal_recompute_without_cache(kv_cache):
     policy = make_policy(kv_cache=kv_cache)
     envs = make_envs(8)
     ro = collect_rollout(
         policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(3)
     )
     with torch.no_grad():
-        stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len)
+        stats = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len)
     assert ro.lengths.min() < 6 and ro.lengths.max() == 6  # some episodes ended at EOS
-    torch.testing.assert_close(ro.logprobs, stats.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ro.acting_logprobs, stats.logprobs, atol=1e-5, rtol=0)
     torch.testing.assert_close(ro.values, stats.values, atol=1e-5, rtol=0)
 
 
@@ -106,7 +106,7 @@ def _recompute(policy: LMPolicy, obs: dict, actions: np.ndarray, prompt_len: int
     ids[rows, col] = torch.from_numpy(actions)[room]
     mask[rows, col] = 1
     with torch.no_grad():
-        stats = policy.score_actions(ids, mask, prompt_len)
+        stats = policy.token_stats(ids, mask, prompt_len)
     return room, stats.logprobs[rows, col - prompt_len], stats.values[rows, col - prompt_len]
 
 
@@ -209,9 +209,9 @@ def test_bf16_autocast_runs_and_is_close_to_fp32():
     ro = collect_rollout(
         policy, envs, seeds=[0, 1, 2, 3], generator=torch.Generator().manual_seed(0)
     )
-    fp32 = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    fp32 = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
     policy.amp_dtype = torch.bfloat16
-    bf16 = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
+    bf16 = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len).logprobs
     assert bf16.dtype == torch.float32  # statistics always come back in fp32
     torch.testing.assert_close(bf16, fp32, atol=0.1, rtol=0)
 
@@ -222,11 +222,11 @@ def test_frozen_copy_reference_stays_put():
     assert "ref_model" not in dict(policy.named_children())  # neither trained nor saved
     assert all(not p.requires_grad for p in policy.ref_model.parameters())
     ro = collect_rollout(make_policy(), make_envs(4), seeds=[0, 1, 2, 3])
-    before = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    before = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
     with torch.no_grad():
         for p in policy.model.parameters():
             p.add_(0.1)
-    after = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
+    after = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, reference=True)
     assert torch.equal(before.logprobs, after.logprobs)
 
 
@@ -242,9 +242,9 @@ def test_lora_reference_is_the_adapter_switched_off():
     assert policy.ref_model is None  # one set of base weights
     ro = collect_rollout(plain, make_envs(4), seeds=[0, 1, 2, 3])
     args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
-    ref = policy.score_actions(*args, reference=True).logprobs
-    torch.testing.assert_close(ref, plain.score_actions(*args).logprobs.detach(), atol=1e-6, rtol=0)
-    assert not torch.allclose(policy.score_actions(*args).logprobs, ref, atol=1e-4)
+    ref = policy.token_stats(*args, reference=True).logprobs
+    torch.testing.assert_close(ref, plain.token_stats(*args).logprobs.detach(), atol=1e-6, rtol=0)
+    assert not torch.allclose(policy.token_stats(*args).logprobs, ref, atol=1e-4)
 
 
 @pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
@@ -341,7 +341,7 @@ def test_compiled_paths_equal_eager_and_the_step_compiles_once():
         results = []
         for policy in (eager, compiled):
             policy.zero_grad()
-            stats = policy.score_actions(ids, attn, ro.prompt_len, mask=mask)
+            stats = policy.token_stats(ids, attn, ro.prompt_len, mask=mask)
             (stats.logprobs.sum() + stats.values.sum()).backward()
             results.append((stats.logprobs.detach(), [p.grad.clone() for p in policy.parameters()]))
         torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=0)
@@ -362,7 +362,7 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_a_warning():
         eager, make_envs(4), seeds=list(range(4)), generator=torch.Generator().manual_seed(0)
     )
     with pytest.warns(UserWarning, match="torch.compile .* failed, running eagerly"):
-        stats = policy.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+        stats = policy.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     assert policy.compile_backend is None
-    expected = eager.score_actions(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
+    expected = eager.token_stats(ro.input_ids, ro.attention_mask, ro.prompt_len, mask=ro.mask)
     torch.testing.assert_close(stats.logprobs, expected.logprobs, atol=1e-6, rtol=0)

@@ -71,18 +71,18 @@ def test_grpo_rollout_and_update_score_the_agents_tokens_only():
         assert RESULT.sub("", env) == "" and "<result>" not in agent
         results += len(RESULT.findall(env))
         # The acting log-probs and the rewards sit on the agent's tokens.
-        assert (rollout.logprobs[k][~rollout.mask[k]] == 0).all()
+        assert (rollout.acting_logprobs[k][~rollout.mask[k]] == 0).all()
         assert (rollout.rewards[k][~rollout.mask[k]] == 0).all()
     assert results > 0  # the warmed-up model calls the calculator
 
     scored = []
-    score_actions = policy.score_actions
+    token_stats = policy.token_stats
 
     def spy(input_ids, attention_mask, prompt_len, **kwargs):
         scored.append((input_ids, attention_mask, prompt_len, kwargs.get("mask")))
-        return score_actions(input_ids, attention_mask, prompt_len, **kwargs)
+        return token_stats(input_ids, attention_mask, prompt_len, **kwargs)
 
-    policy.score_actions = spy
+    policy.token_stats = spy
     config = GRPO.Config.for_policy(
         policy, group_size=2, drop_flat_groups=False, seed=0, progress=False
     )

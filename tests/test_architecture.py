@@ -35,11 +35,6 @@ LONG_MODULES = {
         700,
         "ToolUseEnv, its vector twin and its worked demonstrations, one env per file",
     ),
-    "agents/base.py": (
-        800,
-        "the learner skeleton; each learner's update moves into its own file with the learner "
-        "redesign",
-    ),
     "agents/policy.py": (
         780,
         "LMPolicy: acting, teacher-forced scoring and the frozen reference share the model's "

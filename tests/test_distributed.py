@@ -26,7 +26,7 @@ CONFIG = dict(
     kl_coef=0.01,
     minibatch_size=None,
     update_epochs=1,
-    normalize_advantages=False,
+    whiten_advantages=False,
     target_kl=None,
 )
 

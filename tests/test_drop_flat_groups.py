@@ -3,6 +3,8 @@ signal; the update leaves them out and draws more prompts, up to ``max_extra_rol
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from test_agents_helpers import make_policy, one_thread  # noqa: F401
 
 import textgym  # noqa: F401
 from agents import GRPO, RLOO, GRPOConfig, RLOOConfig
-from agents.rollout import flat_groups, group_rows
+from agents.advantages import flat_groups, group_rows
 from textgym.tasks import PromptSet, Task
 
 FLAT = ["abc", "hello", "xyz", "dog"]  # every completion of these scores 0.5
@@ -42,15 +44,25 @@ def make_agent(name: str, scorer, **config):
 
 
 def record_updates(agent) -> list:
-    """The rollouts each update trains on (what ``prepare`` is given)."""
+    """The rollouts each update trains on (what its ``rollout_batch`` is given), recorded
+    through the learner module's ``rollout_batch`` for this agent only."""
     seen = []
-    prepare = agent.prepare
+    module = sys.modules[type(agent).__module__]
+    batch_of = module.rollout_batch
+    update = agent.update
 
-    def recording(rollout):
-        seen.append(rollout)
-        return prepare(rollout)
+    def recording_update(rollout):
+        def recording(rollout, device):
+            seen.append(rollout)
+            return batch_of(rollout, device)
 
-    agent.prepare = recording
+        module.rollout_batch = recording
+        try:
+            return update(rollout)
+        finally:
+            module.rollout_batch = batch_of
+
+    agent.update = recording_update
     return seen
 
 
@@ -69,7 +81,7 @@ def test_updates_use_only_informative_groups_and_get_their_number(name):
     assert len(updates) == 4
     for rollout in updates:
         assert rollout.num_envs == NUM_ENVS  # the configured number of groups
-        assert not flat_groups(rollout.scores, GROUP).any()
+        assert not flat_groups(rollout.episode_returns, GROUP).any()
         assert set(rollout.prompts) <= set(INFORMATIVE)
         for g in range(NUM_ENVS // GROUP):  # a group is whole: one prompt, GROUP completions
             assert len(set(rollout.prompts[g * GROUP : (g + 1) * GROUP])) == 1

@@ -101,7 +101,9 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
     rollout = collect_rollout(
         policy, envs, seeds=[0] * (GROUP * GROUPS), generator=torch.Generator().manual_seed(0)
     )
-    rollout.scores = torch.linspace(-1.0, 1.0, GROUP * GROUPS)[torch.randperm(GROUP * GROUPS)]
+    rollout.episode_returns = torch.linspace(-1.0, 1.0, GROUP * GROUPS)[
+        torch.randperm(GROUP * GROUPS)
+    ]
     p = rollout.prompt_len
     lengths = torch.tensor([TOKENS - i % 5 for i in range(GROUP * GROUPS)])
     assert bool((rollout.lengths >= lengths).all())
@@ -109,7 +111,7 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
     rollout.mask = mask
     rollout.input_ids[:, p:] *= mask
     rollout.attention_mask[:, p:] = mask.long()
-    rollout.logprobs, rollout.values = rollout.logprobs * mask, rollout.values * mask
+    rollout.acting_logprobs = rollout.acting_logprobs * mask
 
     # Our gradients: the update's two optimizer steps, the first taken, the second stopped.
     steps: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # grads, weights
@@ -140,7 +142,7 @@ def test_our_grpo_gradient_is_trls_on_the_same_batch(loss_type, kl_coef, correct
         "prompt_mask": torch.ones_like(input_ids[:, :p]),
         "completion_ids": input_ids[:, p:],
         "completion_mask": completion_mask,
-        "advantages": _trl_advantages(rollout.scores, scale=loss_type != "dr_grpo"),
+        "advantages": _trl_advantages(rollout.episode_returns, scale=loss_type != "dr_grpo"),
         "num_items_in_batch": completion_mask.sum(),
     }
 

@@ -84,18 +84,18 @@ def test_update_scores_the_distributions_the_rollout_sampled_from():
     assert support.gather(-1, actions[..., None]).squeeze(-1)[rollout.mask].all()
     assert support[rollout.mask].sum(-1).max() < 0.6 * VOCAB  # a real restriction
     with torch.no_grad():
-        masked = agent.policy.score_actions(
+        masked = agent.policy.token_stats(
             rollout.input_ids,
             rollout.attention_mask,
             prompt_len,
             mask=rollout.mask,
             support=rollout.support,
         )
-        full = agent.policy.score_actions(
+        full = agent.policy.token_stats(
             rollout.input_ids, rollout.attention_mask, prompt_len, mask=rollout.mask
         )
     # PPO's ratios start at 1: acting and the update score the same renormalised distribution.
-    torch.testing.assert_close(masked.logprobs, rollout.logprobs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masked.logprobs, rollout.acting_logprobs, atol=1e-4, rtol=1e-4)
     assert (full.logprobs[rollout.mask] < masked.logprobs[rollout.mask]).all()
     assert (masked.entropies < full.entropies)[rollout.mask].all()
     metrics = agent.update(rollout)  # the masked entropies and log-probs train without NaNs
