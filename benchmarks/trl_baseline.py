@@ -75,9 +75,17 @@ def _policy(spec: TRLSpec, envs: Any, precision: str, device: str) -> Any:
 
 
 def _trl_trainer(
-    spec: TRLSpec, callbacks: list[Any], log=print, *, precision: str = "fp32", device: str = "cpu"
+    spec: TRLSpec,
+    callbacks: list[Any],
+    log=print,
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    use_vllm: bool = False,
 ) -> Any:
-    """TRL's GRPOTrainer for ``warmup + iterations`` steps, with our settings in its words."""
+    """TRL's GRPOTrainer for ``warmup + iterations`` steps, with our settings in its words;
+    ``use_vllm``: generating with its colocated vLLM (``vllm_mode="colocate"``; a third of the
+    GPU's memory, TRL's default; on a CPU 5% of the RAM for vLLM's KV cache)."""
     import copy
 
     import torch
@@ -94,6 +102,7 @@ def _trl_trainer(
         # TRL builds its KL reference from the model's folder: give the in-memory model one.
         ref_dir = tempfile.TemporaryDirectory(prefix="textgym-trl-ref-")
         model.save_pretrained(ref_dir.name)
+        tokenizer.save_pretrained(ref_dir.name)  # vLLM loads the folder, tokenizer included
         model.config._name_or_path = ref_dir.name
     else:
         model, tokenizer = load_lm(spec.model, device=device, dtype=torch.float32)
@@ -135,8 +144,11 @@ def _trl_trainer(
         weight_decay=0.0,
         max_grad_norm=1.0,
         gradient_checkpointing=spec.trl_gradient_checkpointing,
+        use_vllm=use_vllm,
+        **({"vllm_mode": "colocate"} if use_vllm else {}),
+        **({"vllm_gpu_memory_utilization": 0.05} if use_vllm and device == "cpu" else {}),
     )
-    log(f"  trl: GRPOTrainer, {steps} steps of {batch} completions")
+    log(f"  trl: GRPOTrainer, {steps} steps of {batch} completions, use_vllm={use_vllm}")
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=vader_reward,
@@ -178,7 +190,12 @@ def _our_learner(
 
 
 def run_rounds(
-    spec: TRLSpec, log=print, *, precision: str = "fp32", device: str = "cpu"
+    spec: TRLSpec,
+    log=print,
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    use_vllm: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
     """Alternating rounds in one process: round k = TRL's optimizer step k (generation, reward,
     reference and policy forwards, backward, step), then iteration k of each of our learners.
@@ -210,7 +227,9 @@ def run_rounds(
                 raw[name]["generation_seconds"].append(row["rollout_seconds"])
                 raw[name]["rewards"].append(row["reward"])
 
-    trainer = _trl_trainer(spec, [Rounds()], log=log, precision=precision, device=device)
+    trainer = _trl_trainer(
+        spec, [Rounds()], log=log, precision=precision, device=device, use_vllm=use_vllm
+    )
     generate = trainer._generate_and_score_completions  # sampling, rewards, reference log-probs
 
     def timed_generation(inputs):
@@ -256,13 +275,19 @@ def _sync(device: str) -> None:
 
 
 def compare(
-    spec: TRLSpec | None = None, log=print, *, precision: str = "fp32", device: str = "cpu"
+    spec: TRLSpec | None = None,
+    log=print,
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    use_vllm: bool = False,
 ) -> dict[str, Any]:
     """TRL's GRPO and ours in alternating rounds; returns settings (with ``machine``:
     :func:`~benchmarks.stats.machine_info`), per-trainer figures (samples/s from the median
     seconds per iteration over the measured rounds) and the ratios, or ``{"error": reason}``
     when TRL cannot run. ``precision``: ``"fp32"`` (the CPU comparison) or ``"bf16"`` (both
-    sides: our autocast, TRL's ``bf16``); ``device``: ``"cpu"`` or ``"cuda"``."""
+    sides: our autocast, TRL's ``bf16``); ``device``: ``"cpu"`` or ``"cuda"``; ``use_vllm``: TRL
+    generates with its colocated vLLM (``GRPOConfig(use_vllm=True, vllm_mode="colocate")``)."""
     import torch
 
     spec = spec or TRLSpec()
@@ -271,6 +296,7 @@ def compare(
         "threads": torch.get_num_threads(),
         "precision": precision,
         "device": device,
+        "trl_use_vllm": use_vllm,
         "statistic": "median of alternating rounds",
         "machine": machine_info(),
     }
@@ -281,7 +307,7 @@ def compare(
     except ImportError:
         return {"error": TRL_MISSING, "settings": settings}
     try:
-        raw = run_rounds(spec, log=log, precision=precision, device=device)
+        raw = run_rounds(spec, log=log, precision=precision, device=device, use_vllm=use_vllm)
     except Exception as e:  # report why, keep the rest of the benchmark
         return {"error": f"TRL GRPOTrainer failed: {type(e).__name__}: {e}", "settings": settings}
     batch = spec.prompts * spec.group_size
