@@ -45,6 +45,51 @@ from typing import Any
 import torch
 
 
+def first_update_figures(agent: Any, rollout: Any) -> dict[str, float]:
+    """The first steps of a PPO update (agents.update): the batch and its recomputed old
+    log-probs, then the first epoch's minibatches scored as the update scores them. Returns the
+    acting-vs-recomputed log-prob gap, the first step's ratio range and the KL at the start."""
+    from agents.update import (
+        epoch_orders,
+        forward,
+        minibatch_size_of,
+        minibatches,
+        recompute,
+        rollout_batch,
+    )
+
+    c, policy = agent.config, agent.policy
+    batch = rollout_batch(rollout, policy.device)
+    n = rollout.num_envs
+    size = minibatch_size_of(n, c.minibatch_size)
+    orders = epoch_orders(agent.rng, n, c.minibatch_size, c.update_epochs)
+    metrics = recompute(
+        policy,
+        batch,
+        rollout.prompt_len,
+        orders[0],
+        size,
+        reference=agent.uses_reference(),
+        kl_estimator=c.kl_estimator,
+    )
+    mask = batch["mask"]
+    gap = (batch["acting_logprobs"] - batch["old_logprobs"]).abs()[mask]
+    lo, hi = math.inf, -math.inf
+    with torch.no_grad():
+        for _, mb, prompt_len in minibatches(batch, rollout.prompt_len, orders[0], size):
+            ratio = torch.exp(forward(policy, mb, prompt_len).logprobs - mb["old_logprobs"])
+            ratio = ratio[mb["mask"]]
+            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
+    return {
+        "acting_vs_update_mean": float(gap.mean()),
+        "acting_vs_update_max": float(gap.max()),
+        "first_update_ratio_min": lo,
+        "first_update_ratio_max": hi,
+        "kl_at_init": metrics["kl"],
+        "logged_gap": metrics["logprob_gap"],
+    }
+
+
 def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, Any]:
     """PPO's first update under bf16: acting vs update log-probs, ratios, KL at init."""
     import gymnasium as gym
@@ -67,30 +112,12 @@ def bf16_gap(model: str, num_envs: int, horizon: int, device: str) -> dict[str, 
         seeds=list(range(num_envs)),
         generator=torch.Generator(policy.device).manual_seed(0),
     )
-    batch, metrics = agent.prepare(rollout)
-    mask = batch["mask"]
-    gap = (rollout.logprobs.to(mask.device) - batch["old_logprobs"]).abs()[mask]
-    lo, hi = math.inf, -math.inf
-    with torch.no_grad():
-        for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.score_actions(
-                mb["input_ids"],
-                mb["attention_mask"],
-                prompt_len,
-                mask=mb["mask"],
-                support=mb.get("support"),
-            )
-            ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
-            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
+    figures = first_update_figures(agent, rollout)
     return {
         "model": model,
         "num_envs": num_envs,
         "max_new_tokens": horizon,
-        "acting_vs_update_mean": float(gap.mean()),
-        "acting_vs_update_max": float(gap.max()),
-        "first_update_ratio_min": lo,
-        "first_update_ratio_max": hi,
-        "kl_at_init": metrics["kl"],
+        **figures,
     }
 
 

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from test_agents_helpers import VOCAB, make_envs, make_policy, one_thread  # noqa: F401
 
+import agents.grpo
 import textgym  # noqa: F401
 from agents import GRPO, PPO, REINFORCE, LMPolicy, collect_rollout
 from agents.policy import _decoder_and_head
 from agents.token_stats import token_logprobs
+from benchmarks.gpu_check import first_update_figures
 from textgym.models import tiny_lm
 
 needs_smollm2 = pytest.mark.skipif(
@@ -32,28 +34,6 @@ needs_smollm2 = pytest.mark.skipif(
 
 def _bf16_policy(seed: int = 0) -> LMPolicy:
     return LMPolicy(tiny_lm(vocab_size=VOCAB, n_layer=2, n_embd=64, seed=seed), precision="bf16")
-
-
-def first_update_figures(agent, policy, rollout) -> dict[str, float]:
-    """PPO's prepare, then the first epoch's minibatches scored as the update scores them."""
-    batch, metrics = agent.prepare(rollout)
-    lo, hi = math.inf, -math.inf
-    with torch.no_grad():
-        for _, mb, prompt_len in agent.minibatches(batch, rollout.prompt_len, agent._orders[0]):
-            stats = policy.score_actions(
-                mb["input_ids"], mb["attention_mask"], prompt_len, mask=mb["mask"]
-            )
-            ratio = torch.exp(stats.logprobs - mb["old_logprobs"])[mb["mask"]]
-            lo, hi = min(lo, float(ratio.min())), max(hi, float(ratio.max()))
-    gap = (rollout.logprobs - batch["old_logprobs"]).abs()[rollout.mask]
-    return {
-        "lo": lo,
-        "hi": hi,
-        "kl": metrics["kl"],
-        "gap_mean": float(gap.mean()),
-        "gap_max": float(gap.max()),
-        "logged_gap": metrics["logprob_gap"],
-    }
 
 
 # -- the fp32 LM head under bf16 autocast ----------------------------------------------------------
@@ -89,11 +69,13 @@ def test_bf16_first_update_ratios_start_at_one_tiny():
     rollout = collect_rollout(
         policy, envs, seeds=list(range(8)), generator=torch.Generator().manual_seed(0)
     )
-    f = first_update_figures(agent, policy, rollout)
-    assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
-    assert f["kl"] == 0.0  # policy and reference scored by the same forward
-    assert f["gap_mean"] <= 1e-3, f  # the acting path (KV cache, fp32 head) is close too
-    assert f["logged_gap"] == pytest.approx(f["gap_mean"])
+    f = first_update_figures(agent, rollout)
+    assert 1 - 1e-3 <= f["first_update_ratio_min"] <= f["first_update_ratio_max"] <= 1 + 1e-3, f
+    assert f["kl_at_init"] == 0.0  # policy and reference scored by the same forward
+    assert f["acting_vs_update_mean"] <= 1e-3, (
+        f
+    )  # the acting path (KV cache, fp32 head) is close too
+    assert f["logged_gap"] == pytest.approx(f["acting_vs_update_mean"])
 
 
 @pytest.mark.smollm2
@@ -107,13 +89,13 @@ def test_bf16_first_update_ratios_start_at_one_smollm2():
     rollout = collect_rollout(
         policy, envs, seeds=[1, 2, 3, 4], generator=torch.Generator().manual_seed(0)
     )
-    f = first_update_figures(agent, policy, rollout)
-    assert 1 - 1e-3 <= f["lo"] <= f["hi"] <= 1 + 1e-3, f
-    assert f["kl"] == 0.0
+    f = first_update_figures(agent, rollout)
+    assert 1 - 1e-3 <= f["first_update_ratio_min"] <= f["first_update_ratio_max"] <= 1 + 1e-3, f
+    assert f["kl_at_init"] == 0.0
     # The acting path's own distribution: the bf16 trunk with a KV cache rounds differently
     # from full-sequence forwards (0.011 nats/token between two batch shapes of the same
     # forward); with the fp32 head it is ~0.018 (0.024 with a bf16 head).
-    assert f["gap_mean"] < 0.03, f
+    assert f["acting_vs_update_mean"] < 0.03, f
 
 
 # -- the deferred rescoring of a single full-batch step --------------------------------------------
@@ -121,32 +103,33 @@ def test_bf16_first_update_ratios_start_at_one_smollm2():
 
 def _count_policy_forwards(policy: LMPolicy) -> list[bool]:
     calls: list[bool] = []
-    score_actions = policy.score_actions
+    token_stats = policy.token_stats
 
     def counted(*args, **kwargs):
         calls.append(bool(kwargs.get("reference", False)))
-        return score_actions(*args, **kwargs)
+        return token_stats(*args, **kwargs)
 
-    policy.score_actions = counted
+    policy.token_stats = counted
     return calls
 
 
 @pytest.mark.parametrize("kl_coef", [0.0, 0.04])
-def test_grpo_single_step_skips_the_rescoring_and_updates_the_same(kl_coef):
+def test_grpo_single_step_skips_the_rescoring_and_updates_the_same(kl_coef, monkeypatch):
     def run(defer: bool):
         policy = make_policy()
         envs = make_envs(8)
         config = GRPO.Config(progress=False, kl_coef=kl_coef, group_size=4, lr=1e-2)
         agent = GRPO(policy, envs, config)
-        if not defer:
-            agent.advantages_use_policy = lambda: True  # the general path: rescore in prepare
+        if not defer:  # the general path: recompute the old log-probs first
+            monkeypatch.setattr(agents.grpo, "is_one_step", lambda *args: False)
         calls = _count_policy_forwards(policy)
         row = agent.train_iteration()
+        monkeypatch.undo()
         return policy, calls, row
 
     fast, fast_calls, fast_row = run(True)
     slow, slow_calls, slow_row = run(False)
-    # prepare: no policy forward (and no reference forward without a KL); the update: one.
+    # recompute: no policy forward (and no reference forward without a KL); the update: one.
     assert fast_calls == [True] * bool(kl_coef) + [False]
     assert slow_calls == [False] + [True] * bool(kl_coef) + [False]
     for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
@@ -160,28 +143,22 @@ def test_grpo_single_step_skips_the_rescoring_and_updates_the_same(kl_coef):
 
 
 def test_deferral_only_for_one_full_batch_step_without_policy_advantages():
+    """The policy's forwards in one iteration: a single full-batch step whose advantages use no
+    policy statistics takes the old log-probs from its own forward (one forward); any other
+    update recomputes them first."""
     envs = make_envs(8)
-    grpo = GRPO(make_policy(), envs, GRPO.Config(progress=False, group_size=4))
-    assert not grpo.advantages_use_policy()
-    minibatched = GRPO(
-        make_policy(), envs, GRPO.Config(progress=False, group_size=4, minibatch_size=4)
-    )
-    assert (
-        REINFORCE(
-            make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.0)
-        ).advantages_use_policy()
-        is False
-    )
-    assert (
-        REINFORCE(
-            make_policy(), envs, REINFORCE.Config(progress=False, kl_coef=0.1)
-        ).advantages_use_policy()
-        is True
-    )
-    assert PPO(make_policy(), envs, PPO.Config(progress=False)).advantages_use_policy()
-    rollout = collect_rollout(grpo.policy, envs, seeds=[0] * 4 + [1] * 4)
-    assert "old_logprobs" not in grpo.prepare(rollout)[0]
-    assert "old_logprobs" in minibatched.prepare(rollout)[0]
+
+    def policy_forwards(cls, **settings) -> int:
+        agent = cls(make_policy(), envs, cls.Config(progress=False, **settings))
+        calls = _count_policy_forwards(agent.policy)
+        agent.train_iteration()
+        return calls.count(False)
+
+    assert policy_forwards(GRPO, group_size=4) == 1
+    assert policy_forwards(GRPO, group_size=4, minibatch_size=4) == 2 + 2
+    assert policy_forwards(REINFORCE, kl_coef=0.0) == 1
+    assert policy_forwards(REINFORCE, kl_coef=0.1) == 2  # the returns use the KL penalty
+    assert policy_forwards(PPO, minibatch_size=None, target_kl=None, update_epochs=1) == 2
 
 
 # -- the GPU check, dry run --------------------------------------------------------------------------
@@ -329,12 +306,12 @@ def test_a_group_prompt_is_prefilled_once_and_acts_as_before(monkeypatch):
     plain = collect_rollout(policy, envs, seeds=seeds, generator=torch.Generator().manual_seed(1))
     assert batch_sizes[calls] == 8  # this time the prefill had every row
     assert torch.equal(shared.input_ids, plain.input_ids)
-    torch.testing.assert_close(shared.logprobs, plain.logprobs, atol=1e-5, rtol=0)
-    stats = policy.score_actions(shared.input_ids, shared.attention_mask, shared.prompt_len)
-    torch.testing.assert_close(shared.logprobs, stats.logprobs.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.acting_logprobs, plain.acting_logprobs, atol=1e-5, rtol=0)
+    stats = policy.token_stats(shared.input_ids, shared.attention_mask, shared.prompt_len)
+    torch.testing.assert_close(shared.acting_logprobs, stats.logprobs.detach(), atol=1e-5, rtol=0)
 
 
-def test_score_actions_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch):
+def test_token_stats_shares_a_group_prompt_and_matches_the_full_forward(monkeypatch):
     import numpy as np
 
     from agents import policy as policy_module
@@ -354,7 +331,7 @@ def test_score_actions_shares_a_group_prompt_and_matches_the_full_forward(monkey
 
     def run():
         policy.zero_grad(set_to_none=True)
-        stats = policy.score_actions(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+        stats = policy.token_stats(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
         (stats.logprobs.sum() + stats.entropies.sum() + stats.values.sum()).backward()
         grads = [p.grad.clone() for p in policy.parameters() if p.grad is not None]
         return stats, grads
@@ -375,9 +352,9 @@ def test_score_actions_shares_a_group_prompt_and_matches_the_full_forward(monkey
     for a, b in zip(shared_grads, full_grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     # policy and reference score a batch the same way: a KL of exactly 0 at the start
-    ref = policy.score_actions(
+    ref = policy.token_stats(
         rollout.input_ids, rollout.attention_mask, rollout.prompt_len, reference=True
     )
     with torch.no_grad():
-        own = policy.score_actions(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
+        own = policy.token_stats(rollout.input_ids, rollout.attention_mask, rollout.prompt_len)
     assert torch.equal(ref.logprobs, own.logprobs)
