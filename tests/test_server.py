@@ -113,6 +113,8 @@ def test_remote_env_equals_local(servers, env_id, protocol):
     for episode in range(2):
         same(remote.reset(seed=episode), local.reset(seed=episode), "reset")
         for k, token in enumerate(script(env_id, local.unwrapped.tokenizer, rng)):
+            if k % 4 == 0:  # where an engine must hand control back, as the env says
+                assert remote.control_points() == local.unwrapped.control_points()
             out = local.step(token)
             same(remote.step(token), out, f"episode {episode} step {k}")
             if out[2] or out[3]:
@@ -135,6 +137,7 @@ def test_remote_vector_env_equals_local(servers, env_id, protocol):
     for k in range(len(ids) + 3):
         actions = np.array([ids[(k + s) % len(ids)] for s in range(5)])
         same(remote.step(actions), local.step(actions), f"step {k}")
+        assert remote.control_points() == local.control_points()
     mask = np.array([True, False, False, True, False])
     options = {"reset_mask": mask}
     if env_id == DIALOGUE:  # a per-slot episode option, split over the servers' blocks too

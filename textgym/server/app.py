@@ -15,10 +15,12 @@ and answers ``{"type": "observation" | "state" | "error", "data"}``), so OpenEnv
   allow extra fields).
 * ``POST /step``: ``{"session_id", "action"}``; ``POST /step_many``: ``{"steps": [{"session_id",
   "action"}, ...]}`` steps several sessions in one request, each answer or error in its place.
-* ``GET /state?session_id=...``, ``POST /sessions`` (make one, answer its spaces),
-  ``DELETE /sessions/{id}``.
+* ``GET /state?session_id=...``, ``GET /control_points?session_id=...`` (where an engine must
+  hand control back, :mod:`textgym.envs.control_points`), ``POST /sessions`` (make one, answer
+  its spaces), ``DELETE /sessions/{id}``.
 * ``/ws?num_envs=&turns=&autoreset_mode=``: one session per connection, as OpenEnv's; the extra
-  message ``{"type": "session"}`` answers the session's spaces.
+  messages ``{"type": "session"}`` and ``{"type": "control_points"}`` answer the session's
+  spaces and its env's control points.
 
 Every request but ``/health`` carries ``Authorization: Bearer <token>`` when the server has a
 token. Bodies and messages over ``max_request_bytes`` are refused unread. Env calls run in worker
@@ -268,6 +270,15 @@ def create_app(
         except ProtocolError as e:
             return failure(e)
 
+    @app.get("/control_points")
+    async def control_points(request: Request) -> Response:
+        check_token(request.headers)
+        try:
+            session = store.get(request.query_params.get("session_id"))
+            return answer(await run_in_threadpool(run, session, store.control_points))
+        except Exception as e:
+            return failure(e)
+
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
         await ws.accept()
@@ -330,11 +341,15 @@ async def _ws_message(store: SessionStore, session: Session, run: Any, text: str
         return dumps({"type": "observation", "data": {**result, "session_id": session.id}})
     if kind == "state":
         return dumps({"type": "state", "data": store.state(session)})
+    if kind == "control_points":
+        result = await run_in_threadpool(run, session, store.control_points)
+        return dumps({"type": "control_points", "data": result})
     if kind == "session":
         return dumps({"type": "session", "data": store.describe(session)})
     raise ProtocolError(
         VALIDATION_ERROR,
-        f"unknown message type {kind!r:.40}; send reset, step, state, session or close",
+        f"unknown message type {kind!r:.40}; send reset, step, state, control_points, session "
+        f"or close",
     )
 
 

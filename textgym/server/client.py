@@ -157,6 +157,10 @@ class RemoteEnv(_Described, gym.Env):
         """OpenEnv's state of the session: ``episode_id``, ``step_count``, ..."""
         return self._link.state()
 
+    def control_points(self) -> Any:
+        """The served env's :class:`~textgym.envs.control_points.ControlPoints` (one request)."""
+        return self._link.control_points()[0]
+
     def action_masks(self) -> np.ndarray:
         """``(V,)`` bool, the served env's ``action_masks()`` (textgym's depend on the tokenizer
         only, so the server sends it once)."""
@@ -367,6 +371,11 @@ class RemoteVectorEnv(_Described, VectorEnv):
         if isinstance(self._obs[0], dict):
             return {key: np.concatenate([o[key] for o in self._obs]) for key in self._obs[0]}
         return tuple(t for o in self._obs for t in o)
+
+    def control_points(self) -> list[Any]:
+        """One :class:`~textgym.envs.control_points.ControlPoints` per slot, as the served
+        vector env gives them (one request per server)."""
+        return [p for points in self._each(lambda link: link.control_points()) for p in points]
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, V)`` bool, read-only: the served env's mask for every slot."""

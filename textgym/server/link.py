@@ -22,7 +22,7 @@ from textgym.errors import (
     ServerUnavailableError,
     SessionNotFoundError,
 )
-from textgym.server.protocol import encode, remote_error
+from textgym.server.protocol import decode, encode, remote_error
 
 PROTOCOLS = ("http", "ws")
 
@@ -181,6 +181,14 @@ class Link:
         if self.protocol == "ws":
             return self._send("state")
         return self._request("GET", f"/state?{urlencode({'session_id': self.session_id})}")
+
+    def control_points(self) -> list[Any]:
+        if self.protocol == "ws":
+            answer = self._send("control_points")
+        else:
+            query = urlencode({"session_id": self.session_id})
+            answer = self._request("GET", f"/control_points?{query}")
+        return decode(answer["control_points"])
 
     def close(self) -> None:
         if self.protocol == "ws":

@@ -6,8 +6,9 @@ functions, so whatever one encodes the other decodes to an equal value:
 * :func:`encode` / :func:`decode`: any value an env returns (observations, rewards, infos, reset
   options). JSON has no numpy types, tuples or non-finite floats, so those travel tagged:
   ``{"__ndarray__": {"dtype", "shape", "data"}}`` (object arrays element by element),
-  ``{"__numpy__": dtype, "value": x}`` for numpy scalars, ``{"__tuple__": [...]}`` and
-  ``{"__float__": "nan" | "inf" | "-inf"}``. Python floats keep their exact value (JSON writes
+  ``{"__numpy__": dtype, "value": x}`` for numpy scalars, ``{"__tuple__": [...]}``,
+  ``{"__float__": "nan" | "inf" | "-inf"}`` and ``{"__control_points__": {...}}``
+  (:class:`~textgym.envs.control_points.ControlPoints`). Python floats keep their exact value (JSON writes
   the shortest repr, which reads back to the same double).
 * :func:`encode_observation` / :func:`decode_observation`: an observation as OpenEnv's
   ``observation`` field, a JSON object of plain lists (``{"input_ids": [...], ...}``; a text
@@ -20,6 +21,7 @@ functions, so whatever one encodes the other decodes to an equal value:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -28,6 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from textgym import errors
+from textgym.envs.control_points import ControlPoints
 
 # Error codes: OpenEnv's WebSocket codes, plus the ones a session server needs.
 INVALID_JSON = "INVALID_JSON"
@@ -89,6 +92,8 @@ def encode(value: Any) -> Any:
         return out
     if isinstance(value, tuple):
         return {"__tuple__": [encode(v) for v in value]}
+    if isinstance(value, ControlPoints):
+        return {"__control_points__": encode(dataclasses.asdict(value))}
     if isinstance(value, list):
         return [encode(v) for v in value]
     raise TypeError(f"cannot send a value of type {type(value).__name__} over the wire")
@@ -115,6 +120,8 @@ def decode(data: Any) -> Any:
         return float(data["__float__"])
     if "__tuple__" in data:
         return tuple(decode(v) for v in data["__tuple__"])
+    if "__control_points__" in data:
+        return ControlPoints(**decode(data["__control_points__"]))
     return {k: decode(v) for k, v in data.items()}
 
 

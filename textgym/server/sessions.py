@@ -331,6 +331,19 @@ class SessionStore:
             "used": len(rewards),
         }
 
+    def control_points(self, session: Session) -> dict[str, Any]:
+        """The env's control points (:mod:`textgym.envs.control_points`): one object for a
+        single session, a list for a vector one."""
+        if session.turns:
+            raise ProtocolError(VALIDATION_ERROR, "a text-turns session has no control points")
+        env = session.env
+        points = (
+            env.control_points()
+            if session.num_envs is not None
+            else env.get_wrapper_attr("control_points")()
+        )
+        return {"control_points": encode(points if isinstance(points, list) else [points])}
+
     def state(self, session: Session) -> dict[str, Any]:
         """OpenEnv's state: ``episode_id`` and ``step_count``, plus the session's own fields."""
         return {
