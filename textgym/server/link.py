@@ -60,6 +60,12 @@ class Link:
                 if not retry:
                     raise
                 status, text = self._exchange(method, path, body, headers)
+        except TimeoutError:
+            raise ServerUnavailableError(
+                f"the textgym server at {self.url} did not answer within {self.timeout:g} s (a "
+                f"slow scorer or tool? raise the client's timeout=); the request's outcome is "
+                f"unknown, so reset() before stepping on"
+            ) from None
         except (OSError, http.client.HTTPException) as e:
             raise ServerUnavailableError(
                 f"cannot reach the textgym server at {self.url} ({type(e).__name__}); once it is "
@@ -112,7 +118,14 @@ class Link:
                     json.dumps({"type": kind} if data is None else {"type": kind, "data": data})
                 )
             message = json.loads(self._ws.recv(timeout=self.timeout))
-        except (OSError, TimeoutError, WebSocketException) as e:
+        except TimeoutError:
+            self._drop_ws()  # its late answer would be read as the next one's
+            raise ServerUnavailableError(
+                f"the textgym server at {self.url} did not answer within {self.timeout:g} s (a "
+                f"slow scorer or tool? raise the client's timeout=); the request's outcome is "
+                f"unknown: reset() opens a new session"
+            ) from None
+        except (OSError, WebSocketException) as e:
             self._drop_ws()
             raise ServerUnavailableError(
                 f"the WebSocket session with {self.url} broke ({type(e).__name__}); once the "
