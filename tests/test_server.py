@@ -38,7 +38,7 @@ from textgym.errors import (
 from textgym.server import RemoteEnv, RemoteVectorEnv, step_chunks
 from textgym.server.serve import ServerThread
 from textgym.server.sessions import SessionStore
-from textgym.turns import TextTurns
+from textgym.turns import TextTurns, VectorTextTurns
 
 COPY = "TextGen-Copy-v0"
 DIALOGUE = "TextDialogue-GuessNumber-v0"
@@ -224,6 +224,14 @@ def test_text_turns_over_the_wire(servers):
     out = local.step(ids)
     same(remote.step(ids), out)
     assert out[2] and out[4]["token_ids"]  # the exact token trajectory is in the info
+    # N slots of turns, over two sessions (blocks), as VectorTextTurns over N envs
+    local = VectorTextTurns([gym.make(TOOLS, **KWARGS[TOOLS]) for _ in range(3)])
+    remote = RemoteVectorEnv([servers[TOOLS]] * 2, num_envs=3, turns=True)
+    assert remote.single_action_space == local.single_action_space
+    same(remote.reset(seed=4), local.reset(seed=4))
+    for turns in (["<calc>1+1</calc>", "Answer: 3\n", "<calc>2*2</calc>"], ["Answer: 2\n"] * 3):
+        same(remote.step(turns), local.step(turns))
+    remote.close()
 
 
 def test_64_sessions_at_once_equal_64_local_envs(servers):
