@@ -879,14 +879,23 @@ def test_sb3_sees_a_failed_episode_as_truncated_and_trains_on():
     venv = make_sb3_env(
         "TextGen-Copy-v0", n_envs=4, seed=0, scorer=scorer, on_failure="end_episode"
     )
-    seen = []
+    seen, where, stored = [], [], []
 
     class Failed(BaseCallback):
-        def _on_step(self):
-            seen.extend(i for i in self.locals["infos"] if i.get("failed"))
+        def _on_step(self):  # before SB3 bootstraps truncated episodes and stores the step
+            for k, info in enumerate(self.locals["infos"]):
+                if info.get("failed"):
+                    seen.append(info)
+                    where.append((self.model.rollout_buffer.pos, k))
             return True
+
+        def _on_rollout_end(self):
+            stored.extend(self.model.rollout_buffer.rewards[p, k] for p, k in where)
+            where.clear()
 
     model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=32, n_epochs=1, device="cpu")
     model.learn(64, callback=Failed())
     assert seen and all(i["TimeLimit.truncated"] and "terminal_observation" in i for i in seen)
     assert venv.venv.venv.fault_counts.failed_episodes == len(seen)
+    # The placeholder 0.0 was replaced by gamma * V(last observation), as after a time limit.
+    assert len(stored) == len(seen) and all(r != 0.0 for r in stored)
