@@ -205,6 +205,8 @@ class Learner:
         envs: a textgym vector env (``gym.make_vec("TextGen-v0", num_envs=N)``).
         config: the learner's config dataclass (defaults if None).
         eval_envs: a vector env for periodic evaluation / early stopping (optional).
+        engine: what generates the training rollouts (:mod:`agents.engines`; None: the per-token
+            path), given the new weights after every update (``sync_weights``).
     """
 
     Config: type[LearnerConfig] = LearnerConfig
@@ -217,11 +219,18 @@ class Learner:
         config: LearnerConfig | None = None,
         *,
         eval_envs: Any = None,
+        engine: Any = None,
     ):
         self.config = config if config is not None else self.Config.for_policy(policy)
         c = self.config
         c.check()  # again: a config may have been changed since it was made
         self.policy, self.envs, self.eval_envs = policy, envs, eval_envs
+        if engine is not None and type(self).acting_policy is not Learner.acting_policy:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} acts through a policy of its own (a mask at every step), "
+                f"which an engine does not run: leave engine=None (the per-token path)"
+            )
+        self.engine = engine
         self.num_envs = int(envs.num_envs)
         self.group_size = int(getattr(c, "group_size", 1))
         self.rollouts_per_update = math.ceil((c.episodes_per_update or 1) / self.num_envs)
@@ -367,6 +376,8 @@ class Learner:
             self._nonfinite("reward")
         elif rollout.num_envs:
             row.update(self.update(rollout))
+            if self.engine is not None:
+                self.engine.sync_weights()  # the next rollout samples from the updated policy
         row["kl_coef"] = self.kl_coef
         row["skipped_updates"] = self.skipped_updates
         row.update(self.iteration_faults)  # failed episodes (retries, timeouts), extra rollouts too
@@ -401,6 +412,7 @@ class Learner:
             seeds=self._rollout_seeds(),
             split=self.config.train_split,
             generator=self.generator,
+            engine=self.engine,
         )
 
     def acting_policy(self) -> Any:
@@ -648,6 +660,8 @@ class Learner:
         from safetensors.torch import load_model
 
         load_model(self.policy, str(path / "model.safetensors"), device=str(device))
+        if self.engine is not None:
+            self.engine.sync_weights()
         self.optimizer.load_state_dict(optim)
         torch.set_rng_state(rng["torch"])
         mine = f"generator_rank{self.dist.rank}"

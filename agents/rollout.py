@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.engines import Engine, EngineStep, PerTokenEngine, engine_steps
 from agents.policy import ActOutput, LMPolicy
 
 LOGGED_INFO_KEYS = ("curriculum_level", "success_rate")
@@ -177,7 +178,7 @@ class RolloutBuffer:
     def record(
         self,
         at: np.ndarray,
-        out: ActOutput,
+        out: ActOutput | EngineStep,
         obs: dict[str, np.ndarray],
         reward: np.ndarray,
         terminated: np.ndarray,
@@ -275,32 +276,36 @@ def collect_rollout(
     split: str | None = None,
     deterministic: bool = False,
     generator: torch.Generator | None = None,
+    engine: Engine | None = None,
 ) -> Rollout:
     """Run one episode in every slot of a textgym vector env with ``policy``; see module doc.
 
     ``seeds``: one per slot for ``envs.reset`` (equal seeds give equal prompts); ``split``: passed
-    as ``reset(options={"split": ...})``; ``generator``: the torch RNG for sampling.
+    as ``reset(options={"split": ...})``; ``generator``: the torch RNG for sampling; ``engine``:
+    what proposes the tokens (:mod:`agents.engines`, e.g. ``VLLMEngine(policy)``), each chunk up
+    to the env's next control point; default ``PerTokenEngine(policy)``, ``policy.act`` one
+    token per step.
     """
     t0 = time.perf_counter()
     options = {"split": split} if split is not None else None
     obs, infos = envs.reset(seed=None if seeds is None else list(seeds), options=options)
     buffer = RolloutBuffer(obs, infos, _max_new_tokens(envs, obs["input_ids"].shape[1]))
     action_mask = envs.action_masks() if hasattr(envs, "action_masks") else None
-    policy.reset_state()
+    engine = PerTokenEngine(policy) if engine is None else engine
+    engine.reset()
     # One autocast region for the whole rollout: autocast caches the bf16 copies of the weights
     # until its outermost region exits, so they are cast once per rollout, not once per step.
     with policy.autocast():
-        for _ in range(buffer.horizon):
-            out = policy.act(
-                obs,
-                action_mask,
-                deterministic=deterministic,
-                generator=generator,
-                ignore=buffer.done,
+        for step in engine_steps(
+            engine,
+            envs,
+            obs,
+            action_mask=action_mask,
+            deterministic=deterministic,
+            generator=generator,
+        ):
+            # step.at: where the actions land after P (TextGen: the step's index)
+            buffer.record(
+                step.at, step, step.obs, step.rewards, step.terminated, step.truncated, step.infos
             )
-            at = obs["num_generated"].reshape(-1)  # where the actions land after P (TextGen: t)
-            obs, reward, terminated, truncated, infos = envs.step(out.actions)
-            buffer.record(at, out, obs, reward, terminated, truncated, infos)
-            if buffer.done.all():
-                break
     return buffer.rollout(time.perf_counter() - t0)

@@ -163,3 +163,34 @@ def test_vllm_engine_refuses_a_policy_vllm_cannot_run():
     envs = TextGenVectorEnv(num_envs=2, task="copy", tokenizer="char")
     with pytest.raises(InvalidArgumentError, match="position"):
         VLLMEngine(LMPolicy.tiny(envs))
+
+
+class Recording(PerTokenEngine):
+    """The per-token engine, counting its calls."""
+
+    def __init__(self, policy):
+        super().__init__(policy)
+        self.proposals = self.syncs = 0
+
+    def propose(self, *args, **kwargs):
+        self.proposals += 1
+        return super().propose(*args, **kwargs)
+
+    def sync_weights(self):
+        self.syncs += 1
+
+
+def test_a_learner_rolls_out_with_its_engine_and_syncs_it_after_every_update():
+    from agents.grpo import GRPO, GRPOConfig
+    from agents.nlpo import NLPO
+
+    envs = TextGenVectorEnv(num_envs=4, task="copy", tokenizer="char", max_new_tokens=4)
+    policy = LMPolicy(tiny_lm(vocab_size=99, seed=0), precision="fp32")
+    engine = Recording(policy)
+    config = GRPOConfig(group_size=2, lr=1e-3, kl_coef=0.0, progress=False, tensorboard=False)
+    agent = GRPO(policy, envs, config, engine=engine)
+    agent.train_iteration()
+    agent.train_iteration()
+    assert engine.proposals >= 2 * 4 and engine.syncs == 2
+    with pytest.raises(InvalidArgumentError, match="engine=None"):
+        NLPO(policy, envs, engine=engine)

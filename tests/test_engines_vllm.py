@@ -83,6 +83,24 @@ def test_after_an_update_and_sync_the_engine_samples_from_the_updated_policy(res
     assert after["max_abs_gap"] < LOGPROB_TOLERANCE
 
 
+def test_grpo_with_the_vllm_engine_learns_like_the_per_token_path(results):
+    """Same initial weights, seeds and settings; only the engine differs (and so the sampling
+    stream). Both learn, and the last 4 iterations' mean rewards of the two seeds, with their
+    95% CIs, overlap."""
+    import statistics
+
+    cis = {}
+    for name in ("grpo_per_token", "grpo_vllm"):
+        runs = results[name]["rewards"]
+        for rewards in runs:
+            assert statistics.mean(rewards[-4:]) > 4 * max(rewards[0], 0.01), (name, rewards)
+        last = [r for rewards in runs for r in rewards[-4:]]
+        half = 1.96 * statistics.stdev(last) / len(last) ** 0.5
+        cis[name] = (statistics.mean(last) - half, statistics.mean(last) + half)
+    (lo_a, hi_a), (lo_b, hi_b) = cis.values()
+    assert lo_a <= hi_b and lo_b <= hi_a, cis
+
+
 def test_trl_rollout_func_generates_with_the_trainers_vllm_and_gives_exact_ids(trl_results):
     assert trl_results["vllm_generate_calls"] > 0  # the trainer's colocated LLM wrote them
     assert trl_results["episodes"] == 8 and trl_results["exact"]
