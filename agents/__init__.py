@@ -23,6 +23,7 @@ from agents.a2c import A2C, A2CConfig
 from agents.advantages import discounted_returns, gae, group_advantages
 from agents.base import Learner, LearnerConfig, NonFiniteError
 from agents.evaluation import EvalResult, evaluate
+from agents.faults import FailureRateError
 from agents.grpo import GRPO, GRPOConfig
 from agents.nlpo import NLPO, NLPOConfig
 from agents.policy import ActOutput, LMPolicy
@@ -52,6 +53,7 @@ __all__ = [
     "ActOutput",
     "CheckpointError",
     "EvalResult",
+    "FailureRateError",
     "GRPO",
     "GRPOConfig",
     "LEARNERS",

@@ -45,6 +45,7 @@ from agents.checkpoint import (
     restore_env_state,
     write_checkpoint,
 )
+from agents.faults import count_failures, fault_counts, without_failed
 from agents.logger import Logger
 from agents.policy import LMPolicy
 from agents.rollout import Rollout, cat_rollouts, collect_rollout
@@ -56,10 +57,6 @@ TIME_MARGIN = 0.1  # learn(time_limit=T) may run past T by at most this share of
 
 class NonFiniteError(FloatingPointError):
     """A reward, loss or gradient was NaN/inf and ``on_nonfinite="raise"``."""
-
-
-class FailureRateError(RuntimeError):
-    """More than ``max_failure_rate`` of an iteration's episodes failed."""
 
 
 @dataclass
@@ -95,11 +92,10 @@ class LearnerConfig:
         patience: stop when the eval reward has not improved for this many evaluations (0: off).
         reward_threshold: stop once the eval reward (or, without evaluation, the training
             reward) reaches this.
-        max_failure_rate: stop with :class:`FailureRateError` when more than this share of an
-            iteration's episodes failed (an env made with ``on_failure="end_episode"`` ends an
+        max_failure_rate: stop with :class:`~agents.faults.FailureRateError` when more than
+            this share of an iteration's episodes failed (an env made with ``on_failure="end_episode"`` ends an
             episode as failed when a scorer, partner or tool call still fails after its retries).
-            Failed episodes never reach the loss, whatever this is (see :meth:`Learner.
-            train_iteration`).
+            Failed episodes never reach the loss, whatever this is (``agents/faults.py``).
     """
 
     seed: int = 0
@@ -134,41 +130,30 @@ class LearnerConfig:
         """Raise :class:`~textgym.errors.InvalidArgumentError` naming the first invalid setting.
         The one place a config is validated: it runs when the config is made and again when a
         learner is built from it; each learner's config extends it (``super().check()``)."""
-        name = type(self).__name__
-        if self.on_nonfinite not in NONFINITE_POLICIES:
-            raise InvalidArgumentError(
-                f"{name}: on_nonfinite must be one of {NONFINITE_POLICIES}, "
-                f"got {self.on_nonfinite!r}"
-            )
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise InvalidArgumentError(
-                f"{name}: kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}"
-            )
-        if not isinstance(self.save_optimizer, bool):
-            raise InvalidArgumentError(
-                f"{name}: save_optimizer must be True or False, got {self.save_optimizer!r}"
-            )
-        if self.episodes_per_update is not None and not _is_int_at_least(
-            self.episodes_per_update, 1
+        rate, epu, size = self.max_failure_rate, self.episodes_per_update, self.minibatch_size
+        for valid, problem in (
+            (
+                self.on_nonfinite in NONFINITE_POLICIES,
+                f"on_nonfinite must be one of {NONFINITE_POLICIES}",
+            ),
+            (self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}"),
+            (isinstance(self.save_optimizer, bool), "save_optimizer must be True or False"),
+            (
+                epu is None or _is_int_at_least(epu, 1),
+                "episodes_per_update must be an integer >= 1 (or None: one rollout of num_envs)",
+            ),
+            (_is_number(rate) and 0 <= rate <= 1, "max_failure_rate must be a number in [0, 1]"),
+            (_is_int_at_least(self.update_epochs, 1), "update_epochs must be an integer >= 1"),
+            (
+                size is None or _is_int_at_least(size, 1),
+                "minibatch_size must be an integer >= 1 (or None: the whole batch)",
+            ),
         ):
-            raise InvalidArgumentError(
-                f"{name}: episodes_per_update must be an integer >= 1 (or None: one rollout of "
-                f"num_envs), got {self.episodes_per_update!r}"
-            )
-        rate = self.max_failure_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-            raise InvalidArgumentError(
-                f"{name}: max_failure_rate must be a number in [0, 1], got {rate!r}"
-            )
-        if not _is_int_at_least(self.update_epochs, 1):
-            raise InvalidArgumentError(
-                f"{name}: update_epochs must be an integer >= 1, got {self.update_epochs!r}"
-            )
-        if self.minibatch_size is not None and not _is_int_at_least(self.minibatch_size, 1):
-            raise InvalidArgumentError(
-                f"{name}: minibatch_size must be an integer >= 1 (or None: the whole batch), "
-                f"got {self.minibatch_size!r}"
-            )
+            if not valid:
+                field = problem.split()[0]
+                raise InvalidArgumentError(
+                    f"{type(self).__name__}: {problem}, got {getattr(self, field)!r}"
+                )
 
     @classmethod
     def for_policy(cls, policy: Any, **changes: Any) -> LearnerConfig:
@@ -180,13 +165,8 @@ class LearnerConfig:
         return cls(**{**{k: v for k, v in defaults.items() if k in names}, **changes})
 
 
-def _fault_counts(envs: Any) -> Any:
-    """The env's :class:`textgym.retry.FaultCounts` so far (None if it keeps none)."""
-    for env in (envs, getattr(envs, "unwrapped", None)):
-        counts = getattr(env, "fault_counts", None)
-        if counts is not None:
-            return counts.copy() if hasattr(counts, "copy") else counts
-    return None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def _is_int_at_least(value: Any, low: int) -> bool:
@@ -345,9 +325,10 @@ class Learner:
         the whole group (its baseline would come from fewer members), and on every rank the same
         number of episodes (their gradient steps run together). Logged per iteration:
         ``failed_episodes`` and, when the env counts them (``env.fault_counts``), ``retries`` and
-        ``timeouts``. More than ``max_failure_rate`` failed: :class:`FailureRateError`."""
+        ``timeouts``. More than ``max_failure_rate`` failed:
+        :class:`~agents.faults.FailureRateError` (see ``agents/faults.py``)."""
         t0 = time.perf_counter()
-        counts_before = _fault_counts(self.envs)
+        counts_before = fault_counts(self.envs)
         rollout = cat_rollouts([self.rollout() for _ in range(self.rollouts_per_update)])
         self.iteration += 1
         world = self.dist.world_size
@@ -357,8 +338,8 @@ class Learner:
         )
         tokens_per_s = rollout.num_tokens / max(rollout.seconds, 1e-9)  # failed ones included
         self.iteration_faults = {}
-        self.count_failures(rollout, counts_before)
-        rollout = self.without_failed(rollout)
+        count_failures(self, rollout, counts_before)  # may stop the run: FailureRateError
+        rollout = without_failed(rollout, self.group_size)
         returns = rollout.episode_returns
         row: dict[str, float] = {
             "iteration": self.iteration,
@@ -426,43 +407,6 @@ class Learner:
         seeds = self.rng.integers(0, 2**31 - 1, size=per_rank * self.dist.world_size)
         seeds = seeds[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
         return np.repeat(seeds, self.group_size).tolist()
-
-    # -- failed episodes ----------------------------------------------------------------------
-
-    def count_failures(self, rollout: Rollout, counts_before: Any) -> None:
-        """Add ``rollout``'s failed episodes (and the env's retries and timeouts since
-        ``counts_before``) to the run's and the iteration's counts; raise
-        :class:`FailureRateError` past ``max_failure_rate`` (decided on all ranks' counts)."""
-        failed = int(rollout.failed.sum()) if rollout.failed is not None else 0
-        totals = distributed.mean_over_ranks({"failed": failed, "n": rollout.num_envs})
-        world = self.dist.world_size
-        self.failed_episodes += round(totals["failed"] * world)
-        faults = self.iteration_faults
-        faults["failed_episodes"] = faults.get("failed_episodes", 0) + totals["failed"] * world
-        if counts_before is not None:
-            diff = _fault_counts(self.envs) - counts_before
-            faults["retries"] = faults.get("retries", 0) + diff.retries
-            faults["timeouts"] = faults.get("timeouts", 0) + diff.timeouts
-        rate = totals["failed"] / max(totals["n"], 1)
-        if rate > self.config.max_failure_rate:
-            reasons = [f for f in rollout.failures or [] if f is not None]
-            raise FailureRateError(
-                f"iteration {self.iteration}: {rate:.0%} of the episodes failed, more than "
-                f"max_failure_rate={self.config.max_failure_rate:.0%}"
-                + (f"; the last failure: {reasons[-1]}" if reasons else "")
-                + "; fix the scorer, partner or tool, give the env a retry policy with more "
-                "retries or a longer timeout, or raise max_failure_rate"
-            )
-
-    def without_failed(self, rollout: Rollout) -> Rollout:
-        """``rollout`` without its failed episodes (a group learner: without the groups that
-        have one), cut to the same number of episodes on every rank."""
-        if rollout.failed is None or not distributed.any_rank(bool(rollout.failed.any())):
-            return rollout
-        healthy = ~rollout.failed.view(-1, self.group_size).any(-1)
-        rows = torch.nonzero(healthy.repeat_interleave(self.group_size)).reshape(-1)
-        count = min(distributed.gather_objects(len(rows)))  # the same on every rank
-        return rollout.subset(rows[:count])
 
     # -- evaluation and early stopping -----------------------------------------------------------
 

@@ -27,7 +27,8 @@ import torch
 
 from agents import distributed
 from agents.advantages import flat_groups, group_rows
-from agents.base import LearnerConfig, _fault_counts
+from agents.base import LearnerConfig
+from agents.faults import count_failures, fault_counts
 from agents.rollout import Rollout, cat_rollouts
 from textgym.errors import InvalidArgumentError
 
@@ -82,7 +83,7 @@ def informative_groups(learner: Any, rollout: Rollout) -> tuple[Rollout | None, 
     have, drawn = rollout.num_envs // size - dropped, learner.rollouts_per_update
     cap = learner.rollouts_per_update + c.max_extra_rollouts
     while drawn < cap and distributed.any_rank(have < wanted):
-        counts_before = _fault_counts(learner.envs)
+        counts_before = fault_counts(learner.envs)
         more = learner.rollout()
         drawn += 1
         learner.episodes += more.num_envs * world
@@ -92,7 +93,7 @@ def informative_groups(learner: Any, rollout: Rollout) -> tuple[Rollout | None, 
             learner._nonfinite("reward")
             have = 0
             break
-        learner.count_failures(more, counts_before)  # counted; may stop the run
+        count_failures(learner, more, counts_before)  # counted; may stop the run
         # A group with a failed member is dropped too (its baseline would lack a member).
         flat = flat_groups(more.episode_returns, size)
         if more.failed is not None:

@@ -35,6 +35,12 @@ LONG_MODULES = {
         700,
         "ToolUseEnv, its vector twin and its worked demonstrations, one env per file",
     ),
+    "agents/base.py": (
+        680,
+        "the loop around every learner's update (logging, evaluation, early stopping, the time "
+        "budget, failed episodes, an engine's weight sync) and the run's checkpointed state, "
+        "which all read the same counters, RNGs and optimizer; the updates live in their files",
+    ),
     "agents/policy.py": (
         780,
         "LMPolicy: acting, teacher-forced scoring and the frozen reference share the model's "
