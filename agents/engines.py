@@ -164,9 +164,7 @@ class VLLMEngine(Engine):
         from vllm import LLM
 
         self.folder = tempfile.TemporaryDirectory(prefix="textgym-vllm-")
-        with _merged(self.policy.model) as model:
-            model.save_pretrained(self.folder.name)
-        textgym_vllm.hf_tokenizer(self.policy.tokenizer).save_pretrained(self.folder.name)
+        save_for_vllm(self.policy, self.folder.name)
         if dtype is None:
             dtype = "bfloat16" if self.policy.amp_dtype == torch.bfloat16 else "float32"
         if torch.cuda.is_available():
@@ -236,6 +234,15 @@ class VLLMEngine(Engine):
                 kwargs={"weights_iterator": weights, "is_checkpoint_format": True},
             )
         self.llm.reset_prefix_cache()
+
+
+def save_for_vllm(policy: Any, folder: str) -> None:
+    """Save ``policy``'s LM as a plain Hugging Face model folder that vLLM loads: LoRA adapters
+    merged into the base weights (under the base model's names), and the tokenizer (the
+    character tokenizer as its Hugging Face twin)."""
+    with _merged(policy.model) as model:
+        model.save_pretrained(folder, state_dict=_vllm_names(model.state_dict()))
+    textgym_vllm.hf_tokenizer(policy.tokenizer).save_pretrained(folder)
 
 
 def _allowed(action_mask: Any, slot: int) -> list[int] | None:

@@ -194,3 +194,29 @@ def test_a_learner_rolls_out_with_its_engine_and_syncs_it_after_every_update():
     assert engine.proposals >= 2 * 4 and engine.syncs == 2
     with pytest.raises(InvalidArgumentError, match="engine=None"):
         NLPO(policy, envs, engine=engine)
+
+
+def test_the_folder_vllm_loads_is_the_policys_lm_with_lora_merged(tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from agents.engines import save_for_vllm
+
+    base = tiny_lm(vocab_size=99, seed=0)
+    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    policy = LMPolicy(peft.get_peft_model(base, config), CHAR, precision="fp32")
+    with torch.no_grad():  # a trained adapter: B is zero at init
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.2, generator=torch.Generator().manual_seed(1))
+    save_for_vllm(policy, str(tmp_path))
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.tensor([[1, 20, 21, 22, 23, 24]])
+    with torch.no_grad():
+        want = policy.model(input_ids=ids).logits
+        got = plain(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert not any("lora" in n for n in plain.state_dict())
+    assert any("lora_A" in n for n in policy.model.state_dict())  # the adapter is unmerged again
+    with torch.no_grad():
+        torch.testing.assert_close(policy.model(input_ids=ids).logits, want)
