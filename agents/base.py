@@ -93,9 +93,10 @@ class LearnerConfig:
         reward_threshold: stop once the eval reward (or, without evaluation, the training
             reward) reaches this.
         max_failure_rate: stop with :class:`~agents.faults.FailureRateError` when more than
-            this share of an iteration's episodes failed (an env made with ``on_failure="end_episode"`` ends an
-            episode as failed when a scorer, partner or tool call still fails after its retries).
-            Failed episodes never reach the loss, whatever this is (``agents/faults.py``).
+            this share of an iteration's episodes failed (an env made with
+            ``on_failure="end_episode"`` ends an episode as failed when a scorer, partner or tool
+            call still fails after its retries). Failed episodes never reach the loss, whatever
+            this is (``agents/faults.py``).
     """
 
     seed: int = 0
