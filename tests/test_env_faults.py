@@ -696,6 +696,11 @@ def test_a_single_env_episode_that_fails_ends_truncated_with_its_failure():
     assert np.isnan(info["score"]) and info["completion"] == "xyx"
     assert obs["num_generated"][0] == 3 and "failed: TimeoutError" in env.render()
     assert env.fault_counts == textgym.FaultCounts(failed_calls=1, failed_episodes=1)
+    counts = env.fault_counts  # a copy: an iteration's counts are a difference of two
+    counts.failed_episodes += 5
+    assert env.fault_counts - textgym.FaultCounts(failed_calls=1) == textgym.FaultCounts(
+        failed_episodes=1
+    )
     with pytest.raises(textgym.errors.ResetNeeded):
         env.step(37)
     env.reset(seed=1)
