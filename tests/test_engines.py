@@ -107,26 +107,21 @@ def test_chunks_up_to_control_points_equal_one_token_at_a_time(make, rule):
 
 
 def test_tool_results_the_env_appends_are_continued_from():
-    envs = ToolUseVectorEnv(
-        num_envs=2,
-        tokenizer=CHAR,
-        max_new_tokens=80,
-        max_result_tokens=30,
-        task_kwargs={"n_train": 4},
-    )
-    got = trajectories(ScriptEngine(tool_script, "chunks"), envs, 0)
+    def tools():
+        return ToolUseVectorEnv(
+            num_envs=2,
+            tokenizer=CHAR,
+            max_new_tokens=80,
+            max_result_tokens=30,
+            task_kwargs={"n_train": 4},
+        )
+
+    got = trajectories(ScriptEngine(tool_script, "chunks"), tools(), 0)
     for ids in got:
         text = CHAR.decode(ids, skip_special_tokens=True)
         assert "<calc>2*3</calc><result>6</result>\nAnswer: 6\n" in text
-    envs2 = ToolUseVectorEnv(
-        num_envs=2,
-        tokenizer=CHAR,
-        max_new_tokens=80,
-        max_result_tokens=30,
-        task_kwargs={"n_train": 4},
-    )
-    assert got == trajectories(ScriptEngine(tool_script, "tokens"), envs2, 0)
-    assert got == trajectories(ScriptEngine(tool_script, "overshoot"), envs2, 0)
+    assert got == trajectories(ScriptEngine(tool_script, "tokens"), tools(), 0)
+    assert got == trajectories(ScriptEngine(tool_script, "overshoot"), tools(), 0)
 
 
 def test_per_token_engine_is_the_acting_loop_bit_for_bit():
