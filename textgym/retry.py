@@ -205,7 +205,6 @@ def call_each(
             raise
         if n == 1:
             return [None], [describe_failure(e)]
-        batch_error = e
     alone = dataclasses.replace(policy, retries=0)
     results: list[Any] = [None] * n
     failures: list[str | None] = [None] * n
@@ -214,8 +213,6 @@ def call_each(
             results[k] = call_with_retries(lambda k=k: call([k]), alone, counts, what)[0]
         except Exception as e:
             failures[k] = describe_failure(e)
-    if all(f is not None for f in failures):  # nothing alone worked: say what the batch hit
-        failures = [describe_failure(batch_error)] * n
     return results, failures
 
 
