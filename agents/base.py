@@ -51,6 +51,13 @@ from agents.policy import LMPolicy
 from agents.rollout import Rollout, cat_rollouts, collect_rollout
 from textgym.errors import InvalidArgumentError
 
+# Settings that had other names: a run.json or --config that still uses one gets the new name.
+RENAMED_SETTINGS = {
+    "normalize_advantages": "whiten_advantages (PPO, A2C, NLPO) or scale_advantages (REINFORCE, "
+    "RLOO)",
+    "kl_target": "adaptive_kl_target",
+    "kl_horizon": "adaptive_kl_horizon",
+}
 NONFINITE_POLICIES = ("skip", "raise")
 TIME_MARGIN = 0.1  # learn(time_limit=T) may run past T by at most this share of T
 
@@ -162,6 +169,10 @@ class LearnerConfig:
         e.g. :meth:`LMPolicy.tiny`'s from-scratch settings), then ``changes``. A learner built
         without a config uses ``Config.for_policy(policy)``."""
         names = {f.name for f in dataclasses.fields(cls)}
+        for key in changes:
+            if key not in names:
+                hint = f" (renamed: {RENAMED_SETTINGS[key]})" if key in RENAMED_SETTINGS else ""
+                raise InvalidArgumentError(f"{cls.__name__} has no setting {key!r}{hint}")
         defaults = getattr(policy, "learner_defaults", None) or {}
         return cls(**{**{k: v for k, v in defaults.items() if k in names}, **changes})
 
