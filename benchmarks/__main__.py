@@ -10,7 +10,8 @@ Agents: our learners (ppo, grpo, rloo, reinforce, a2c, nlpo, sft+ppo) and the pe
 trl, else skipped with a note), plus the untrained and random reference rows of every task.
 
 Re-running with the same --out finishes an interrupted benchmark: finished cells are skipped.
-Presets: tiny (seconds, for tests), quick (about two hours on a 2-core CPU), full (one GPU).
+Presets: tiny (seconds, for tests), quick (about two hours on a 2-core CPU), full (one GPU),
+peers (our PPO and SB3's PPO, each tuned by the same sweep: python -m benchmarks.sweep).
 The other benchmark scripts: python -m benchmarks.env_throughput, .rollout_vs_generate,
 .learner_throughput, .logprob_memory, .task_scores, .trl_baseline.
 """
@@ -107,16 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
 
         target = Path(args.results_md)
-        (target.parent / "figures").mkdir(parents=True, exist_ok=True)
+        # The quick leaderboard's plots in figures/, another preset's in figures/<preset>/ (the
+        # same task names would overwrite them).
+        figures = "figures" if preset.name == "quick" else f"figures/{preset.name}"
+        (target.parent / figures).mkdir(parents=True, exist_ok=True)
         plots = [Path(out, f"curves-{t['env_id']}.png") for t in results["tasks"]]
         plots = [plot for plot in plots if plot.exists()]
         for plot in plots:
-            shutil.copyfile(plot, target.parent / "figures" / plot.name)
+            shutil.copyfile(plot, target.parent / figures / plot.name)
         command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
-        update_results_md(target, results_section(results, plots, command=command), preset.name)
-        print(
-            f"wrote the {preset.name!r} section of {target} (plots in {target.parent / 'figures'})"
-        )
+        section = results_section(results, plots, command=command, figures=figures)
+        update_results_md(target, section, preset.name)
+        print(f"wrote the {preset.name!r} section of {target} (plots in {target.parent / figures})")
     print(
         f"total {time.perf_counter() - start:.0f} s "
         f"({results['run']['cells_run']} cells run, {results['run']['cells_skipped']} skipped)"

@@ -9,6 +9,10 @@
 * ``full``: sized for one GPU: more tasks, seeds and budget, SmolLM2-135M on the language tasks.
 * ``nlpo``: NLPO-style masking vs plain PPO on TextGen-v0 with SmolLM2-135M, same seed and
   budget (23 minutes measured on a 2-core CPU, 1 thread).
+* ``peers``: our PPO against SB3's PPO on Copy and Reverse, each side with the best setting of
+  a sweep of the same size on Copy (:data:`SWEEPS`, ``python -m benchmarks.sweep``), every row
+  on the dense reward, 60,000 token-steps per cell, 3 seeds (about 45 minutes on a 2-core CPU
+  under load).
 
 Every agent of a task gets the same budget: ``episodes`` training episodes (``iterations x
 num_envs``), optionally capped at ``max_tokens`` generated tokens, and is then evaluated on the
@@ -139,6 +143,31 @@ _WITH_SFT = [*DEFAULT_AGENTS, "sft+ppo"]  # tasks with references also get the w
 _CHAR_AGENTS = [*_WITH_SFT, "sb3-ppo"]  # character tasks: small vocabulary, SB3 PPO as the peer
 _LM_AGENTS = ["ppo", "grpo", "trl-grpo"]  # SmolLM2 tasks: TRL's GRPOTrainer as the peer
 
+# The tuned comparison with the peer (preset "peers"): Copy and Reverse on the dense reward for
+# every row (the env's potential-shaped reward: the change of the score per token; an episode's
+# rewards still sum to its score), 16 envs, 60,000 token-steps per cell. Each side's setting is
+# the best of its grid in SWEEPS["peers"] (the same number of settings, seeds and budget per side;
+# `python -m benchmarks.sweep`, results in benchmarks/README.md).
+_DENSE = {"reward_mode": "dense"}
+# SB3's PPO tuned for token envs: 16 envs x 64 steps per update, minibatches of 256, 4 epochs.
+_SB3_TOKEN_PPO = {
+    "n_steps": 64,
+    "batch_size": 256,
+    "n_epochs": 4,
+    "learning_rate": 1e-3,
+    "clip_range": 0.1,
+    "ent_coef": 0.01,
+    "gamma": 1.0,
+}
+# The sweep's picks (benchmarks/README.md): on Copy each side's best setting; Reverse was not
+# swept: the same settings, SB3 with two extractor layers (a tie with one on Copy; the depth of
+# our tiny LM, and the quick preset's choice on Reverse).
+_TUNED_PPO = {"episodes_per_update": 128, "update_epochs": 4, "minibatch_size": 32}
+_PEERS_CONFIG = {
+    "TextGen-Copy-v0": {"sb3-ppo": dict(_SB3_TOKEN_PPO), "ppo": dict(_TUNED_PPO)},
+    "TextGen-Reverse-v0": {"sb3-ppo": {**_SB3_TOKEN_PPO, "n_layers": 2}, "ppo": dict(_TUNED_PPO)},
+}
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
@@ -263,6 +292,28 @@ PRESETS: dict[str, Preset] = {
         seeds=[0, 1, 2],
         trl=TRLSpec(prompts=16, group_size=4, iterations=10, warmup=2),
     ),
+    "peers": Preset(
+        name="peers",
+        description="tuned peers at equal budget: our PPO and SB3's PPO, each with the best "
+        "setting of a sweep of the same size on Copy (python -m benchmarks.sweep), on Copy and "
+        "Reverse, every row on the dense reward, 60,000 token-steps per cell, 16 envs, 3 seeds",
+        tasks=[
+            TaskSpec(
+                env_id,
+                num_envs=16,
+                episodes=100_000,  # out of reach: the budget is the 60,000 tokens
+                max_tokens=_CHAR_TOKENS,
+                eval_episodes=128,
+                env_kwargs=dict(_DENSE),
+                precision="fp32",
+                config=copy.deepcopy(config),
+            )
+            for env_id, config in _PEERS_CONFIG.items()
+        ],
+        agents=["ppo", "sb3-ppo"],
+        seeds=[0, 1, 2],
+        threads=1,
+    ),
     "nlpo": Preset(
         name="nlpo",
         description="NLPO (top-p 0.9 mask policy, refreshed every 5 iterations) vs PPO on "
@@ -289,3 +340,24 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise SystemExit(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
+
+
+# Sweep grids (`python -m benchmarks.sweep --preset <name>`): per preset and agent, the settings
+# tried; each replaces the task's config[agent] (the agent's defaults plus the setting). Both
+# sides get the same number of settings.
+SWEEPS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "peers": {
+        "sb3-ppo": [
+            dict(_SB3_TOKEN_PPO),
+            {**_SB3_TOKEN_PPO, "learning_rate": 2e-3},
+            {**_SB3_TOKEN_PPO, "n_epochs": 10},
+            {**_SB3_TOKEN_PPO, "n_layers": 2},
+        ],
+        "ppo": [
+            {},  # LMPolicy.tiny's learner defaults
+            {"episodes_per_update": 128, "update_epochs": 4},
+            dict(_TUNED_PPO),
+            {**_TUNED_PPO, "lr": 2e-3},
+        ],
+    },
+}

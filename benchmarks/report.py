@@ -7,8 +7,10 @@ Everything here reads the results dict that :func:`benchmarks.harness.run_benchm
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from benchmarks.stats import (
 NO_ROW_LEARNED = "no row learned at this budget"
 LINE_STYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
+SAMPLES = 3  # test samples per row under each leaderboard table
 
 
 def nobody_learned(task: dict[str, Any]) -> bool:
@@ -151,12 +154,14 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
             budget += f" or {spec['time_limit']:.0f} s of training, whichever comes first"
         if spec.get("max_tokens"):
             budget += f", at most {spec['max_tokens']:,} tokens"
+        reward_mode = (spec.get("env_kwargs") or {}).get("reward_mode", "sparse")
         seeds_per_row = ", ".join(f"{r['agent']} {len(r['seeds'])}" for r in task["rows"])
         lines += [
             "",
             f"## {task['env_id']} ({task['model']})",
             "",
-            f"Budget per agent: {budget}; evaluation: {spec['eval_episodes']} test episodes "
+            f"Budget per agent: {budget}; training reward: {reward_mode} (every row); "
+            f"evaluation: {spec['eval_episodes']} test episodes "
             f"({'greedy' if spec.get('greedy', True) else 'sampled'}); seeds per row: "
             f"{seeds_per_row}.",
             "",
@@ -206,6 +211,7 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
             ]
         for agent, why in (task.get("notes") or {}).items():
             lines += ["", f"- {agent}: {why}"]
+        lines += samples_markdown(task)
         png = f"curves-{task['env_id']}.png"
         if plots is None or any(p.name == png for p in plots):
             lines += ["", f"![{task['env_id']} learning curves]({png})"]
@@ -213,6 +219,40 @@ def leaderboard_markdown(results: dict[str, Any], plots: list[Path] | None = Non
     if trl is not None:
         lines += ["", "## Speed vs TRL's GRPOTrainer", "", trl_markdown(trl)]
     return "\n".join(lines) + "\n"
+
+
+def code_span(text: str) -> str:
+    """``text`` (model-written: hostile) as one Markdown code span: control characters and
+    newlines escaped as in JSON, the fence longer than any run of backticks inside; "(empty)"
+    for an empty text."""
+    if not text:
+        return "(empty)"
+    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+    fence = "`" * (max((len(run) for run in re.findall("`+", inner)), default=0) + 1)
+    pad = " " if inner.startswith("`") or inner.endswith("`") else ""
+    return f"{fence}{pad}{inner}{pad}{fence}"
+
+
+def samples_markdown(task: dict[str, Any], n: int = SAMPLES) -> list[str]:
+    """What each row wrote: the first ``n`` test samples (prompt -> completion, score) of the
+    row's first seed; the prompts are the same for every row."""
+    lines = []
+    for agent, cells in task["cells"].items():
+        samples = min(cells, key=lambda c: c["seed"]).get("samples") or []
+        if samples:
+            shown = ", ".join(
+                f"{code_span(s['prompt'])} -> {code_span(s['completion'])} ({s['score']:.2f})"
+                for s in samples[:n]
+            )
+            lines.append(f"- {agent}: {shown}")
+    if lines:
+        lines = [
+            "",
+            f"Samples (first {n} test prompts, first seed; prompt -> completion (score)):",
+            "",
+            *lines,
+        ]
+    return lines
 
 
 def results_section(
