@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
             for r in range(args.repeats):
                 for name, engine in engines.items():
                     seconds[name].append(rollout_seconds(engine, envs, r + 1))
+                    print(f"  {name} N={n}: {seconds[name][-1]:.2f} s", flush=True)
         for name, times in seconds.items():
             median = statistics.median(times)
             rows.append(
