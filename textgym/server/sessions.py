@@ -235,10 +235,21 @@ class SessionStore:
 
     # -- reset and step ----------------------------------------------------------------------
 
-    def reset(self, session: Session, seed: Any = None, options: Any = None) -> dict[str, Any]:
+    def reset(
+        self, session: Session, seed: Any = None, options: Any = None, episode_id: Any = None
+    ) -> dict[str, Any]:
+        """Reset ``session``'s env; ``episode_id`` (OpenEnv's reset field) names the episode in
+        :meth:`state`, else a fresh id does."""
+        if episode_id is not None and (
+            not isinstance(episode_id, str) or not 1 <= len(episode_id) <= 255
+        ):
+            raise ProtocolError(
+                VALIDATION_ERROR,
+                f"episode_id must be a string of 1 to 255 characters, got {episode_id!r:.60}",
+            )
         options = decode(options) if options is not None else None
         obs, info = session.env.reset(seed=seed, options=options)
-        session.episode_id = uuid.uuid4().hex
+        session.episode_id = uuid.uuid4().hex if episode_id is None else episode_id
         session.step_count = 0
         if session.num_envs is None and not session.turns:
             session.num_generated = int(obs["num_generated"][0])
