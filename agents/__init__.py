@@ -22,6 +22,7 @@ what GRPO and RLOO share), ``evaluation.py``. See "Writing a learner" in ``docs/
 from agents.a2c import A2C, A2CConfig
 from agents.advantages import discounted_returns, gae, group_advantages
 from agents.base import Learner, LearnerConfig, NonFiniteError
+from agents.engines import Engine, PerTokenEngine, VLLMEngine
 from agents.evaluation import EvalResult, evaluate
 from agents.faults import FailureRateError
 from agents.grpo import GRPO, GRPOConfig
@@ -52,6 +53,7 @@ __all__ = [
     "A2CConfig",
     "ActOutput",
     "CheckpointError",
+    "Engine",
     "EvalResult",
     "FailureRateError",
     "GRPO",
@@ -65,6 +67,7 @@ __all__ = [
     "NonFiniteError",
     "PPO",
     "PPOConfig",
+    "PerTokenEngine",
     "REINFORCE",
     "REINFORCEConfig",
     "RLOO",
@@ -73,6 +76,7 @@ __all__ = [
     "RolloutBuffer",
     "SupervisedWarmStart",
     "TokenStats",
+    "VLLMEngine",
     "WarmStartConfig",
     "bf16_supported",
     "collect_rollout",
