@@ -108,3 +108,19 @@ def test_samples_are_quoted_whatever_the_model_wrote():
     lines = samples_markdown(task)
     (row,) = [line for line in lines if line.startswith("- ppo:")]
     assert "`ab=` -> " + span + " (0.50)" in row and "late" not in row
+
+
+def test_a_presets_results_md_section_links_its_own_plots(tmp_path):
+    from benchmarks.__main__ import main
+
+    md = tmp_path / "docs" / "RESULTS.md"
+    args = ["--preset", "tiny", "--agents", "reinforce", "--no-progress", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--results-md", str(md)]) == 0
+    # Not figures/ itself, where the quick leaderboard's plots of the same tasks live.
+    png = tmp_path / "docs" / "figures" / "tiny" / "curves-TextGen-Copy-v0.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "docs" / "figures" / "curves-TextGen-Copy-v0.png").exists()
+    text = md.read_text()
+    assert "](figures/tiny/curves-TextGen-Copy-v0.png)" in text
+    assert "training reward: sparse (every row)" in text
+    assert "- reinforce: `" in text and "Samples (first 3 test prompts" in text
