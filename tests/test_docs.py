@@ -49,6 +49,8 @@ SKIPPED = {
     "runs LMActorCriticPolicy on a tiny LM",
     ("docs/agents.md", r"VLLMEngine\(policy\)"): "needs vLLM, which lives in a venv of its own "
     "(make vllm-venv); tests/test_engines_vllm.py runs VLLMEngine there",
+    ("docs/serving.md", "GenericEnvClient"): "needs openenv-core, which lives in a venv of its "
+    "own (about 60 packages); `make openenv-check` runs this client against a server",
 }
 
 # file -> [(old, new, why)]: the budget cuts, applied to the file's text before it runs.
