@@ -466,6 +466,10 @@ def test_workers_serve_a_vector_env_over_their_ports():
     finally:
         process.terminate()
         process.wait()
+    # SIGTERM to the command ends its worker processes too: nothing listens any more.
+    for port_k in (port, port + 1):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port_k)) != 0, f"a worker still serves {port_k}"
 
 
 def test_cli_errors_are_one_line_before_anything_listens(capsys):

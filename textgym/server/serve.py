@@ -14,6 +14,7 @@ import ipaddress
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -268,6 +269,18 @@ def main(argv: list[str] | None = None, prog: str = "textgym serve") -> int:
             multiprocessing.get_context("spawn").Process(target=run_server, args=(settings, port))
             for port in settings["ports"]
         ]
+
+        def stop(signum: int, frame: Any) -> None:
+            # SIGTERM would end this process alone and leave its workers serving: end them too.
+            for w in workers:
+                if w.pid is not None:
+                    w.terminate()
+            for w in workers:
+                if w.pid is not None:
+                    w.join(timeout=30)
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
         for w in workers:
             w.start()
         for w in workers:
