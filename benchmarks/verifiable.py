@@ -15,10 +15,14 @@ left out of each update and replaced by newly drawn prompts (:class:`agents.GRPO
 
 ``--curriculum easy,medium,hard`` trains on a procedural task (``--env TextGen-<Task>-<Level>-v0``)
 under :class:`textgym.wrappers.VectorCurriculum`: the training envs take the budgets of the last
-level's id and start at ``--env``'s level, which moves up once the success rate of the last
-``--curriculum-window`` training episodes reaches ``--promote-at``. The levels reached, with the
-success rate that moved them, are printed and kept; the warm-started and the trained policy are
-also evaluated on every level above the start up to the one reached.
+level's id and start at ``--env``'s level. On a reasoning-gym id, ``--curriculum 0,1,2,3`` lists
+levels of the dataset's own curriculum (reasoning-gym's difficulty knobs, e.g. chain_sum's number
+of terms and digits) and training starts at the first. The level moves up once the success rate
+of the last ``--curriculum-window`` training prompts (32; each judged by its whole group, so the
+window is that many times ``--group-size`` episodes) reaches ``--promote-at``. The levels
+reached, with the success rate that moved them, are printed and kept; the warm-started policy is
+also evaluated on the next level, and the trained one on the next level and on the highest level
+reached (compare it with a run that trains at that level from the start).
 
 The env, learner, model and hyperparameter flags are ``textgym train``'s
 (:func:`agents.cli.add_training_arguments`: ``--agent``, ``--model``, ``--lr``, ``--group-size``
@@ -32,16 +36,17 @@ and both evaluations with the settings of :data:`RECIPES` (flags given on the co
     python -m benchmarks.verifiable --recipe rg --env RG-letter_counting-v0 --seed 0 --out lc.json
 
 It warm-starts on 256 train references (1 epoch, warm-start seed 0), runs GRPO (8 completions
-per prompt, lr 5e-5, seed ``--seed``) for 8 minutes, and evaluates the warm-started and the
-trained policy on 128 test episodes, sampled and greedy (the untrained model is skipped: RL is
-judged against the warm start). The env gets short budgets (32 new tokens: the warm start
-teaches a bare answer and EOS; prompts cut to their last 64 tokens: most arithmetic, counting
-and string ids ask in under 60, and acting and scoring run over the padded prompt width;
-pass ``--env-kwargs '{"max_prompt_tokens": 1024}'`` for boards and grids) and a test split of 1,000
-questions, so that the test episodes rarely repeat one. With ``--warm-start-cache DIR`` a second
-``--seed`` reuses the first one's warm start and its evaluation (GRPO seeds from one warm
-start). After training, the most common sampled answer is scored on every test prompt: the
-success a constant answer gets (a reward a constant can game).
+per prompt, lr 5e-5, seed ``--seed``) for 15 minutes, and evaluates the warm-started and the
+trained policy on 256 test episodes, sampled and greedy, without the KL passes (the untrained
+model is skipped: RL is judged against the warm start). The env gets short budgets (32 new
+tokens: the warm start teaches a bare answer and EOS; prompts cut to their last 64 tokens: most
+arithmetic, counting and string ids ask in under 60; pass ``--env-kwargs '{"max_prompt_tokens":
+1024}'`` for boards and grids) and a test split of 1,000 questions, so that the test episodes
+rarely repeat one. A dataset's level of difficulty is a task argument: ``--env-kwargs
+'{"task_kwargs": {"difficulty": 0}}'`` (its reasoning-gym curriculum's level 0). With
+``--warm-start-cache DIR`` a second ``--seed`` reuses the first one's warm start and its
+evaluation (GRPO seeds from one warm start). After training, the most common sampled answer is
+scored on every test prompt: the success a constant answer gets (a reward a constant can game).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +104,10 @@ RECIPES: dict[str, dict[str, Any]] = {
             "group_size": 8,
             "num_envs": 16,
             "lr": 5e-5,
-            "minutes": 8.0,
-            "eval_episodes": 128,
+            "minutes": 15.0,
+            "eval_episodes": 256,
             "no_untrained": True,
+            "eval_kl": False,  # the training log has the KL; evaluations judge success only
             "precision": "fp32",
         },
         "env_kwargs": {
@@ -148,6 +155,7 @@ def measure(
             seed=seed,
             deterministic=greedy,
             num_samples=episodes,
+            with_reference=args.eval_kl,
         )
         distinct = distinct_share([s["completion"] for s in res.samples]) or 0.0
         completions = [s["completion"] for s in res.samples]
@@ -171,7 +179,7 @@ def measure(
             f"[{label}] {mode:7s} reward {res.reward_mean:.3f} (95% CI {lo:.3f}..{hi:.3f}, "
             f"n={res.n_episodes}), {success}distinct completions {distinct:.2f} (most common "
             f"{top[:30]!r}: {out[mode]['top_completion_share']:.2f}), "
-            f"KL {res.kl:.2f}, length {res.mean_length:.1f}",
+            f"{f'KL {res.kl:.2f}, ' if args.eval_kl else ''}length {res.mean_length:.1f}",
             flush=True,
         )
         if mode == "sampled":
@@ -255,24 +263,68 @@ def eval_modes(text: str) -> tuple[str, ...]:
     return modes
 
 
-def level_of(env_id: str) -> str:
-    """The level of a procedural id: ``TextGen-WordSorting-Easy-v0`` -> ``"easy"``."""
-    return env_id.rsplit("-", 2)[1].lower()
+@dataclass(frozen=True)
+class Level:
+    """One level of ``--curriculum``: its name, the env id and env arguments that play it
+    alone (for evaluations), and what :class:`~textgym.wrappers.VectorCurriculum` is given for
+    it (a difficulty name, or a dict of task kwargs)."""
+
+    name: str
+    env_id: str
+    env_kwargs: dict
+    wrapper_level: str | dict
 
 
-def level_ids(env_id: str, curriculum: str) -> dict[str, str]:
-    """``{level: registered id}`` for ``--curriculum easy,medium,hard`` on ``env_id``'s task."""
+def curriculum_levels(env_id: str, curriculum: str, env_kwargs: dict) -> tuple[list[Level], int]:
+    """The levels of ``--curriculum`` on ``env_id`` and the index of the one training starts at.
+
+    * a procedural id (``TextGen-WordSorting-Easy-v0``): ``easy,medium,hard`` are its registered
+      levels (``TextGen-WordSorting-Medium-v0``, ...); training starts at ``env_id``'s level;
+    * a reasoning-gym id (``RG-chain_sum-v0``): ``0,1,2,3`` are levels of the dataset's own
+      curriculum (reasoning-gym's difficulty knobs: each level raises every attribute, e.g.
+      chain_sum's number of terms and digits; ``easy,medium,hard`` are levels 0, 1, 2); training
+      starts at the first one listed.
+    """
     names = [name.strip().lower() for name in curriculum.split(",") if name.strip()]
+    if env_id.startswith("RG-"):
+        named = {"easy": 0, "medium": 1, "hard": 2}
+        try:
+            ks = [named[n] if n in named else int(n) for n in names]
+        except ValueError:
+            ks = []
+        if len(ks) < 2 or any(k < 0 for k in ks) or ks != sorted(set(ks)):
+            raise SystemExit(
+                f"--curriculum {curriculum!r}: needs two or more increasing reasoning-gym "
+                f"curriculum levels for {env_id}, e.g. --curriculum 0,1,2,3"
+            )
+        given = env_kwargs.get("task_kwargs", {})
+        if "difficulty" in given:
+            raise SystemExit(
+                f"--curriculum {curriculum!r} sets the difficulty of {env_id}; leave "
+                f"difficulty out of --env-kwargs' task_kwargs (training starts at level {ks[0]})"
+            )
+        levels = [
+            Level(
+                f"level-{k}",
+                env_id,
+                {**env_kwargs, "task_kwargs": {**given, "difficulty": k}},
+                {"difficulty": k},
+            )
+            for k in ks
+        ]
+        return levels, 0
     stem = env_id.rsplit("-", 2)[0]
     ids = {name: f"{stem}-{name.capitalize()}-v0" for name in names}
     unknown = [i for i in ids.values() if i not in PROCEDURAL_IDS]
     if len(names) < 2 or unknown or env_id not in ids.values():
         raise SystemExit(
-            f"--curriculum {curriculum!r}: needs two or more levels of --env's procedural task, "
-            f"--env among them ({env_id}; unknown: {unknown}); e.g. --env "
-            f"TextGen-WordSorting-Easy-v0 --curriculum easy,medium,hard"
+            f"--curriculum {curriculum!r}: needs two or more levels of --env's procedural task "
+            f"or curriculum levels of a reasoning-gym id, --env among them ({env_id}; unknown: "
+            f"{unknown}); e.g. --env TextGen-WordSorting-Easy-v0 --curriculum easy,medium,hard, "
+            f"or --env RG-chain_sum-v0 --curriculum 0,1,2,3"
         )
-    return ids
+    levels = [Level(name, ids[name], env_kwargs, name) for name in names]
+    return levels, list(ids.values()).index(env_id)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -325,6 +377,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--samples", type=int, default=4, help="samples printed per evaluation")
     p.add_argument(
+        "--eval-kl",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the KL to the reference and its perplexity in every evaluation (two "
+        "full forward passes per batch: --no-eval-kl halves an evaluation's time)",
+    )
+    p.add_argument(
         "--no-untrained",
         action="store_true",
         help="skip the untrained model's evaluation (needs --warm-start-epochs)",
@@ -344,14 +403,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--promote-at", type=float, default=0.8, help="curriculum: success rate to move up"
     )
-    p.add_argument("--curriculum-window", type=int, default=64, help="curriculum: episodes judged")
+    p.add_argument(
+        "--curriculum-window",
+        type=int,
+        default=32,
+        help="curriculum: prompts judged (each by its whole group: x --group-size episodes)",
+    )
     recipe = p.parse_known_args(argv)[0].recipe
     if recipe:
         p.set_defaults(**RECIPES[recipe]["flags"])
     args = p.parse_args(argv)
     given = parse_json_object(args.env_kwargs, "--env-kwargs")
     env_kwargs = env_kwargs_for(args.model, recipe_env_kwargs(recipe, args.env, given))
-    levels = level_ids(args.env, args.curriculum) if args.curriculum else {}
+    levels, start_level = (
+        curriculum_levels(args.env, args.curriculum, env_kwargs) if args.curriculum else ([], 0)
+    )
     if args.no_untrained and not args.warm_start_epochs:
         raise SystemExit(
             "--no-untrained: RL is judged against the warm start; add --warm-start-epochs"
@@ -369,21 +435,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cls = learner_class(args.agent)
     overrides = learner_overrides(args, cls)
+    if "group_size" in cls.Config.__dataclass_fields__:
+        overrides.setdefault("group_size", GROUP_SIZE)
+        overrides.setdefault("drop_flat_groups", args.drop_flat_groups)
     # Training envs (with a curriculum: the last level's budgets, playing the start level; the
-    # warm start reads the base envs' train split, the learner steps the wrapper).
-    envs = base_envs = make_envs(
-        list(levels.values())[-1] if levels else args.env, args.num_envs, env_kwargs
-    )
+    # warm start reads the base envs' train split, the learner steps the wrapper). The
+    # curriculum's window judges whole groups: --curriculum-window prompts x the group size.
+    last = levels[-1] if levels else Level(args.env, args.env, env_kwargs, "")
+    envs = base_envs = make_envs(last.env_id, args.num_envs, last.env_kwargs)
     if levels:
+        per_prompt = overrides.get("group_size", 1)
+        window = args.curriculum_window * per_prompt
         envs = VectorCurriculum(
             base_envs,
-            levels=list(levels),
-            start_level=list(levels).index(level_of(args.env)),
+            levels=[level.wrapper_level for level in levels],
+            start_level=start_level,
             promote_at=args.promote_at,
             demote_at=0.0,
-            window=args.curriculum_window,
+            window=window,
         )
-    eval_envs = make_envs(args.env, args.num_envs, env_kwargs)
+        print(
+            f"curriculum: {', '.join(level.name for level in levels)} from "
+            f"{levels[start_level].name}; up when the last {window} training episodes "
+            f"({args.curriculum_window} prompts x {per_prompt}) reach {args.promote_at}",
+            flush=True,
+        )
+    first = levels[start_level] if levels else last
+    eval_envs = make_envs(first.env_id, args.num_envs, first.env_kwargs)
     policy = build_policy(
         args.model,
         base_envs,
@@ -398,19 +476,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["before"] = measure(policy, eval_envs, args, "untrained")
 
     if args.warm_start_epochs:
-        result.update(warm_started(policy, base_envs, eval_envs, args, env_kwargs))
+        # Keyed by the start level's env arguments: the references it reads are that level's.
+        result.update(warm_started(policy, base_envs, eval_envs, args, first.env_kwargs))
     # The next level up, where a curriculum run goes first: the policy before training there,
     # so that the trained policy's figures on it have something to compare with.
-    names = list(levels)
-    above = names[names.index(level_of(args.env)) + 1 :] if levels else []
-    next_level = above[0] if above else None
+    next_level = levels[start_level + 1] if start_level + 1 < len(levels) else None
     if next_level:
-        next_envs = make_envs(levels[next_level], args.num_envs, env_kwargs)
-        result[f"before_training_{next_level}"] = measure(policy, next_envs, args, next_level)
+        next_envs = make_envs(next_level.env_id, args.num_envs, next_level.env_kwargs)
+        result[f"before_training_{next_level.name}"] = measure(
+            policy, next_envs, args, next_level.name
+        )
 
-    if "group_size" in cls.Config.__dataclass_fields__:
-        overrides.setdefault("group_size", GROUP_SIZE)
-        overrides.setdefault("drop_flat_groups", args.drop_flat_groups)
     config = cls.Config.for_policy(policy, seed=args.seed, **{"progress": False, **overrides})
     agent = cls(policy, envs, config)
     t1 = time.perf_counter()
@@ -436,28 +512,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "groups_kept": kept,
         "reward_curve": [[r.get("episodes"), r.get("reward")] for r in history],
     }
+    reached = None
     if levels:  # the level each iteration trained at (its mean over the rollout's steps)
-        start = list(levels).index(level_of(args.env))
         curve = [
             [r.get("episodes"), r.get("curriculum_level"), r.get("success_rate")] for r in history
         ]
         result["train"]["curriculum_curve"] = curve
-        reached = max([start] + [int(c[1]) for c in curve if c[1] is not None])
-        result["train"]["level_reached"] = names[reached]
-        level = start
+        top = max([start_level, envs.level] + [int(c[1]) for c in curve if c[1] is not None])
+        reached = levels[top]
+        result["train"]["level_reached"] = reached.name
+        level = start_level
         for episodes, mean_level, _ in curve:
             while mean_level is not None and int(mean_level) > level:
                 level += 1
-                print(f"curriculum: {names[level]} reached by episode {episodes}")
-        print(f"curriculum: reached {names[reached]} (promote at {args.promote_at})", flush=True)
+                print(f"curriculum: {levels[level].name} reached by episode {episodes}")
+        print(f"curriculum: reached {reached.name} (promote at {args.promote_at})", flush=True)
     result["after"] = measure(agent, eval_envs, args, "trained")
-    if next_level:
-        result[f"after_{next_level}"] = measure(
-            agent,
-            next_envs,
-            args,
-            f"trained, {next_level}",
-        )
+    # The trained policy on the next level and on the highest one reached, if higher: what a
+    # curriculum is for (compare with a run that trains at that level from the start).
+    judged = {x.name: x for x in (next_level, reached) if x and x != first}
+    for level in judged.values():
+        level_envs = make_envs(level.env_id, args.num_envs, level.env_kwargs)
+        result[f"after_{level.name}"] = measure(agent, level_envs, args, f"trained, {level.name}")
     # Reward gaming check: the trained (and starting) policy's most common sampled completion
     # written to every test prompt.
     for key in ("after_warm_start", "after"):

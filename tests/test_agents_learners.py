@@ -212,6 +212,20 @@ def test_evaluate_reports_everything():
     assert set(result.as_dict()) >= {"reward_mean", "kl", "perplexity", "distinct_1"}
 
 
+def test_evaluate_without_reference_figures_plays_the_same_episodes():
+    """with_reference=False skips the KL and perplexity passes: the same episodes and scores
+    (the figures that need no reference), NaN for the two it skips."""
+    policy, envs = make_policy(), make_envs(4)
+    full = evaluate(policy, envs, n_episodes=10, seed=3, num_samples=10)
+    fast = evaluate(policy, envs, n_episodes=10, seed=3, num_samples=10, with_reference=False)
+    assert [s["completion"] for s in fast.samples] == [s["completion"] for s in full.samples]
+    assert fast.reward_mean == full.reward_mean and fast.reward_ci == full.reward_ci
+    assert math.isfinite(full.kl) and math.isfinite(full.perplexity)
+    assert math.isnan(fast.kl) and math.isnan(fast.perplexity)
+    with_entropy = evaluate(policy, envs, 10, seed=3, with_entropy=True, with_reference=False)
+    assert math.isfinite(with_entropy.entropy) and with_entropy.entropy > 0
+
+
 def test_distinct_n():
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == 2 / 3
