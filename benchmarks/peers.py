@@ -26,7 +26,6 @@ vector env with the same reset seeds.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from typing import Any
@@ -34,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from agents.cli import EVAL_SEED
-from benchmarks.task_scores import token_budget
+from benchmarks.presets import TaskSpec
+from benchmarks.stats import token_budget
 
 PEERS = ("sb3-ppo", "trl-grpo")
 # Each peer's algorithm among our learners: the leaderboard states the difference of the two rows.
@@ -263,8 +263,9 @@ def run_sb3_ppo(task: Any, seed: int, eval_envs: Any, *, greedy: bool = True) ->
 
 
 def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]:
-    """Train ``policy.model`` (the task's initial model) with TRL's GRPOTrainer for the task's
-    budget (see module doc); the harness then evaluates ``policy`` like our agents. ``envs``:
+    """Train ``policy.model`` (the task's initial model, or a warm-started one: TRL's KL
+    reference is the model as given) with TRL's GRPOTrainer for the task's budget (see module
+    doc); the harness then evaluates ``policy`` like our agents. ``envs``:
     a training vector env of the task (its train prompts, scorer, tokenizer and limits)."""
     import copy
 
@@ -352,10 +353,11 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
             return control
 
     model = policy.model
-    tmp = None
-    if settings.get("beta") and not os.path.isdir(getattr(model.config, "_name_or_path", "") or ""):
-        # TRL builds its KL reference from the model's folder: give a model built in memory
-        # (the tiny LM) one, so the reference is the same initial weights.
+    tmp, folder = None, getattr(model.config, "_name_or_path", None)
+    if settings.get("beta"):
+        # TRL builds its KL reference from the model's folder: give it the weights as they are
+        # (a model built in memory, the tiny LM, has no folder; a warm-started one has moved
+        # away from its folder's), so the reference is the model training starts from, as ours.
         tmp = tempfile.TemporaryDirectory(prefix="textgym-trl-ref-")
         model.save_pretrained(tmp.name)
         model.config._name_or_path = tmp.name
@@ -383,6 +385,7 @@ def run_trl_grpo(task: Any, seed: int, envs: Any, policy: Any) -> dict[str, Any]
     del trainer
     if tmp is not None:
         tmp.cleanup()
+        model.config._name_or_path = folder
     return {
         "config": {
             **settings,
@@ -421,3 +424,30 @@ def _trl_version() -> str | None:
         return trl.__version__
     except ImportError:
         return None
+
+
+def train_trl_grpo(
+    policy: Any, envs: Any, config: Any, *, seed: int, episodes: int, time_limit: float
+) -> dict[str, Any]:
+    """TRL's GRPOTrainer (:func:`run_trl_grpo`) on ``envs`` from ``policy`` as it is (a warm
+    start included), with ``config`` (our :class:`agents.GRPOConfig`) in TRL's words and the same
+    budget: ``benchmarks.verifiable --trl``. Returns the training figures in our learners' terms
+    (``updates``: TRL's optimizer steps)."""
+    ours = {k: v for k, v in vars(config).items() if k not in ("seed", "progress")}
+    task = TaskSpec(
+        env_id=getattr(envs.spec, "id", "") or "",
+        num_envs=envs.num_envs,
+        episodes=episodes,
+        time_limit=time_limit,
+        config={"grpo": ours},
+    )
+    peer = run_trl_grpo(task, seed, envs, policy)
+    return {
+        "learner": "trl.GRPOTrainer",
+        "config": peer["config"],
+        "episodes": peer["episodes"],
+        "updates": peer["iterations"],
+        "seconds": peer["train_seconds"],
+        "stop_reason": peer.get("stop_reason", "episodes done"),
+        "reward_curve": [[episodes, reward] for episodes, _, reward, _ in peer["curve"]],
+    }

@@ -2,8 +2,9 @@
 of a row that did not learn (collapsed completions, a CI that overlaps a reference row's).
 
 The constants every part of the benchmark shares live here too (the reference rows, the collapse
-threshold; the evaluation seed is :data:`agents.cli.EVAL_SEED`), and :func:`machine_info`, the
-description of the machine that every benchmark's output records.
+threshold; the evaluation seed is :data:`agents.cli.EVAL_SEED`), :func:`machine_info`, the
+description of the machine that every benchmark's output records, and :func:`token_budget`, the
+prompt and completion widths of a TextGen observation space.
 """
 
 from __future__ import annotations
@@ -195,3 +196,10 @@ def summarize(agent: str, cells: list[dict[str, Any]]) -> dict[str, Any]:
         "episodes": int(np.mean([c["episodes"] for c in cells])),
         "tokens": int(np.mean([c["tokens"] for c in cells])),
     }
+
+
+def token_budget(space: Any) -> tuple[int, int]:
+    """``(P, max_new_tokens)`` of a TextGen observation space (see TextGenEnv's "Observation
+    Space"): prompt ids fill columns ``[0, P)``, the completion's the next ``max_new_tokens``."""
+    max_new = int(np.asarray(space["num_generated"].high).reshape(-1)[0])
+    return space["input_ids"].shape[0] - max_new, max_new

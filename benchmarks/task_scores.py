@@ -35,13 +35,7 @@ import numpy as np
 import torch
 
 import textgym
-
-
-def token_budget(space: gym.spaces.Dict) -> tuple[int, int]:
-    """``(P, max_new_tokens)`` of a TextGen observation space (see TextGenEnv's "Observation
-    Space"): prompt ids fill columns ``[0, P)``, the completion's the next ``max_new_tokens``."""
-    max_new = int(np.asarray(space["num_generated"].high).reshape(-1)[0])
-    return space["input_ids"].shape[0] - max_new, max_new
+from benchmarks.stats import token_budget
 
 
 def _first_scores(envs, actions_fn, n: int) -> np.ndarray:

@@ -27,8 +27,7 @@ reached (compare it with a run that trains at that level from the start).
 The env, learner, model and hyperparameter flags are ``textgym train``'s
 (:func:`agents.cli.add_training_arguments`: ``--agent``, ``--model``, ``--lr``, ``--group-size``
 (8 here), ``--config JSON``, ``--env-kwargs JSON``, ...). ``--model tiny`` trains
-:meth:`agents.LMPolicy.tiny` from scratch (for char-tokenizer tasks such as TextGen-Copy-v0; a
-fast smoke run).
+:meth:`agents.LMPolicy.tiny` from scratch (char tasks such as TextGen-Copy-v0; a smoke run).
 
 ``--recipe rg`` is one command for any reasoning-gym id (``RG-<dataset>-v0``): warm start, GRPO
 and both evaluations with the settings of :data:`RECIPES` (flags given on the command line win)::
@@ -37,16 +36,18 @@ and both evaluations with the settings of :data:`RECIPES` (flags given on the co
 
 It warm-starts on 256 train references (1 epoch, warm-start seed 0), runs GRPO (8 completions
 per prompt, lr 5e-5, seed ``--seed``) for 15 minutes, and evaluates the warm-started and the
-trained policy on 256 test episodes, sampled and greedy, without the KL passes (the untrained
-model is skipped: RL is judged against the warm start). The env gets short budgets (32 new
-tokens: the warm start teaches a bare answer and EOS; prompts cut to their last 64 tokens: most
-arithmetic, counting and string ids ask in under 60; pass ``--env-kwargs '{"max_prompt_tokens":
-1024}'`` for boards and grids) and a test split of 1,000 questions, so that the test episodes
-rarely repeat one. A dataset's level of difficulty is a task argument: ``--env-kwargs
-'{"task_kwargs": {"difficulty": 0}}'`` (its reasoning-gym curriculum's level 0). With
-``--warm-start-cache DIR`` a second ``--seed`` reuses the first one's warm start and its
-evaluation (GRPO seeds from one warm start). After training, the most common sampled answer is
-scored on every test prompt: the success a constant answer gets (a reward a constant can game).
+trained policy on 256 test episodes, sampled and greedy, without the KL passes (RL is judged
+against the warm start). The env gets 32 new tokens (the warm start teaches a bare answer and
+EOS), prompts cut to their last 64 tokens (``--env-kwargs '{"max_prompt_tokens": 1024}'`` for
+boards and grids) and a test split of 1,000 questions. A dataset's level of difficulty is a
+task argument: ``--env-kwargs '{"task_kwargs": {"difficulty": 0}}'`` (level 0 of its
+reasoning-gym curriculum). ``--warm-start-cache DIR`` lets a second ``--seed`` reuse the first
+one's warm start and its evaluation. After training, the most common sampled answer is scored on
+every test prompt: the success a constant answer gets (a reward a constant can game).
+
+``--trl`` is the peer row: TRL's ``GRPOTrainer`` (:func:`benchmarks.peers.train_trl_grpo`) trains
+the same warm-started model with our GRPO's settings in TRL's words for the same minutes, and is
+evaluated alike; TRL has no ``--drop-flat-groups`` (its flat groups stay in the batch).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from agents.cli import (
     parse_json_object,
 )
 from agents.evaluation import distinct_share, verdict, verdict_line
+from benchmarks.peers import missing, train_trl_grpo
 from benchmarks.stats import cpu_flags_text, machine_info
 from textgym.procedural import PROCEDURAL_IDS
 from textgym.wrappers import VectorCurriculum
@@ -398,7 +400,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--curriculum",
         default=None,
-        help="levels to train through, easiest first, e.g. easy,medium,hard (procedural ids)",
+        help="levels, easiest first: easy,medium,hard (procedural ids), 0,1,2 (RG-* ids)",
+    )
+    p.add_argument(
+        "--trl",
+        action="store_true",
+        help="train with TRL's GRPOTrainer instead of our GRPO (the peer row): the same warm "
+        "start, settings in TRL's words, budget and evaluations (pip install 'textgym[trl]')",
     )
     p.add_argument(
         "--promote-at", type=float, default=0.8, help="curriculum: success rate to move up"
@@ -418,6 +426,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     levels, start_level = (
         curriculum_levels(args.env, args.curriculum, env_kwargs) if args.curriculum else ([], 0)
     )
+    if args.trl and (args.agent != "grpo" or levels):
+        raise SystemExit(
+            f"--trl trains TRL's GRPOTrainer in place of --agent grpo, without a curriculum (got "
+            f"--agent {args.agent}{' and --curriculum' if levels else ''}); drop one of them"
+        )
+    if args.trl and missing("trl-grpo"):  # before anything runs, not after the warm start
+        raise SystemExit(f"--trl: {missing('trl-grpo')}")
     if args.no_untrained and not args.warm_start_epochs:
         raise SystemExit(
             "--no-untrained: RL is judged against the warm start; add --warm-start-epochs"
@@ -488,30 +503,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     config = cls.Config.for_policy(policy, seed=args.seed, **{"progress": False, **overrides})
-    agent = cls(policy, envs, config)
-    t1 = time.perf_counter()
-    agent.learn(total_episodes=args.episodes, time_limit=args.minutes * 60)
-    train_seconds = time.perf_counter() - t1
-    history = agent.history
-    dropped = sum(r.get("dropped_groups", 0) for r in history)
-    kept = sum(r.get("update_groups", 0) for r in history)
-    print(
-        f"{cls.__name__}: {agent.episodes} episodes, {agent.iteration} updates in "
-        f"{train_seconds:.0f} s ({agent.stop_reason}); flat groups dropped "
-        f"{dropped:.0f}, groups trained on {kept:.0f}",
-        flush=True,
-    )
-    result["train"] = {
-        "learner": cls.__name__,
-        "config": {k: v for k, v in vars(config).items()},
-        "episodes": agent.episodes,
-        "updates": agent.iteration,
-        "seconds": train_seconds,
-        "stop_reason": agent.stop_reason,
-        "flat_groups_dropped": dropped,
-        "groups_kept": kept,
-        "reward_curve": [[r.get("episodes"), r.get("reward")] for r in history],
-    }
+    if args.trl:  # the peer: TRL trains policy.model in place, evaluated below like ours
+        budget = {"episodes": args.episodes, "time_limit": args.minutes * 60}
+        train = train_trl_grpo(policy, base_envs, config, seed=args.seed, **budget)
+        print(
+            f"TRL GRPOTrainer: {train['episodes']} episodes, {train['updates']} optimizer steps "
+            f"in {train['seconds']:.0f} s ({train['stop_reason']})",
+            flush=True,
+        )
+        agent, history, result["train"] = policy, [], train
+    else:
+        agent = cls(policy, envs, config)
+        t1 = time.perf_counter()
+        agent.learn(total_episodes=args.episodes, time_limit=args.minutes * 60)
+        train_seconds = time.perf_counter() - t1
+        history = agent.history
+        dropped = sum(r.get("dropped_groups", 0) for r in history)
+        kept = sum(r.get("update_groups", 0) for r in history)
+        print(
+            f"{cls.__name__}: {agent.episodes} episodes, {agent.iteration} updates in "
+            f"{train_seconds:.0f} s ({agent.stop_reason}); flat groups dropped "
+            f"{dropped:.0f}, groups trained on {kept:.0f}",
+            flush=True,
+        )
+        result["train"] = {
+            "learner": cls.__name__,
+            "config": {k: v for k, v in vars(config).items()},
+            "episodes": agent.episodes,
+            "updates": agent.iteration,
+            "seconds": train_seconds,
+            "stop_reason": agent.stop_reason,
+            "flat_groups_dropped": dropped,
+            "groups_kept": kept,
+            "reward_curve": [[r.get("episodes"), r.get("reward")] for r in history],
+        }
     reached = None
     if levels:  # the level each iteration trained at (its mean over the rollout's steps)
         curve = [

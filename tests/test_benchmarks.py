@@ -298,3 +298,16 @@ def test_when_no_row_learned_the_leaderboard_and_the_plot_say_so(tiny_bench, mon
     learned = [r for r in task["rows"] if r["agent"] not in ("untrained", "random")][0]
     learned["not_learned"] = None
     assert "No row learned" not in leaderboard_markdown(results)
+
+
+def test_eval_time_times_the_same_episodes_with_and_without_the_reference_passes(tmp_path):
+    """benchmarks.eval_time alternates evaluate(with_reference=True/False) on the same episodes
+    (it stops if their rewards differ) and writes both sides' seconds."""
+    from benchmarks import eval_time
+
+    run = ["--env", "TextGen-Copy-v0", "--model", "tiny", "--env-kwargs", "{}", "--num-envs", "4"]
+    out = eval_time.main([*run, "--episodes", "8", "--repeats", "2", "--json", str(tmp_path / "t")])
+    assert [len(times) for times in out["seconds"].values()] == [2, 2]
+    assert json.loads((tmp_path / "t").read_text())["ratio_without_to_with"] > 0
+    with pytest.raises(SystemExit, match="--episodes and --repeats"):
+        eval_time.main([*run, "--episodes", "0"])

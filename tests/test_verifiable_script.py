@@ -119,6 +119,25 @@ def test_verifiable_script_rejects_a_curriculum_outside_the_task():
         verifiable.main(["--env", "RG-chain_sum-v0", "--curriculum", "0,1", "--env-kwargs", kwargs])
     with pytest.raises(SystemExit, match="--warm-start-epochs"):
         verifiable.main(["--env", "TextGen-Copy-v0", "--no-untrained"])
+    with pytest.raises(SystemExit, match="--trl trains TRL's GRPOTrainer"):
+        verifiable.main(["--env", "TextGen-Copy-v0", "--agent", "ppo", "--trl"])
+
+
+def test_trl_flag_trains_the_peer_from_the_same_warm_start_and_evaluates_it_alike(tmp_path):
+    """--trl: TRL's GRPOTrainer trains the warm-started model in place, with our GRPO's
+    settings in TRL's words, and the run evaluates it like our learner's."""
+    pytest.importorskip("trl")
+    pytest.importorskip("reasoning_gym")
+    run = ["--recipe", "rg", "--env", "RG-chain_sum-v0", *TINY, "--eval-episodes", "4"]
+    run += ["--warm-start-examples", "8", "--lr", "0.5", "--trl"]
+    run += ["--env-kwargs", '{"max_new_tokens": 4, "task_kwargs": {"difficulty": 0}}']
+    result = verifiable.main(run)
+    train = result["train"]
+    assert train["learner"] == "trl.GRPOTrainer" and train["updates"] > 0
+    assert train["config"]["learning_rate"] == 0.5 and train["config"]["num_generations"] == 4
+    assert train["episodes"] > 0 and train["episodes"] % 8 == 0  # steps of 2 prompts x 4
+    for key in ("after_warm_start", "after"):
+        assert result[key]["sampled"]["n_episodes"] == 4
 
 
 def test_recipe_rg_runs_warm_start_grpo_and_both_evaluations_on_an_rg_id(tmp_path):
